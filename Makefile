@@ -1,0 +1,42 @@
+# The README's two commands are `make demo` and `make test`; both create or update .venv first.
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+# The stamp is rebuilt only when the dependency files change, so a second `make test` does not reinstall.
+STAMP  := $(VENV)/.installed
+
+.PHONY: install demo test test-fast bench lint fmt clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml requirements.lock
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check pip==26.3
+	$(BIN)/pip install -q --disable-pip-version-check -r requirements.lock
+	@# torchrec without its CUDA fbgemm-gpu requirement (the lock has the CPU build and torchrec's other needs).
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps torchrec==1.9.2
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+	@touch $(STAMP)
+
+demo: install
+	$(BIN)/homefeed demo
+
+test: install
+	$(BIN)/python -m pytest -q
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow"
+
+bench: install
+	$(BIN)/python -m bench.run
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+fmt: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+clean:
+	rm -rf $(VENV) workspace .pytest_cache
