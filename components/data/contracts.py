@@ -154,7 +154,9 @@ PIN = Contract(
         # images collapse. Each fine signature belongs to exactly one coarse signature (checked across rows).
         Field("image_signature_fine", "int", "an integer image signature"),
         Field("image_signature_coarse", "int", "an integer image signature"),
-        Field("quality", "float", "a quality score in [0, 1], or empty when unknown", required=False, bad=_unit_interval),
+        Field(
+            "quality", "float", "a quality score in [0, 1], or empty when unknown", required=False, bad=_unit_interval
+        ),
         Field("embedding", "float_list", "a list of finite floats (content embedding), or empty", required=False),
     ),
     key=("pin_id",),
@@ -377,7 +379,9 @@ def _signature_problems(parsed: dict) -> list[tuple[np.ndarray, str, str]]:
     sig = pd.DataFrame({"fine": parsed["image_signature_fine"], "coarse": parsed["image_signature_coarse"]})
     first = sig.groupby("fine", sort=False)["coarse"].transform("first")
     bad = (first != sig["coarse"]).to_numpy()
-    return [(bad, "image_signature_coarse", "coarse signature disagrees with an earlier row of the same fine signature")]
+    return [
+        (bad, "image_signature_coarse", "coarse signature disagrees with an earlier row of the same fine signature")
+    ]
 
 
 def _collect_rejects(data, problems, any_bad: np.ndarray, row_offset: int) -> list[Reject]:
@@ -392,7 +396,9 @@ def _collect_rejects(data, problems, any_bad: np.ndarray, row_offset: int) -> li
         records = data.take(pa.array(rows)).to_pylist()
     else:
         records = data.iloc[rows].to_dict(orient="records")
-    return [Reject(row=int(r) + row_offset, errors=errors[int(r)], record=rec) for r, rec in zip(rows, records, strict=True)]
+    return [
+        Reject(row=int(r) + row_offset, errors=errors[int(r)], record=rec) for r, rec in zip(rows, records, strict=True)
+    ]
 
 
 def _to_arrow(values, kind: str, keep: np.ndarray) -> pa.Array:

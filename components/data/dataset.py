@@ -20,7 +20,6 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -95,8 +94,8 @@ def validate_and_write(
     ds = Dataset(root)
     ds.root.mkdir(parents=True, exist_ok=True)
     dead = ds.dead_letter
-    for stale in dead.directory.glob("*.jsonl"):
-        stale.unlink()  # a rewrite replaces the dataset, its dead letters included
+    for name in TABLES:  # a rewrite replaces these tables' dead letters; a producer's own (raw lines) stay
+        (dead.directory / f"{name}.jsonl").unlink(missing_ok=True)
     report = WriteReport()
     valid: dict[str, pa.Table] = {}
     for name in ("interests", "pins", "users", "events"):

@@ -16,9 +16,7 @@ NEW_USER_DAYS = 14  # first seen in the last two weeks of the data
 RESURRECTION_GAP_DAYS = 28  # a gap this long between active days, then activity again
 
 
-def read_int_columns(
-    path: Path, names: Sequence[str], sep: str | None, dead: DeadLetter, source: str
-) -> pd.DataFrame:
+def read_int_columns(path: Path, names: Sequence[str], sep: str | None, dead: DeadLetter, source: str) -> pd.DataFrame:
     """Read a text file whose first len(names) fields per line are integers.
 
     A line with too few fields or a non-integer field is written to the dead letter with its 1-based line number

@@ -25,7 +25,9 @@ N_GENRES = 19
 
 def rating_to_action(rating: np.ndarray) -> np.ndarray:
     """>= 4 repin, 3 click, <= 2 hide (index into contracts.ACTIONS)."""
-    return np.where(rating >= 4, ACTIONS.index("repin"), np.where(rating == 3, ACTIONS.index("click"), ACTIONS.index("hide")))
+    return np.where(
+        rating >= 4, ACTIONS.index("repin"), np.where(rating == 3, ACTIONS.index("click"), ACTIONS.index("hide"))
+    )
 
 
 def ingest_movielens(src: Path, out: Path) -> WriteReport:
@@ -73,7 +75,9 @@ def _events(ratings: pd.DataFrame) -> pd.DataFrame:
 
 
 def _pins(src: Path, events: pd.DataFrame) -> tuple[pd.DataFrame, pa.Table]:
-    genres = [line.split("|")[0] for line in (src / "u.genre").read_text(encoding="latin-1").splitlines() if line.strip()]
+    genres = [
+        line.split("|")[0] for line in (src / "u.genre").read_text(encoding="latin-1").splitlines() if line.strip()
+    ]
     interests = pa.table({"interest_id": pa.array(range(len(genres)), pa.int64()), "name": genres})
     first_seen = events.groupby("pin_id")["ts"].min()
     rows = []

@@ -65,7 +65,9 @@ def make_pins(cfg: WorldConfig, rng: np.random.Generator, centroids: np.ndarray,
     coarse_quality = rng.beta(2.0, 2.0, size=n_coarse).astype(np.float32)
     fine_coarse = np.zeros(n_fine, dtype=np.int64)
     fine_coarse[fine_of_pin] = coarse_of_pin
-    fine_latent = _unit(coarse_base[fine_coarse] + 0.05 * rng.standard_normal((n_fine, d)).astype(np.float32) / np.sqrt(d))
+    fine_latent = _unit(
+        coarse_base[fine_coarse] + 0.05 * rng.standard_normal((n_fine, d)).astype(np.float32) / np.sqrt(d)
+    )
     fine_embedding = _unit(
         fine_latent + rng.standard_normal((n_fine, d)).astype(np.float32) * (cfg.embedding_noise / np.sqrt(d))
     )

@@ -53,9 +53,7 @@ class GroundTruth:
 
     def __post_init__(self) -> None:
         self.pin_sim = (self.pin_latent @ self.centroids.T).astype(np.float32)  # [P, K]
-        self._propensity = np.array(
-            [self.params["segment_propensity"][s] for s in SEGMENTS], dtype=np.float32
-        )
+        self._propensity = np.array([self.params["segment_propensity"][s] for s in SEGMENTS], dtype=np.float32)
 
     @property
     def n_users(self) -> int:

@@ -1,0 +1,23 @@
+"""`make bench`: run every benchmark, then regenerate the README's results section from the JSON they wrote."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from bench.readme import update_readme
+
+BENCHMARKS = [
+    ["bench.world_generation", "--preset", "large"],
+]
+
+
+def main() -> None:
+    for argv in BENCHMARKS:
+        print(f"== {' '.join(argv)}", flush=True)
+        subprocess.run([sys.executable, "-m", *argv], check=True)
+    update_readme()
+
+
+if __name__ == "__main__":
+    main()

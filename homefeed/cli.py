@@ -1,0 +1,205 @@
+"""`homefeed`: the command line. Glue only: it loads settings, calls components, and prints what they produced."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import click
+import pandas as pd
+import pyarrow.parquet as pq
+import yaml
+from pydantic import ValidationError
+from rich.console import Console
+
+from components.data import contracts
+from components.data.dataset import Dataset, write_table
+from components.data.summary import summarize
+from components.data.world.config import PRESETS
+from homefeed.config import Settings, load_settings
+from homefeed.render import progress_reporter, summary_tables
+
+console = Console()
+
+
+class _Ctx:
+    def __init__(self, config: Path | None):
+        self._config = config
+        self._settings: Settings | None = None
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            try:
+                self._settings = load_settings(self._config)
+            except (ValidationError, ValueError, FileNotFoundError) as exc:
+                raise click.UsageError(f"invalid settings: {exc}") from exc
+        return self._settings
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", type=click.Path(dir_okay=False, path_type=Path), help="YAML settings file.")
+@click.pass_context
+def main(ctx: click.Context, config: Path | None) -> None:
+    """Homefeed: Pinterest-style retrieval and ranking on Kubeflow, Ray, Feast, Milvus, KServe and Evidently.
+
+    Settings come from defaults, then a YAML file (--config, $HOMEFEED_CONFIG or ./homefeed.yaml), then
+    HOMEFEED_* environment variables (nested with __, e.g. HOMEFEED_WORLD__SEED=3).
+    """
+    ctx.obj = _Ctx(config)
+
+
+@main.command()
+@click.option("--preset", type=click.Choice(sorted(PRESETS)), help="World size (tiny, small = default, large).")
+@click.option("--seed", type=int, help="Random seed; the same seed gives the same files.")
+@click.option("--users", "n_users", type=int, help="Number of users.")
+@click.option("--pins", "n_pins", type=int, help="Number of pins.")
+@click.option("--events", "n_events", type=int, help="Target number of events.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Output dataset directory.")
+@click.pass_obj
+def simulate(obj: _Ctx, preset, seed, n_users, n_pins, n_events, out) -> None:
+    """Generate a synthetic Homefeed world (users, pins, impressions, actions, ground truth)."""
+    cfg = _world_config(obj.settings, preset, seed=seed, n_users=n_users, n_pins=n_pins, n_events=n_events)
+    out = out or obj.settings.workspace / "datasets" / f"world-{preset or 'custom'}-seed{cfg.seed}"
+    _simulate(cfg, out)
+
+
+def _world_config(settings: Settings, preset: str | None, **overrides):
+    from components.data.world.config import WorldConfig
+
+    data = settings.world.model_dump()
+    if preset:
+        data.update(PRESETS[preset])
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return WorldConfig(**data)
+    except ValidationError as exc:
+        raise click.UsageError(f"invalid world settings: {exc}") from exc
+
+
+def _simulate(cfg, out: Path) -> Path:
+    from components.data.world.simulate import STAGES, simulate_world
+
+    t0 = time.perf_counter()
+    with progress_reporter(console, STAGES) as report:
+        result = simulate_world(cfg, out, report)
+    console.print(
+        f"[bold green]world written[/] to {out} in {time.perf_counter() - t0:.1f}s: "
+        + ", ".join(f"{v:,} {k}" for k, v in result.rows.items())
+        + (f"; rejected {result.rejected}" if any(result.rejected.values()) else "")
+    )
+    return out
+
+
+@main.group()
+def ingest() -> None:
+    """Convert a public dataset into the canonical contracts."""
+
+
+@ingest.command("movielens")
+@click.argument("src", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Output dataset directory.")
+@click.pass_obj
+def ingest_movielens_cmd(obj: _Ctx, src: Path, out: Path | None) -> None:
+    """MovieLens-100K folder (u.data, u.item, u.genre): rating >=4 repin, 3 click, <=2 hide."""
+    from components.data.adapters.movielens import ingest_movielens
+
+    out = out or obj.settings.workspace / "datasets" / "movielens-100k"
+    _report_ingest(ingest_movielens(src, out), out)
+
+
+@ingest.command("sequences")
+@click.argument("src", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Output dataset directory.")
+@click.pass_obj
+def ingest_sequences_cmd(obj: _Ctx, src: Path, out: Path | None) -> None:
+    """A SASRec/BERT4Rec 'user item' file (order only): each line a repin."""
+    from components.data.adapters.sequences import ingest_sequences
+
+    out = out or obj.settings.workspace / "datasets" / src.stem
+    _report_ingest(ingest_sequences(src, out), out)
+
+
+def _report_ingest(result, out: Path) -> None:
+    manifest = Dataset(out).manifest()
+    console.print(
+        f"[bold green]dataset written[/] to {out}: " + ", ".join(f"{v:,} {k}" for k, v in result.rows.items())
+    )
+    rejected = {**manifest.get("raw_rejected", {}), **{k: v for k, v in result.rejected.items() if v}}
+    if any(rejected.values()):
+        console.print(f"[yellow]rejected rows[/] {rejected}: see {out / 'dead_letter'}")
+
+
+@main.command()
+@click.argument("contract", type=click.Choice(sorted(contracts.CONTRACTS)))
+@click.argument("src", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Output directory.")
+def validate(contract: str, src: Path, out: Path) -> None:
+    """Check a parquet, CSV or JSON-lines file against a contract: valid rows to OUT/<contract>.parquet, the rest to
+    OUT/dead_letter/<contract>.jsonl with the row, field and reason. Exits 1 when any row was rejected."""
+    data = _read_any(src)
+    try:
+        result = contracts.validate(data, contracts.CONTRACTS[contract])
+    except contracts.ContractError as exc:
+        raise click.ClickException(str(exc)) from exc
+    out.mkdir(parents=True, exist_ok=True)
+    write_table(out / f"{contract}.parquet", result.valid)
+    contracts.DeadLetter(out / "dead_letter").write(contract, result.rejects)
+    console.print(f"{result.valid.num_rows:,} valid, {result.n_rejected:,} rejected rows")
+    for rej in result.rejects[:5]:
+        console.print(f"  row {rej.row}: " + "; ".join(f"{e['field']}: {e['reason']}" for e in rej.errors))
+    if result.n_rejected:
+        console.print(f"[yellow]rejects written to[/] {out / 'dead_letter' / (contract + '.jsonl')}")
+        sys.exit(1)
+
+
+def _read_any(src: Path):
+    suffix = src.suffix.lower()
+    if suffix == ".parquet":
+        return pq.read_table(src)
+    if suffix == ".csv":
+        return pd.read_csv(src)
+    if suffix in (".jsonl", ".json"):
+        return pd.read_json(src, lines=suffix == ".jsonl")
+    raise click.UsageError(f"unsupported file type {suffix!r}: use .parquet, .csv or .jsonl")
+
+
+@main.command()
+@click.argument("dataset", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def summary(dataset: Path, as_json: bool) -> None:
+    """Describe a dataset: sizes, engagement rates, activity per segment, interest mix."""
+    try:
+        result = summarize(Dataset(dataset))
+    except FileNotFoundError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+    else:
+        for table in summary_tables(result):
+            console.print(table)
+
+
+@main.command("config")
+@click.pass_obj
+def show_config(obj: _Ctx) -> None:
+    """Print the effective settings (after YAML and environment) as YAML."""
+    click.echo(yaml.safe_dump(obj.settings.model_dump(mode="json"), sort_keys=False))
+
+
+@main.command()
+@click.option("--preset", type=click.Choice(sorted(PRESETS)), default="small", show_default=True)
+@click.pass_obj
+def demo(obj: _Ctx, preset: str) -> None:
+    """Run the main job on embedded defaults: simulate a world and summarise it."""
+    cfg = _world_config(obj.settings, preset)
+    out = _simulate(cfg, obj.settings.workspace / "datasets" / f"world-{preset}-seed{cfg.seed}")
+    for table in summary_tables(summarize(Dataset(out))):
+        console.print(table)
+    console.print(f"next: [bold]homefeed summary {out}[/] prints this again; the files are in {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""The `homefeed` command line, in-process through click's runner."""
+
+import json
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from homefeed.cli import main
+
+pytestmark = pytest.mark.integration
+
+
+def _all_commands(group, prefix=()):
+    for name, cmd in group.commands.items():
+        yield (*prefix, name)
+        if hasattr(cmd, "commands"):
+            yield from _all_commands(cmd, (*prefix, name))
+
+
+@pytest.mark.parametrize("command", [(), *list(_all_commands(main))], ids=lambda c: " ".join(c) or "homefeed")
+def test_every_command_has_help(command):
+    result = CliRunner().invoke(main, [*command, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage:" in result.output and len(result.output.splitlines()) > 3
+
+
+def test_simulate_then_summary(tmp_path):
+    runner = CliRunner()
+    out = tmp_path / "w"
+    result = runner.invoke(main, ["simulate", "--preset", "tiny", "--users", "200", "--seed", "4", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "world written" in result.output
+    result = runner.invoke(main, ["summary", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    assert summary["rows"]["users"] == 200
+    assert sum(s["users"] for s in summary["segments"]) == 200
+    assert 0 < summary["rate_per_impression"]["repin"] < 0.2
+
+
+def test_validate_writes_valid_rows_and_dead_letter_and_exits_nonzero(tmp_path):
+    src = tmp_path / "events.csv"
+    pd.DataFrame(
+        {
+            "user_id": [1, 2, 3],
+            "pin_id": [5, 6, 7],
+            "action": ["impression", "like", "repin"],
+            "ts": [1_767_225_600_000, 1_767_225_600_001, 1_767_225_600],
+            "request_id": [1, 1, 2],
+            "surface": ["homefeed"] * 3,
+        }
+    ).to_csv(src, index=False)
+    result = CliRunner().invoke(main, ["validate", "events", str(src), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 1
+    assert "1 valid, 2 rejected" in result.output
+    assert "row 1: action" in result.output and "row 2: ts: value looks like epoch seconds" in result.output
+    assert len(pd.read_parquet(tmp_path / "out" / "events.parquet")) == 1
+    assert len((tmp_path / "out" / "dead_letter" / "events.jsonl").read_text().splitlines()) == 2
+
+
+def test_validate_missing_column_is_a_clear_error(tmp_path):
+    src = tmp_path / "e.csv"
+    pd.DataFrame({"user_id": [1]}).to_csv(src, index=False)
+    result = CliRunner().invoke(main, ["validate", "events", str(src), "--out", str(tmp_path / "o")])
+    assert result.exit_code != 0 and "missing column(s)" in result.output
+
+
+def test_bad_settings_file_is_a_usage_error(tmp_path):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("world:\n  n_pins: 5\n")
+    result = CliRunner().invoke(main, ["--config", str(cfg), "simulate", "--out", str(tmp_path / "w")])
+    assert result.exit_code == 2 and "n_pins" in result.output
