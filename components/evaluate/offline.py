@@ -1,0 +1,71 @@
+"""Offline evaluation on a time-split holdout: recall@K for retrieval, HIT@3 per head for ranking. Each is
+measured with a simple baseline in the same run (most popular pins; random order)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from components.data.dataset import Dataset
+from components.evaluate.metrics import hit_at_k, recall_at_k
+from components.features.sequence import ActionLog
+from components.train.examples import POSITIVE_ACTIONS, Catalog, ranking_examples
+from components.train.ranking import load_pinnability, score
+from components.train.retrieval import load_two_tower, pin_embeddings, user_embeddings
+from models.ranking.pinnability import HEADS
+
+
+def _top_k(users: np.ndarray, pins: np.ndarray, k: int, chunk: int = 2048) -> np.ndarray:
+    out = []
+    for lo in range(0, len(users), chunk):
+        s = users[lo : lo + chunk] @ pins.T
+        part = np.argpartition(-s, k, axis=1)[:, :k]
+        order = np.take_along_axis(s, part, 1).argsort(axis=1)[:, ::-1]
+        out.append(np.take_along_axis(part, order, 1))
+    return np.concatenate(out) if out else np.zeros((0, k), dtype=np.int64)
+
+
+def evaluate_retrieval(dataset: Path, model_dir: Path, train_end_ms: int, ks=(10, 100)) -> dict:
+    """Users with repins after the cut-off; their embedding as of the cut-off; recall of those repins in top K."""
+    ds = Dataset(dataset)
+    cat = Catalog.load(ds)
+    ev = ds.read("events", columns=["user_id", "pin_id", "action", "ts"])
+    log = ActionLog(ev)
+    future = ev[(ev.action == "repin") & (ev.ts >= train_end_ms)]
+    relevant = future.groupby("user_id").pin_id.apply(set)
+    users = relevant.index.to_numpy()
+    model = load_two_tower(model_dir)
+    u = user_embeddings(model, cat, log, users, np.full(len(users), train_end_ms))
+    kmax = min(max(ks), cat.n_pins - 1)
+    ranked = _top_k(u, pin_embeddings(model, cat), kmax)
+    past = ev[ev.action.isin(POSITIVE_ACTIONS) & (ev.ts < train_end_ms)]
+    popular = past.pin_id.value_counts().index.to_numpy()[:kmax]
+    popular_ranked = np.tile(popular, (len(users), 1))
+    return {
+        "users": int(len(users)),
+        "recall": {str(k): v for k, v in recall_at_k(ranked, list(relevant), ks).items()},
+        "popularity_recall": {str(k): v for k, v in recall_at_k(popular_ranked, list(relevant), ks).items()},
+    }
+
+
+def evaluate_ranking(dataset: Path, model_dir: Path, start_ms: int, end_ms: int, seed: int = 0) -> dict:
+    """HIT@3 per head on the impressions of [start_ms, end_ms), the model against a random order."""
+    ds = Dataset(dataset)
+    cat = Catalog.load(ds)
+    log = ActionLog(ds.read("events", columns=["user_id", "pin_id", "action", "ts"]))
+    ex = ranking_examples(ds, cat, log, start_ms, end_ms, max_examples=None, seed=seed)
+    model, user_emb = load_pinnability(model_dir)
+    probs = score(model, user_emb, ex)
+    rand = np.random.default_rng(seed).random(len(probs))
+    out = {"impressions": int(len(probs)), "requests": int(len(np.unique(ex["request_id"])))}
+    for j, head in enumerate(HEADS):
+        out[f"hit@3_{head}"] = hit_at_k(ex["request_id"], probs[:, j], ex["labels"][:, j])
+        out[f"hit@3_{head}_random"] = hit_at_k(ex["request_id"], rand, ex["labels"][:, j])
+    return out
+
+
+def write_metrics(path: Path, metrics: dict) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")

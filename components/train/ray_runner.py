@@ -1,0 +1,54 @@
+"""Run a torch training loop on Ray Train and collect its final checkpoint into the artifact store.
+
+Locally this starts (or joins) a Ray instance on this machine; in a cluster the same call runs inside a KubeRay
+RayJob, where `ray.init()` attaches to the job's cluster (issue F7). Data goes to workers as a file path: every
+worker reads its own shard, so nothing large passes through the object store.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a local, loopback-only instance needs no token
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+
+
+def ensure_ray(num_cpus: int | None = None, address: str | None = None) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    if address:
+        ray.init(address=address, log_to_driver=False)
+    else:
+        ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, log_to_driver=False)
+
+
+def fit_on_ray(
+    loop: Callable[[dict], None], config: dict, out_dir: Path, name: str, num_workers: int = 2
+) -> tuple[dict, Path]:
+    """Train with `num_workers` CPU workers; copy the last checkpoint into `out_dir`. Returns (metrics, out_dir)."""
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    ensure_ray()
+    out_dir = Path(out_dir).resolve()
+    trainer = TorchTrainer(
+        loop,
+        train_loop_config=config,
+        scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=False),
+        run_config=RunConfig(storage_path=str(out_dir.parent / "ray_runs"), name=name),
+    )
+    result = trainer.fit()
+    if result.error is not None:
+        raise RuntimeError(f"training {name} failed on Ray: {result.error}") from result.error
+    if result.checkpoint is None:
+        raise RuntimeError(f"training {name} finished without a checkpoint")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with result.checkpoint.as_directory() as ckpt:
+        for f in Path(ckpt).iterdir():
+            shutil.copy2(f, out_dir / f.name)
+    return dict(result.metrics), out_dir

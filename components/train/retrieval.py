@@ -1,0 +1,102 @@
+"""Train the two-tower retrieval model on Ray Train, and use a trained one (load, user and pin embeddings)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from components.data.dataset import Dataset
+from components.features.sequence import ActionLog
+from components.train.examples import Catalog, retrieval_examples, user_features
+from components.train.ray_runner import fit_on_ray
+from components.train.worker import batches, load_shard, report_epoch
+from models.retrieval.two_tower import TwoTower, TwoTowerConfig
+
+
+@dataclass
+class RetrievalTraining:
+    epochs: int = 3
+    batch_size: int = 512
+    lr: float = 2e-3
+    num_workers: int = 2
+    seed: int = 0
+
+
+def train_loop(config: dict) -> None:
+    import ray.train
+    import ray.train.torch
+
+    torch.manual_seed(config["seed"])
+    shard = load_shard(config["examples"])
+    content = torch.from_numpy(np.load(config["content"]))
+    model = ray.train.torch.prepare_model(TwoTower(TwoTowerConfig(**config["model"]), content))
+    core = model.module if hasattr(model, "module") else model
+    opt = torch.optim.Adam(model.parameters(), lr=config["lr"])
+    rng = np.random.default_rng(config["seed"] + ray.train.get_context().get_world_rank())
+    for epoch in range(config["epochs"]):
+        total, steps = 0.0, 0
+        for b in batches(shard, config["batch_size"], rng):
+            u, p = model(b["user_id"], b["segment"], b["declared"], b["seq_pin_ids"], b["pin_id"], b["interest"])
+            loss = core.loss(u, p, b["log_q"])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total, steps = total + loss.item(), steps + 1
+        last = epoch == config["epochs"] - 1 and ray.train.get_context().get_world_rank() == 0
+        metrics = {"epoch": epoch, "train_loss": total / max(steps, 1)}
+        report_epoch(metrics, model if last else None, config["model"])
+
+
+def train_retrieval(dataset: Path, out_dir: Path, train_end_ms: int, opts: RetrievalTraining) -> dict:
+    """Examples from everything before `train_end_ms`; the model, its config and metrics land in `out_dir`."""
+    ds, out_dir = Dataset(dataset), Path(out_dir)
+    cat = Catalog.load(ds)
+    log = ActionLog(ds.read("events", columns=["user_id", "pin_id", "action", "ts"]))
+    examples = retrieval_examples(ds, cat, log, start_ms=0, end_ms=train_end_ms)
+    if len(examples["pin_id"]) < opts.batch_size * opts.num_workers:
+        raise ValueError(f"only {len(examples['pin_id'])} positives before the cut-off: too few to train")
+    work = out_dir / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    np.savez(work / "examples.npz", **examples)
+    np.save(work / "content.npy", cat.content)
+    model_cfg = TwoTowerConfig(n_users=cat.n_users, n_pins=cat.n_pins, n_interests=cat.n_interests)
+    config = {
+        **asdict(opts),
+        "examples": str(work / "examples.npz"),
+        "content": str(work / "content.npy"),
+        "model": model_cfg.to_dict(),
+    }
+    metrics, _ = fit_on_ray(train_loop, config, out_dir, name="retrieval", num_workers=opts.num_workers)
+    summary = {"train_examples": len(examples["pin_id"]), "train_end_ms": train_end_ms, **metrics}
+    (out_dir / "train_metrics.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def load_two_tower(model_dir: Path) -> TwoTower:
+    model_dir = Path(model_dir)
+    cfg = TwoTowerConfig(**json.loads((model_dir / "config.json").read_text()))
+    state = torch.load(model_dir / "model.pt", map_location="cpu", weights_only=True)
+    content = torch.zeros(state["user.content.table"].shape[0] - 1, state["user.content.table"].shape[1])
+    model = TwoTower(cfg, content)
+    model.load_state_dict(state)
+    return model.eval()
+
+
+@torch.no_grad()
+def pin_embeddings(model: TwoTower, cat: Catalog, batch: int = 65_536) -> np.ndarray:
+    """[P, out_dim] for every pin id (the offline half of two-tower serving)."""
+    out = []
+    for lo in range(0, cat.n_pins, batch):
+        ids = torch.arange(lo, min(lo + batch, cat.n_pins))
+        out.append(model.pin(ids, torch.from_numpy(cat.pin_interest[ids.numpy()])).numpy())
+    return np.concatenate(out)
+
+
+@torch.no_grad()
+def user_embeddings(model: TwoTower, cat: Catalog, log: ActionLog, users: np.ndarray, at_ts: np.ndarray) -> np.ndarray:
+    f = user_features(cat, log, users, at_ts)
+    return model.user(*(torch.from_numpy(f[k]) for k in ("user_id", "segment", "declared", "seq_pin_ids"))).numpy()
