@@ -14,19 +14,14 @@ from components.data.dataset import Dataset
 from components.features.sequence import ActionLog
 from components.train.examples import Catalog, ranking_examples
 from components.train.ray_runner import fit_on_ray
-from components.train.worker import batches, load_shard, report_epoch
+from components.train.worker import TrainingOptions, batches, load_shard, report_epoch
 from models.ranking.pinnability import HEADS, Pinnability, PinnabilityConfig
 
 HEAD_WEIGHTS = {"click": 1.0, "repin": 2.0, "hide": 1.0}  # repin is the engagement the seed optimises for
 
 
 @dataclass
-class RankingTraining:
-    epochs: int = 2
-    batch_size: int = 512
-    lr: float = 1e-3
-    num_workers: int = 2
-    seed: int = 0
+class RankingTraining(TrainingOptions):
     max_examples: int = 200_000
     use_sequence: bool = True
 

@@ -13,17 +13,14 @@ from components.data.dataset import Dataset
 from components.features.sequence import ActionLog
 from components.train.examples import Catalog, retrieval_examples, user_features
 from components.train.ray_runner import fit_on_ray
-from components.train.worker import batches, load_shard, report_epoch
+from components.train.worker import TrainingOptions, batches, load_shard, report_epoch
 from models.retrieval.two_tower import TwoTower, TwoTowerConfig
 
 
 @dataclass
-class RetrievalTraining:
+class RetrievalTraining(TrainingOptions):
     epochs: int = 3
-    batch_size: int = 512
     lr: float = 2e-3
-    num_workers: int = 2
-    seed: int = 0
 
 
 def train_loop(config: dict) -> None:

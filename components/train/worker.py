@@ -6,10 +6,22 @@ import json
 import os
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+
+
+@dataclass
+class TrainingOptions:
+    """What every training job takes; each model's options extend it."""
+
+    epochs: int = 2
+    batch_size: int = 512
+    lr: float = 1e-3
+    num_workers: int = 2
+    seed: int = 0
 
 
 def load_shard(path: str) -> dict[str, np.ndarray]:
