@@ -283,7 +283,7 @@ def _parse(raw: pd.Series, kind: str) -> tuple[np.ndarray, np.ndarray, np.ndarra
             whole = finite & (np.abs(vals) < 2**62) & (np.floor(np.where(finite, vals, 0)) == np.where(finite, vals, 0))
             unparsable |= ~null & ~unparsable & ~whole
             return np.where(whole, vals, 0).astype(np.int64), null, unparsable
-        unparsable |= ~null & ~unparsable & ~np.isfinite(np.nan_to_num(vals, nan=0.0, posinf=np.inf))
+        unparsable |= ~null & ~unparsable & ~np.isfinite(vals)  # +-inf is not a number we can use
         return vals, null, unparsable
     if kind == "str":
         if isinstance(raw.dtype, pd.CategoricalDtype):
@@ -322,7 +322,6 @@ def _parse_arrow_list(col: pa.ChunkedArray, kind: str) -> tuple[object, np.ndarr
     if pa.types.is_fixed_size_list(arr.type) or pa.types.is_large_list(arr.type):
         arr = arr.cast(pa.list_(arr.type.value_type))
     if not pa.types.is_list(arr.type):
-        n = len(arr)
         return arr, arr.is_null().to_numpy(zero_copy_only=False), ~arr.is_null().to_numpy(zero_copy_only=False)
     null = arr.is_null().to_numpy(zero_copy_only=False)
     flat = arr.flatten()

@@ -107,6 +107,7 @@ def test_good_pins_pass_and_optional_fields_may_be_empty():
     [
         ("pin_id", 1, "duplicate pin_id"),
         ("quality", 1.5, "quality score in [0, 1]"),
+        ("quality", float("-inf"), "could not be read"),
         ("interest_id", -1, "invalid value"),
         ("image_signature_coarse", 99, "disagrees with an earlier row"),
         ("embedding", [0.5, float("nan")], "could not be read"),
