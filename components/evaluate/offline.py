@@ -10,8 +10,7 @@ import numpy as np
 
 from components.data.dataset import Dataset
 from components.evaluate.metrics import hit_at_k, recall_at_k
-from components.features.sequence import ActionLog
-from components.train.examples import POSITIVE_ACTIONS, Catalog, ranking_examples
+from components.train.examples import POSITIVE_ACTIONS, Catalog, ranking_examples, read_events
 from components.train.ranking import load_pinnability, score
 from components.train.retrieval import load_two_tower, pin_embeddings, user_embeddings
 from models.ranking.pinnability import HEADS
@@ -31,8 +30,7 @@ def evaluate_retrieval(dataset: Path, model_dir: Path, train_end_ms: int, ks=(10
     """Users with repins after the cut-off; their embedding as of the cut-off; recall of those repins in top K."""
     ds = Dataset(dataset)
     cat = Catalog.load(ds)
-    ev = ds.read("events", columns=["user_id", "pin_id", "action", "ts"])
-    log = ActionLog(ev)
+    ev, log = read_events(ds)
     future = ev[(ev.action == "repin") & (ev.ts >= train_end_ms)]
     relevant = future.groupby("user_id").pin_id.apply(set)
     users = relevant.index.to_numpy()
@@ -54,8 +52,8 @@ def evaluate_ranking(dataset: Path, model_dir: Path, start_ms: int, end_ms: int,
     """HIT@3 per head on the impressions of [start_ms, end_ms), the model against a random order."""
     ds = Dataset(dataset)
     cat = Catalog.load(ds)
-    log = ActionLog(ds.read("events", columns=["user_id", "pin_id", "action", "ts"]))
-    ex = ranking_examples(ds, cat, log, start_ms, end_ms, max_examples=None, seed=seed)
+    ev, log = read_events(ds)
+    ex = ranking_examples(ev, cat, log, start_ms, end_ms, max_examples=None, seed=seed)
     model, user_emb = load_pinnability(model_dir)
     probs = score(model, user_emb, ex)
     rand = np.random.default_rng(seed).random(len(probs))

@@ -59,9 +59,19 @@ def user_features(cat: Catalog, log: ActionLog, users: np.ndarray, at_ts: np.nda
     }
 
 
-def retrieval_examples(ds: Dataset, cat: Catalog, log: ActionLog, start_ms: int, end_ms: int) -> dict[str, np.ndarray]:
+EVENT_COLUMNS = ["user_id", "pin_id", "action", "ts", "request_id"]
+
+
+def read_events(ds: Dataset) -> tuple[pd.DataFrame, ActionLog]:
+    """The events once, and the action log built from them: every example builder takes both."""
+    ev = ds.read("events", columns=EVENT_COLUMNS)
+    return ev, ActionLog(ev)
+
+
+def retrieval_examples(
+    ev: pd.DataFrame, cat: Catalog, log: ActionLog, start_ms: int, end_ms: int
+) -> dict[str, np.ndarray]:
     """Positive (user, pin) pairs: clicks and repins in [start_ms, end_ms), with the user as of that action."""
-    ev = ds.read("events", columns=["user_id", "pin_id", "action", "ts"])
     pos = ev[ev.action.isin(POSITIVE_ACTIONS) & (ev.ts >= start_ms) & (ev.ts < end_ms)]
     users, pins = pos.user_id.to_numpy(), pos.pin_id.to_numpy()
     counts = np.bincount(pins, minlength=cat.n_pins).astype(np.float64)
@@ -75,10 +85,9 @@ def retrieval_examples(ds: Dataset, cat: Catalog, log: ActionLog, start_ms: int,
 
 
 def ranking_examples(
-    ds: Dataset, cat: Catalog, log: ActionLog, start_ms: int, end_ms: int, max_examples: int | None, seed: int
+    ev: pd.DataFrame, cat: Catalog, log: ActionLog, start_ms: int, end_ms: int, max_examples: int | None, seed: int
 ) -> dict[str, np.ndarray]:
     """Impressions in [start_ms, end_ms) with labels [click, repin, hide] and the sequence at request time."""
-    ev = ds.read("events", columns=["user_id", "pin_id", "action", "ts", "request_id"])
     window = ev[(ev.ts >= start_ms) & (ev.ts < end_ms)]
     imp = window[window.action == "impression"]
     if max_examples is not None and len(imp) > max_examples:

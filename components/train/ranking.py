@@ -11,8 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from components.data.dataset import Dataset
-from components.features.sequence import ActionLog
-from components.train.examples import Catalog, ranking_examples
+from components.train.examples import Catalog, ranking_examples, read_events
 from components.train.ray_runner import fit_on_ray
 from components.train.worker import TrainingOptions, batches, load_shard, report_epoch
 from models.ranking.pinnability import HEADS, Pinnability, PinnabilityConfig
@@ -66,8 +65,8 @@ def train_ranking(
     user tower stand in for the pretrained (PinnerSAGE) user embedding."""
     ds, out_dir = Dataset(dataset), Path(out_dir)
     cat = Catalog.load(ds)
-    log = ActionLog(ds.read("events", columns=["user_id", "pin_id", "action", "ts"]))
-    examples = ranking_examples(ds, cat, log, start_ms, end_ms, opts.max_examples, opts.seed)
+    ev, log = read_events(ds)
+    examples = ranking_examples(ev, cat, log, start_ms, end_ms, opts.max_examples, opts.seed)
     work = out_dir / "work"
     work.mkdir(parents=True, exist_ok=True)
     np.savez(work / "examples.npz", **examples)

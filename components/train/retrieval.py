@@ -11,7 +11,7 @@ import torch
 
 from components.data.dataset import Dataset
 from components.features.sequence import ActionLog
-from components.train.examples import Catalog, retrieval_examples, user_features
+from components.train.examples import Catalog, read_events, retrieval_examples, user_features
 from components.train.ray_runner import fit_on_ray
 from components.train.worker import TrainingOptions, batches, load_shard, report_epoch
 from models.retrieval.two_tower import TwoTower, TwoTowerConfig
@@ -52,8 +52,8 @@ def train_retrieval(dataset: Path, out_dir: Path, train_end_ms: int, opts: Retri
     """Examples from everything before `train_end_ms`; the model, its config and metrics land in `out_dir`."""
     ds, out_dir = Dataset(dataset), Path(out_dir)
     cat = Catalog.load(ds)
-    log = ActionLog(ds.read("events", columns=["user_id", "pin_id", "action", "ts"]))
-    examples = retrieval_examples(ds, cat, log, start_ms=0, end_ms=train_end_ms)
+    ev, log = read_events(ds)
+    examples = retrieval_examples(ev, cat, log, start_ms=0, end_ms=train_end_ms)
     if len(examples["pin_id"]) < opts.batch_size * opts.num_workers:
         raise ValueError(f"only {len(examples['pin_id'])} positives before the cut-off: too few to train")
     work = out_dir / "work"
