@@ -9,6 +9,7 @@ from bench.readme import update_readme
 
 BENCHMARKS = [
     ["bench.world_generation", "--preset", "large"],
+    ["bench.demo_loop"],
 ]
 
 

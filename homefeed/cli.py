@@ -12,31 +12,16 @@ import pandas as pd
 import pyarrow.parquet as pq
 import yaml
 from pydantic import ValidationError
-from rich.console import Console
 
 from components.data import contracts
 from components.data.dataset import Dataset, write_table
 from components.data.summary import summarize
 from components.data.world.config import PRESETS
-from homefeed.config import Settings, load_settings
+from homefeed.config import Settings
+from homefeed.context import Ctx, console
+from homefeed.pipeline_commands import drift, pipeline
 from homefeed.render import progress_reporter, summary_tables
-
-console = Console()
-
-
-class _Ctx:
-    def __init__(self, config: Path | None):
-        self._config = config
-        self._settings: Settings | None = None
-
-    @property
-    def settings(self) -> Settings:
-        if self._settings is None:
-            try:
-                self._settings = load_settings(self._config)
-            except (ValidationError, ValueError, FileNotFoundError) as exc:
-                raise click.UsageError(f"invalid settings: {exc}") from exc
-        return self._settings
+from homefeed.serve_commands import serve
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -48,7 +33,7 @@ def main(ctx: click.Context, config: Path | None) -> None:
     Settings come from defaults, then a YAML file (--config, $HOMEFEED_CONFIG or ./homefeed.yaml), then
     HOMEFEED_* environment variables (nested with __, e.g. HOMEFEED_WORLD__SEED=3).
     """
-    ctx.obj = _Ctx(config)
+    ctx.obj = Ctx(config)
 
 
 @main.command()
@@ -59,7 +44,7 @@ def main(ctx: click.Context, config: Path | None) -> None:
 @click.option("--events", "n_events", type=int, help="Target number of events.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Output dataset directory.")
 @click.pass_obj
-def simulate(obj: _Ctx, preset, seed, n_users, n_pins, n_events, out) -> None:
+def simulate(obj: Ctx, preset, seed, n_users, n_pins, n_events, out) -> None:
     """Generate a synthetic Homefeed world (users, pins, impressions, actions, ground truth)."""
     cfg = _world_config(obj.settings, preset, seed=seed, n_users=n_users, n_pins=n_pins, n_events=n_events)
     out = out or obj.settings.workspace / "datasets" / f"world-{preset or 'custom'}-seed{cfg.seed}"
@@ -102,7 +87,7 @@ def ingest() -> None:
 @click.argument("src", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Output dataset directory.")
 @click.pass_obj
-def ingest_movielens_cmd(obj: _Ctx, src: Path, out: Path | None) -> None:
+def ingest_movielens_cmd(obj: Ctx, src: Path, out: Path | None) -> None:
     """MovieLens-100K folder (u.data, u.item, u.genre): rating >=4 repin, 3 click, <=2 hide."""
     from components.data.adapters.movielens import ingest_movielens
 
@@ -114,7 +99,7 @@ def ingest_movielens_cmd(obj: _Ctx, src: Path, out: Path | None) -> None:
 @click.argument("src", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Output dataset directory.")
 @click.pass_obj
-def ingest_sequences_cmd(obj: _Ctx, src: Path, out: Path | None) -> None:
+def ingest_sequences_cmd(obj: Ctx, src: Path, out: Path | None) -> None:
     """A SASRec/BERT4Rec 'user item' file (order only): each line a repin."""
     from components.data.adapters.sequences import ingest_sequences
 
@@ -184,22 +169,27 @@ def summary(dataset: Path, as_json: bool) -> None:
 
 @main.command("config")
 @click.pass_obj
-def show_config(obj: _Ctx) -> None:
+def show_config(obj: Ctx) -> None:
     """Print the effective settings (after YAML and environment) as YAML."""
     click.echo(yaml.safe_dump(obj.settings.model_dump(mode="json"), sort_keys=False))
 
 
 @main.command()
-@click.option("--preset", type=click.Choice(sorted(PRESETS)), default="small", show_default=True)
+@click.option("--source", help="world:<preset> (default: the settings' pipeline source, world:small) or a dataset.")
 @click.pass_obj
-def demo(obj: _Ctx, preset: str) -> None:
-    """Run the main job on embedded defaults: simulate a world and summarise it."""
-    cfg = _world_config(obj.settings, preset)
-    out = _simulate(cfg, obj.settings.workspace / "datasets" / f"world-{preset}-seed{cfg.seed}")
-    for table in summary_tables(summarize(Dataset(out))):
-        console.print(table)
-    console.print(f"next: [bold]homefeed summary {out}[/] prints this again; the files are in {out}")
+def demo(obj: Ctx, source: str | None) -> None:
+    """The whole loop: run the training pipeline locally, serve it, and show three users' homefeeds."""
+    from homefeed.demo import run_demo
 
+    settings = obj.settings
+    if source:
+        settings = settings.model_copy(update={"pipeline": settings.pipeline.model_copy(update={"source": source})})
+    run_demo(settings, console)
+
+
+main.add_command(pipeline)
+main.add_command(drift)
+main.add_command(serve)
 
 if __name__ == "__main__":
     main()

@@ -9,13 +9,27 @@ import os
 from pathlib import Path
 
 import yaml
-from pydantic import ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
 from components.data.world.config import WorldConfig
+from pipelines.params import PipelineParams
 
 CONFIG_ENV = "HOMEFEED_CONFIG"
 DEFAULT_CONFIG_FILE = Path("homefeed.yaml")
+
+
+class ServingSettings(BaseModel):
+    """Where `homefeed serve` listens; the demo and tests pick free ports instead."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = "127.0.0.1"
+    retrieval_port: int = Field(8500, ge=1, le=65535)
+    ranking_port: int = Field(8501, ge=1, le=65535)
+    homefeed_port: int = Field(8502, ge=1, le=65535)
+    candidates: int = Field(200, ge=1, le=1000, description="retrieval candidates the homefeed entry ranks")
+    feed_size: int = Field(10, ge=1, description="pins the demo shows per user")
 
 
 class Settings(BaseSettings):
@@ -23,6 +37,12 @@ class Settings(BaseSettings):
 
     workspace: Path = Path("workspace")  # every artifact of a local run lands under here
     world: WorldConfig = WorldConfig()
+    pipeline: PipelineParams = PipelineParams()
+    serving: ServingSettings = ServingSettings()
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.workspace / "runs"
 
     @classmethod
     def settings_customise_sources(

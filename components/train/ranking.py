@@ -23,6 +23,9 @@ HEAD_WEIGHTS = {"click": 1.0, "repin": 2.0, "hide": 1.0}  # repin is the engagem
 class RankingTraining(TrainingOptions):
     max_examples: int = 200_000
     use_sequence: bool = True
+    # Measured on the default world: 2 epochs over 30k impressions at 3e-3 reach HIT@3 repin 0.377 (random: 0.297);
+    # 1 epoch over 20k at 1e-3 ranked below random (0.211).
+    lr: float = 3e-3
 
 
 def _forward(model, b: dict, user_emb: torch.Tensor) -> torch.Tensor:

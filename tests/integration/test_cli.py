@@ -71,3 +71,43 @@ def test_bad_settings_file_is_a_usage_error(tmp_path):
     cfg.write_text("world:\n  n_pins: 5\n")
     result = CliRunner().invoke(main, ["--config", str(cfg), "simulate", "--out", str(tmp_path / "w")])
     assert result.exit_code == 2 and "n_pins" in result.output
+
+
+def test_pipeline_compile_writes_the_golden_ir(tmp_path):
+    from pipelines.compile import GOLDEN
+
+    out = tmp_path / "p.yaml"
+    result = CliRunner().invoke(main, ["pipeline", "compile", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert out.read_text() == GOLDEN.read_text()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["pipeline", "run"], "pass --local"),
+        (["pipeline", "run", "--local", "--set", "epochs=3"], "NAME one of source"),
+        (["pipeline", "run", "--local", "--set", "retrieval_epochs=0"], "retrieval_epochs"),
+    ],
+)
+def test_pipeline_run_refuses_bad_parameters_before_running(tmp_path, monkeypatch, args, message):
+    monkeypatch.setenv("HOMEFEED_WORKSPACE", str(tmp_path))
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert not (tmp_path / "runs").exists()
+
+
+def test_serve_and_drift_without_a_run_say_what_to_do(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOMEFEED_WORKSPACE", str(tmp_path))
+    for args in (["serve", "ranking"], ["drift"]):
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 2 and "run the pipeline first" in result.output, result.output
+
+
+def test_drift_on_a_dataset_prints_the_rates_and_writes_the_report(tiny_world, tmp_path):
+    result = CliRunner().invoke(main, ["drift", "--dataset", str(tiny_world), "--out", str(tmp_path / "r")])
+    assert result.exit_code == 0, result.output
+    assert "repin" in result.output and "hide" in result.output
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert set(summary["actions"]) == {"repin", "click", "hide"}
+    assert (tmp_path / "r" / "engagement_drift.html").stat().st_size > 0

@@ -1,0 +1,205 @@
+"""The pipeline's steps as plain functions: directories in, a directory out, a JSON-able summary back.
+
+Each function here is what one KFP component runs (components/kfp_components.py wraps them thinly) and what tests
+call directly. A step reads only its inputs' directories and writes only its own, so the same code runs under
+kfp.local on a laptop and in a pod on Kubeflow, where the directories are artifact mounts.
+
+The time split is one definition shared by the training, evaluation and serving steps (`time_split`): retrieval
+trains on everything before the holdout, ranking on the last `ranking_days` before it, and both are evaluated on
+the holdout (the last `holdout_days` of the dataset).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from components.data.dataset import Dataset
+from components.data.world.config import DAY_MS
+
+INDEX_FILE = "index.json"  # written by `index_pins`, read by the retrieval predictor
+MILVUS_FILE = "milvus.db"
+COLLECTION = "pins"
+DRIFT_SUMMARY = "summary.json"  # written by `engagement_drift` next to Evidently's HTML and JSON
+
+
+@dataclass(frozen=True)
+class TimeSplit:
+    """UTC epoch ms bounds: ranking trains on [ranking_start, train_end), retrieval on [.., train_end), both are
+    evaluated on [train_end, end)."""
+
+    ranking_start_ms: int
+    train_end_ms: int
+    end_ms: int
+
+
+def time_split(dataset_dir: Path, holdout_days: float = 1.0, ranking_days: float = 3.0) -> TimeSplit:
+    """The split of `dataset_dir` by event time; refuses a holdout or ranking window that leaves nothing to train."""
+    if holdout_days <= 0 or ranking_days <= 0:
+        raise ValueError(f"holdout_days and ranking_days must be positive, got {holdout_days}, {ranking_days}")
+    ts = Dataset(dataset_dir).read("events", columns=["ts"])["ts"]
+    if ts.empty:
+        raise ValueError(f"{dataset_dir} has no events to split")
+    start, end = int(ts.min()), int(ts.max()) + 1
+    train_end = end - round(holdout_days * DAY_MS)
+    ranking_start = max(start, train_end - round(ranking_days * DAY_MS))
+    if train_end <= start:
+        span = (end - start) / DAY_MS
+        raise ValueError(f"holdout_days={holdout_days} covers the whole dataset ({span:.2f} days of events)")
+    return TimeSplit(ranking_start, train_end, end)
+
+
+def prepare_data(source: str, out_dir: Path, seed: int = 0) -> dict:
+    """The `data` step. `source` is `world:<preset>` (a simulated world, tiny/small/large), `movielens:<folder>`
+    (MovieLens-100K) or `sequences:<file>` (a 'user item' sequence file); returns the dataset's manifest."""
+    kind, _, arg = source.partition(":")
+    out_dir = Path(out_dir)
+    if kind == "world":
+        from components.data.world.config import preset
+        from components.data.world.simulate import simulate_world
+
+        simulate_world(preset(arg or "small", seed=seed), out_dir)
+    elif kind == "movielens":
+        from components.data.adapters.movielens import ingest_movielens
+
+        ingest_movielens(_existing(arg, source), out_dir)
+    elif kind == "sequences":
+        from components.data.adapters.sequences import ingest_sequences
+
+        ingest_sequences(_existing(arg, source), out_dir)
+    else:
+        raise ValueError(f"source must be world:<preset>, movielens:<folder> or sequences:<file>; got {source!r}")
+    return Dataset(out_dir).manifest()
+
+
+def _existing(path: str, source: str) -> Path:
+    if not path or not Path(path).exists():
+        raise FileNotFoundError(f"source {source!r}: {path or '(no path)'} does not exist")
+    return Path(path)
+
+
+def build_features(dataset_dir: Path, out_dir: Path, half_life_days: float = 7.0) -> dict:
+    """The `features` step: a Feast repository in `out_dir` (registry, SQLite online store) as of the dataset's end,
+    with batch views materialized and every user's last-100 sequence pushed."""
+    from components.features.store import build_feature_store
+
+    build_feature_store(dataset_dir, out_dir, half_life_days=half_life_days)
+    ds = Dataset(dataset_dir)
+    return {"users": len(ds.read("users", columns=["user_id"])), "pins": len(ds.read("pins", columns=["pin_id"]))}
+
+
+def train_retrieval_step(dataset_dir: Path, out_dir: Path, split: TimeSplit, epochs: int, seed: int = 0) -> dict:
+    """The `train retrieval` step: the two-tower model on Ray Train, on everything before the holdout."""
+    from components.train.retrieval import RetrievalTraining, train_retrieval
+
+    return train_retrieval(dataset_dir, out_dir, split.train_end_ms, RetrievalTraining(epochs=epochs, seed=seed))
+
+
+def train_ranking_step(
+    dataset_dir: Path,
+    retrieval_dir: Path,
+    out_dir: Path,
+    split: TimeSplit,
+    epochs: int,
+    max_examples: int,
+    seed: int = 0,
+) -> dict:
+    """The `train ranking` step: Pinnability with the realtime sequence on Ray Train, on the ranking window.
+
+    The retrieval user tower's embedding of each user as of the window's start stands in for the pretrained user
+    embedding (PinnerSAGE in the seed); it is computed before the window, so no example sees its own outcome."""
+    from components.train.examples import Catalog, read_events
+    from components.train.ranking import RankingTraining, train_ranking
+    from components.train.retrieval import load_two_tower, user_embeddings
+
+    ds, out_dir = Dataset(dataset_dir), Path(out_dir)
+    cat = Catalog.load(ds)
+    _, log = read_events(ds)
+    users = np.arange(cat.n_users)
+    emb = user_embeddings(load_two_tower(retrieval_dir), cat, log, users, np.full(len(users), split.ranking_start_ms))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    emb_path = out_dir / "work" / "user_embeddings.npy"
+    emb_path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(emb_path, emb)
+    opts = RankingTraining(epochs=epochs, max_examples=max_examples, seed=seed)
+    return train_ranking(dataset_dir, out_dir, emb_path, split.ranking_start_ms, split.train_end_ms, opts)
+
+
+def evaluate(dataset_dir: Path, retrieval_dir: Path, ranking_dir: Path, out_dir: Path, split: TimeSplit) -> dict:
+    """The `evaluate` step: recall@K of retrieval and HIT@3 per head of ranking on the holdout, each next to its
+    baseline; written to `out_dir/evaluation.json` and returned."""
+    from components.evaluate.offline import evaluate_ranking, evaluate_retrieval, write_metrics
+
+    result = {
+        "split": asdict(split),
+        "retrieval": evaluate_retrieval(dataset_dir, retrieval_dir, split.train_end_ms, ks=(10, 100)),
+        "ranking": evaluate_ranking(dataset_dir, ranking_dir, split.train_end_ms, split.end_ms),
+    }
+    write_metrics(Path(out_dir) / "evaluation.json", result)
+    return result
+
+
+def flat_metrics(evaluation: dict) -> dict[str, float]:
+    """The scalar figures of an evaluation as `name: value`, the form KFP Metrics take."""
+    out = {f"recall@{k}": v for k, v in evaluation["retrieval"]["recall"].items()}
+    out |= {f"recall@{k}_popularity": v for k, v in evaluation["retrieval"]["popularity_recall"].items()}
+    out |= {k: v for k, v in evaluation["ranking"].items() if k.startswith("hit@")}
+    return {k: float(v) for k, v in out.items()}
+
+
+def index_pins(dataset_dir: Path, retrieval_dir: Path, out_dir: Path, collection: str = COLLECTION) -> dict:
+    """The `corpus + index` step: the pin-tower embedding of every pin that exists at the dataset's end into a Milvus
+    Lite collection in `out_dir`, with the interest as partition key. `out_dir/index.json` tells a reader where it is (the uri relative to `out_dir`)."""
+    from components.features.store import default_cutoff
+    from components.index.milvus import build_index
+    from components.train.examples import Catalog
+    from components.train.retrieval import load_two_tower, pin_embeddings
+
+    ds, out_dir = Dataset(dataset_dir), Path(out_dir)
+    cat = Catalog.load(ds)
+    emb = pin_embeddings(load_two_tower(retrieval_dir), cat)
+    pins = ds.read("pins", columns=["pin_id", "interest_id", "image_signature_coarse", "created_ts"])
+    # the corpus as of the same cut-off as the feature store: a pin created later does not exist yet for serving
+    pins = pins[pins.created_ts < default_cutoff(ds.read("events", columns=["ts"]))]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    uri = str((out_dir / MILVUS_FILE).resolve())
+    n = build_index(
+        uri,
+        collection,
+        pins.pin_id.to_numpy(),
+        emb[pins.pin_id.to_numpy()],
+        pins.interest_id.to_numpy(),
+        pins.image_signature_coarse.to_numpy(),
+        pins.created_ts.to_numpy(),
+    )
+    info = {"uri": MILVUS_FILE, "collection": collection, "count": n, "dim": int(emb.shape[1]), "metric": "IP"}
+    (out_dir / INDEX_FILE).write_text(json.dumps(info, indent=2) + "\n")
+    return info
+
+
+def read_index_info(index_dir: Path) -> dict:
+    """`index.json` of an index directory with `uri` made absolute (a Milvus Lite file or a server URI)."""
+    index_dir = Path(index_dir)
+    path = index_dir / INDEX_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"{index_dir} is not an index directory: {INDEX_FILE} is missing")
+    info = json.loads(path.read_text())
+    if "://" not in info["uri"]:
+        info["uri"] = str((index_dir / info["uri"]).resolve())
+    return info
+
+
+def engagement_drift(dataset_dir: Path, out_dir: Path, reference_days: float = 7, current_days: float = 1) -> dict:
+    """The `monitor` step: the Evidently engagement-rate report of the latest window against the reference, with the
+    rates, changes and drift scores it found in `out_dir/summary.json`."""
+    from monitoring.drift_report import engagement_drift_report
+
+    ds = Dataset(dataset_dir)
+    summary = engagement_drift_report(
+        ds.read("events"), ds.read("users", columns=["user_id", "segment"]), out_dir, reference_days, current_days
+    )
+    (Path(out_dir) / DRIFT_SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
+    return summary

@@ -1,0 +1,168 @@
+"""Run `homefeed_training` on this machine with kfp.local, in a versioned run directory.
+
+```
+<runs_dir>/<run_id>/
+  pipeline.yaml   the IR YAML of this run's pipeline (what a cluster would run)
+  pipeline.log    every task's log, as kfp.local streams it
+  artifacts/      kfp.local's pipeline root: <pipeline>-<time>/<task>/<output>
+  run.json        parameters, status, per-step wall times and every output artifact's path and metadata
+<runs_dir>/latest -> <run_id>
+```
+kfp.local prints each task's full executor input and log to stdout; that goes to pipeline.log, and the caller gets a
+callback per step instead, so a terminal shows one line per step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from kfp import local
+
+from pipelines.compile import compile_pipeline
+from pipelines.homefeed_training import PIPELINE_NAME, homefeed_training
+
+RUN_FILE = "run.json"
+LATEST = "latest"
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_STARTED = re.compile(r"Executing task '([^']+)'")
+_FINISHED = re.compile(r"Task '([^']+)' finished with status (\w+)")
+
+
+@dataclass
+class StepTime:
+    name: str
+    status: str
+    seconds: float
+
+
+@dataclass
+class LocalRun:
+    """What a finished (or failed) local run left behind; `load_run` reads it back from run.json."""
+
+    run_id: str
+    run_dir: Path
+    pipeline: str
+    params: dict
+    status: str = "running"
+    started: str = ""
+    seconds: float = 0.0
+    steps: list[StepTime] = field(default_factory=list)
+    artifacts: dict[str, dict] = field(default_factory=dict)  # output name -> {"path", "metadata"}
+    error: str | None = None
+
+    def path(self, output: str) -> Path:
+        if output not in self.artifacts:
+            raise KeyError(f"run {self.run_id} has no output {output!r}; it has {sorted(self.artifacts)}")
+        return Path(self.artifacts[output]["path"])
+
+    def save(self) -> None:
+        data = asdict(self) | {"run_dir": str(self.run_dir)}
+        (self.run_dir / RUN_FILE).write_text(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def load_run(run_dir: Path) -> LocalRun:
+    """A run from its directory (or the runs directory's `latest` link when given the runs directory itself)."""
+    run_dir = Path(run_dir)
+    if not (run_dir / RUN_FILE).exists() and (run_dir / LATEST / RUN_FILE).exists():
+        run_dir = run_dir / LATEST
+    if not (run_dir / RUN_FILE).exists():
+        raise FileNotFoundError(f"{run_dir} holds no pipeline run ({RUN_FILE} is missing): run the pipeline first")
+    data = json.loads((run_dir / RUN_FILE).read_text())
+    data["steps"] = [StepTime(**s) for s in data["steps"]]
+    data["run_dir"] = Path(data["run_dir"])
+    return LocalRun(**data)
+
+
+class _StepWatcher:
+    """A stdout stand-in: writes kfp.local's output to the log and calls back when a task starts or finishes."""
+
+    def __init__(self, log, on_step: Callable[[StepTime], None] | None, on_start: Callable[[str], None] | None):
+        self.log, self.on_step, self.on_start = log, on_step, on_start
+        self.steps: list[StepTime] = []
+        self._since = time.perf_counter()
+
+    def write(self, text: str) -> int:
+        plain = _ANSI.sub("", text)  # kfp.local colours task names; a log file wants plain text
+        self.log.write(plain)
+        for name in _STARTED.findall(plain):
+            self._since = time.perf_counter()
+            if self.on_start:
+                self.on_start(name)
+        for name, status in _FINISHED.findall(plain):
+            step = StepTime(name, status, round(time.perf_counter() - self._since, 2))
+            self.steps.append(step)
+            if self.on_step:
+                self.on_step(step)
+        return len(text)
+
+    def flush(self) -> None:
+        self.log.flush()
+
+
+def _new_run_dir(runs_dir: Path) -> tuple[str, Path]:
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    for n in range(1000):
+        run_id = stamp if n == 0 else f"{stamp}-{n}"
+        run_dir = runs_dir / run_id
+        with contextlib.suppress(FileExistsError):
+            run_dir.mkdir(parents=True)
+            return run_id, run_dir
+    raise RuntimeError(f"could not create a fresh run directory under {runs_dir}")
+
+
+def _point_latest(runs_dir: Path, run_id: str) -> None:
+    link = runs_dir / LATEST
+    tmp = runs_dir / f".{LATEST}.{run_id}"
+    tmp.symlink_to(run_id)
+    tmp.replace(link)  # atomic: a reader sees the old run or the new one, never no link
+
+
+def run_local(
+    params: dict,
+    runs_dir: Path,
+    on_step: Callable[[StepTime], None] | None = None,
+    on_start: Callable[[str], None] | None = None,
+) -> LocalRun:
+    """Run homefeed_training with `params` (its keyword arguments) through kfp.local's SubprocessRunner.
+
+    Raises RuntimeError naming the failed step and the log when a step fails; run.json records the failure too.
+    """
+    runs_dir = Path(runs_dir).resolve()
+    run_id, run_dir = _new_run_dir(runs_dir)
+    run = LocalRun(run_id, run_dir, PIPELINE_NAME, dict(params), started=datetime.now(UTC).isoformat())
+    compile_pipeline(run_dir / "pipeline.yaml")
+    # use_venv=False: the tasks run in this environment, which has the project installed (a venv per task would
+    # have to pip-install torch and the rest for every step).
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(run_dir / "artifacts"))
+    t0 = time.perf_counter()
+    with open(run_dir / "pipeline.log", "w") as log:
+        watcher = _StepWatcher(log, on_step, on_start)
+        try:
+            with contextlib.redirect_stdout(watcher), contextlib.redirect_stderr(log), warnings.catch_warnings():
+                # Resource requests and display names are for the cluster, and the image is the project's own, whose
+                # code is this environment's; kfp.local warns about both on every task.
+                warnings.filterwarnings("ignore", message=r"Task '.*': settings \[", category=UserWarning)
+                warnings.filterwarnings("ignore", message="You may be attemping to run", category=RuntimeWarning)
+                task = homefeed_training(**params)
+            run.status = "succeeded"
+            run.artifacts = {
+                name: {"path": str(Path(a.path).resolve()), "metadata": dict(a.metadata)}
+                for name, a in task.outputs.items()
+            }
+        except Exception as exc:
+            failed = next((s.name for s in watcher.steps if s.status != "SUCCESS"), "unknown")
+            run.status, run.error = "failed", f"step {failed!r} failed: {exc}"
+            raise RuntimeError(f"pipeline run {run_id}: {run.error}; see {run_dir / 'pipeline.log'}") from exc
+        finally:
+            run.steps, run.seconds = watcher.steps, round(time.perf_counter() - t0, 2)
+            run.save()
+    _point_latest(runs_dir, run_id)
+    return run

@@ -1,0 +1,59 @@
+"""`python -m serving {retrieval,ranking,homefeed} ...`: run one predictor's model server (blocks until SIGTERM).
+
+    python -m serving retrieval --model-dir D --features-dir F --index-dir I --http-port 8080
+    python -m serving ranking --model-dir D --features-dir F [--device cuda] --http-port 8081
+    python -m serving homefeed --retrieval-url http://h:8080 --ranking-url http://h:8081 [--candidates 200] \
+        --http-port 8082
+
+Flag names: importing kserve runs its own argparse parser over sys.argv (`kserve.model_server`), which accepts
+abbreviations. A flag of ours that equals or is a prefix of one of kserve's (`--http_port`, `--model_name`, ...)
+would be read by kserve too, and a prefix of two of them makes kserve exit on an ambiguous option. So every flag here
+is spelled with hyphens, which none of kserve's underscore flags start with; tests/integration/test_serving.py checks
+it. Abbreviations are off here so that a shortened flag cannot reach kserve's parser either.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from serving.homefeed import DEFAULT_CANDIDATES
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m serving", description=__doc__.splitlines()[0], allow_abbrev=False)
+    kinds = parser.add_subparsers(dest="kind", required=True)
+    retrieval = kinds.add_parser("retrieval", help="the two-tower retrieval predictor (CPU)", allow_abbrev=False)
+    retrieval.add_argument("--model-dir", type=Path, required=True, help="the `train retrieval` step's output")
+    retrieval.add_argument("--features-dir", type=Path, required=True, help="the Feast repository (`features` step)")
+    retrieval.add_argument("--index-dir", type=Path, required=True, help="the `index` step's output (index.json)")
+    ranking = kinds.add_parser(
+        "ranking", help="the Pinnability ranking predictor (GPU when available)", allow_abbrev=False
+    )
+    ranking.add_argument("--model-dir", type=Path, required=True, help="the `train ranking` step's output")
+    ranking.add_argument("--features-dir", type=Path, required=True, help="the Feast repository (`features` step)")
+    ranking.add_argument("--device", default=None, help="torch device; default cuda when available, else cpu")
+    homefeed = kinds.add_parser("homefeed", help="retrieval then ranking over REST", allow_abbrev=False)
+    homefeed.add_argument("--retrieval-url", required=True, help="base URL of the retrieval server")
+    homefeed.add_argument("--ranking-url", required=True, help="base URL of the ranking server")
+    homefeed.add_argument("--candidates", type=int, default=DEFAULT_CANDIDATES, help="retrieval's k per user")
+    for sub in (retrieval, ranking, homefeed):
+        sub.add_argument("--http-port", type=int, default=8080, help="the REST port")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    from serving import server  # after parsing: --help and usage errors answer without loading torch and Feast
+
+    if args.kind == "retrieval":
+        model = server.retrieval_predictor(args.model_dir, args.features_dir, args.index_dir)
+    elif args.kind == "ranking":
+        model = server.ranking_predictor(args.model_dir, args.features_dir, device=args.device)
+    else:
+        model = server.homefeed_predictor(args.retrieval_url, args.ranking_url, candidates=args.candidates)
+    server.serve(model, args.http_port)
+
+
+if __name__ == "__main__":
+    main()

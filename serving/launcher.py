@@ -1,0 +1,211 @@
+"""Model servers as local processes on loopback: start, wait until ready, and always stop.
+
+The laptop stand-in for an InferenceService: each server is `python -m serving <kind> ...` on a free port, logging to
+`<log_dir>/<name>.log`. A server is ready when `GET /v1/models/<name>` answers 200 with "ready": true, the same
+endpoint KServe's readiness probe reads. Each process leads a session of its own, so stopping it signals the whole
+group: anything it started goes with it.
+
+Example:
+    specs = [ServerSpec("retrieval", ["retrieval", "--model-dir", d, ...]),
+             ServerSpec("homefeed", ["homefeed", "--retrieval-url", "{retrieval}", ...])]
+    with running_servers(specs, log_dir) as urls:
+        httpx.post(f"{urls['homefeed']}/v1/models/homefeed:predict", json={"instances": [{"user_id": 1}]})
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+HOST = "127.0.0.1"
+STOP_GRACE_S = 10.0
+LOG_TAIL_CHARS = 4000
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    """One server: `name` is its model name (the readiness path), `args` follow `python -m serving` (without
+    --http-port). An arg that is exactly `{<name>}` of a spec started alongside becomes that server's URL: every
+    port is chosen before any server starts, so servers that call each other start together."""
+
+    name: str
+    args: Sequence[str]
+
+
+@dataclass
+class RunningServer:
+    name: str
+    url: str
+    process: subprocess.Popen
+    log: Path
+
+
+class ServerFailed(RuntimeError):
+    """A server exited or did not become ready in time; the message ends with the tail of its log."""
+
+
+def homefeed_specs(
+    retrieval_dir: Path,
+    ranking_dir: Path,
+    features_dir: Path,
+    index_dir: Path,
+    candidates: int = 200,
+    device: str | None = None,
+) -> list[ServerSpec]:
+    """The three servers of the homefeed, from the pipeline's artifact directories: retrieval, ranking, homefeed."""
+    features = str(features_dir)
+    ranking = ["ranking", "--model-dir", str(ranking_dir), "--features-dir", features]
+    return [
+        ServerSpec(
+            "retrieval",
+            ["retrieval", "--model-dir", str(retrieval_dir), "--features-dir", features, "--index-dir", str(index_dir)],
+        ),
+        ServerSpec("ranking", ranking + (["--device", device] if device else [])),
+        ServerSpec(
+            "homefeed",
+            [
+                "homefeed",
+                "--retrieval-url",
+                "{retrieval}",
+                "--ranking-url",
+                "{ranking}",
+                "--candidates",
+                str(candidates),
+            ],
+        ),
+    ]
+
+
+def free_ports(n: int) -> list[int]:
+    """`n` distinct loopback ports free right now (all bound at once, so none is handed out twice).
+
+    Another process could take one before its server binds it; that server then exits and the readiness wait
+    reports it with its log.
+    """
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(n)]
+        for sock in sockets:
+            sock.bind((HOST, 0))
+        return [sock.getsockname()[1] for sock in sockets]
+
+
+@contextlib.contextmanager
+def running_servers(specs: Sequence[ServerSpec], log_dir: Path, timeout_s: float = 120.0) -> Iterator[dict[str, str]]:
+    """Start every server of `specs`, wait until all are ready, yield {name: base URL}; stop them all on exit.
+
+    Raises ServerFailed if one exits or is not ready within `timeout_s` (the servers load concurrently). The servers
+    are stopped however the block ends, an exception in it included.
+    """
+    names = [s.name for s in specs]
+    if len(set(names)) < len(names):
+        raise ValueError(f"server names must be distinct, got {names}")
+    log_dir = Path(log_dir)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    urls = {s.name: f"http://{HOST}:{port}" for s, port in zip(specs, free_ports(len(specs)), strict=True)}
+    servers: list[RunningServer] = []
+    try:
+        for spec in specs:
+            args = [_url_or_arg(a, urls) for a in spec.args]
+            servers.append(start_server(spec.name, args, urls[spec.name], log_dir / f"{spec.name}.log"))
+        deadline = time.monotonic() + timeout_s
+        for server in servers:
+            left = max(deadline - time.monotonic(), 0.0)
+            wait_until_ready(server.url, server.name, left, process=server.process, log=server.log)
+        yield urls
+    finally:
+        stop_servers(servers)
+
+
+def start_server(name: str, args: Sequence[str], url: str, log: Path) -> RunningServer:
+    """`python -m serving <args> --http-port <url's port>` in a new session, stdout and stderr into `log`."""
+    port = httpx.URL(url).port
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [_repo_root(), os.environ.get("PYTHONPATH")]))}
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "serving", *args, "--http-port", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+        )
+    return RunningServer(name, url, process, log)
+
+
+def wait_until_ready(
+    url: str,
+    name: str,
+    timeout_s: float = 120.0,
+    process: subprocess.Popen | None = None,
+    log: Path | None = None,
+    poll_s: float = 0.25,
+) -> None:
+    """Poll `GET {url}/v1/models/{name}` until the model is ready.
+
+    Raises ServerFailed when `timeout_s` passes, or when `process` (the server, if this caller started it) exits
+    first; the message ends with the tail of `log` when given.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if process is not None and process.poll() is not None:
+            raise ServerFailed(f"{name} exited with code {process.returncode} before it was ready{_tail(log)}")
+        if is_ready(url, name):
+            return
+        if time.monotonic() >= deadline:
+            raise ServerFailed(f"{name} at {url} was not ready after {timeout_s:.0f} s{_tail(log)}")
+        time.sleep(poll_s)
+
+
+def is_ready(url: str, name: str) -> bool:
+    """Whether `GET {url}/v1/models/{name}` reports the model ready (False while the server is not listening)."""
+    try:
+        response = httpx.get(f"{url}/v1/models/{name}", timeout=2.0)
+        return response.status_code == 200 and response.json().get("ready") is True
+    except (httpx.HTTPError, ValueError, AttributeError):  # not listening yet, or something else answering there
+        return False
+
+
+def stop_servers(servers: Sequence[RunningServer], grace_s: float = STOP_GRACE_S) -> None:
+    """SIGTERM to every server's process group at once; SIGKILL to those still running after `grace_s`."""
+    for server in servers:
+        _signal_group(server.process, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    for server in servers:
+        try:
+            server.process.wait(timeout=max(deadline - time.monotonic(), 0.0))
+        except subprocess.TimeoutExpired:
+            _signal_group(server.process, signal.SIGKILL)
+            server.process.wait()
+        # the leader is gone; whatever it started in its group has no one else to stop it
+        _signal_group(server.process, signal.SIGKILL)
+
+
+def _url_or_arg(arg: str, urls: dict[str, str]) -> str:
+    return urls.get(arg[1:-1], arg) if arg.startswith("{") and arg.endswith("}") else arg
+
+
+def _tail(log: Path | None, chars: int = LOG_TAIL_CHARS) -> str:
+    if log is None:
+        return ""
+    text = log.read_text(errors="replace") if log.exists() else "(no log written)"
+    return f"; the end of {log}:\n{text[-chars:]}"
+
+
+def _signal_group(process: subprocess.Popen, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, sig)
+
+
+def _repo_root() -> str:
+    """The folder holding the `serving` package, so the child imports this very code whatever its working dir."""
+    return str(Path(__file__).resolve().parent.parent)

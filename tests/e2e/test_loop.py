@@ -1,0 +1,109 @@
+"""The whole loop on a tiny world, as `homefeed demo` runs it: homefeed_training through kfp.local, then the three
+model servers on its artifacts, a REST call to the homefeed endpoint, and the artifacts checked for real content."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import numpy as np
+import pytest
+
+from components.data.dataset import Dataset
+from components.evaluate.metrics import hit_at_k
+from components.index.milvus import count
+from components.steps import DRIFT_SUMMARY, read_index_info, time_split
+from components.train.examples import Catalog, ranking_examples, read_events
+from components.train.ranking import load_pinnability, score
+from components.train.retrieval import load_two_tower, pin_embeddings
+from homefeed.serve_commands import server_specs
+from pipelines.compile import GOLDEN
+from pipelines.local import load_run, run_local
+from pipelines.params import PipelineParams
+from serving.launcher import running_servers
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+FEED_SIZE = 10
+PARAMS = PipelineParams(source="world:tiny", retrieval_epochs=2, ranking_epochs=1, ranking_max_examples=5_000)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    runs = tmp_path_factory.mktemp("runs")
+    done = run_local(PARAMS.model_dump(), runs)
+    assert load_run(runs).run_id == done.run_id  # `latest` points at it
+    return done
+
+
+def test_every_step_ran_and_the_run_is_versioned(run):
+    assert run.status == "succeeded"
+    assert {s.name for s in run.steps} == {
+        "data", "features", "train-retrieval", "train-ranking", "evaluate", "index", "monitor"
+    }  # fmt: skip
+    assert all(s.status == "SUCCESS" and s.seconds > 0 for s in run.steps)
+    assert (run.run_dir / "pipeline.yaml").read_text() == GOLDEN.read_text()
+    assert "Task 'train-ranking' finished" in (run.run_dir / "pipeline.log").read_text()
+    for name in set(run.artifacts) - {"metrics"}:  # KFP Metrics live in the artifact's metadata, not in a file
+        assert run.path(name).exists() and run.path(name).is_relative_to(run.run_dir), name
+
+
+def test_both_models_load_and_score(run):
+    ds = Dataset(run.path("dataset"))
+    cat = Catalog.load(ds)
+    pins = pin_embeddings(load_two_tower(run.path("retrieval_model")), cat)
+    assert pins.shape[0] == cat.n_pins and np.isfinite(pins).all() and pins.std(axis=0).max() > 0
+    model, user_emb = load_pinnability(run.path("ranking_model"))
+    split = time_split(ds.root, PARAMS.holdout_days, PARAMS.ranking_days)
+    ev, log = read_events(ds)
+    ex = ranking_examples(ev, cat, log, split.train_end_ms, split.end_ms, max_examples=None, seed=0)
+    probs = score(model, user_emb, ex)
+    assert probs.shape == (len(ex["labels"]), 3) and ((probs > 0) & (probs < 1)).all() and probs.std(axis=0).min() > 0
+    # the evaluation step's figure is what these scores give
+    metrics = run.artifacts["metrics"]["metadata"]
+    assert metrics["hit@3_repin"] == pytest.approx(hit_at_k(ex["request_id"], probs[:, 1], ex["labels"][:, 1]))
+    evaluation = json.loads((run.path("evaluation") / "evaluation.json").read_text())
+    assert evaluation["retrieval"]["users"] > 0 and 0 <= evaluation["retrieval"]["recall"]["100"] <= 1
+
+
+def test_homefeed_over_rest_excludes_hidden_pins(run, tmp_path):
+    ds = Dataset(run.path("dataset"))
+    ev = ds.read("events", columns=["user_id", "pin_id", "action"])
+    hidden = ev[ev.action == "hide"].groupby("user_id").pin_id.apply(set)
+    users = [int(u) for u in hidden.index[:20]]
+    with running_servers(server_specs(run, candidates=100), tmp_path / "logs") as urls:
+        body = {"instances": [{"user_id": u, "n": FEED_SIZE} for u in users]}
+        response = httpx.post(f"{urls['homefeed']}/v1/models/homefeed:predict", json=body, timeout=60)
+        bad = httpx.post(f"{urls['homefeed']}/v1/models/homefeed:predict", json={"instances": [{"n": 3}]}, timeout=60)
+    assert response.status_code == 200, response.text
+    feeds = response.json()["predictions"]
+    assert [f["user_id"] for f in feeds] == users
+    for user, feed in zip(users, feeds, strict=True):
+        ids = [p["pin_id"] for p in feed["pins"]]
+        assert len(ids) == FEED_SIZE == len(set(ids)), user
+        assert not set(ids) & hidden[user], f"user {user} was shown a pin they hid"
+        scores = [p["score"] for p in feed["pins"]]
+        assert scores == sorted(scores, reverse=True)
+    # the filter did work: retrieval found hidden pins among some users' candidates and dropped them
+    assert sum(f["hidden_excluded"] for f in feeds) > 0
+    assert bad.status_code == 400 and "user_id" in bad.text
+
+
+def test_milvus_holds_every_pin(run):
+    # after the servers have stopped: Milvus Lite lets one process at a time open the index file
+    ds = Dataset(run.path("dataset"))
+    end = ds.read("events", columns=["ts"])["ts"].max() + 1
+    existing = (ds.read("pins", columns=["created_ts"])["created_ts"] < end).sum()
+    info = read_index_info(run.path("pin_index"))
+    assert count(info["uri"], info["collection"]) == existing > 0
+
+
+def test_drift_report_has_the_engagement_rates(run):
+    summary = json.loads((run.path("drift") / DRIFT_SUMMARY).read_text())
+    assert set(summary["actions"]) == {"repin", "click", "hide"}
+    for action, v in summary["actions"].items():
+        assert 0 < v["reference_rate"] < 1 and 0 < v["current_rate"] < 1, action
+        assert 0 <= v["drift_score"] <= 1 and isinstance(v["drift_detected"], bool), action
+    report = json.loads((run.path("drift") / "engagement_drift.json").read_text())
+    assert report["metrics"], "the Evidently snapshot holds no metrics"
+    assert "repin" in run.path("drift_html").read_text()
