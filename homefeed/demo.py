@@ -28,15 +28,28 @@ DEMO_FILE = "demo.json"
 
 
 def pick_users(dataset: Path, n: int = 3) -> list[int]:
-    """The most active user of each of the first `n` segments (in SEGMENTS order) on the last day of events, so the
-    feeds shown are of users with a recent history; fewer when fewer segments were active."""
-    ev = Dataset(dataset).read("events", columns=["user_id", "action", "ts"])
-    users = Dataset(dataset).read("users", columns=["user_id", "segment"]).set_index("user_id")["segment"]
+    """Up to `n` users with a recent history, from different segments and different main interests: per segment in
+    SEGMENTS order, the user with the most actions on the last day of events whose most engaged interest on that
+    day is not already shown, so the feeds side by side show personalisation rather than one taste three times."""
+    ds = Dataset(dataset)
+    ev = ds.read("events", columns=["user_id", "pin_id", "action", "ts"])
     recent = ev[(ev.ts >= ev.ts.max() - 86_400_000) & (ev.action != "impression")]
-    counts = recent.groupby("user_id").size().rename("n").to_frame().join(users)
-    counts = counts.reset_index().sort_values(["n", "user_id"], ascending=[False, True])
-    picked = counts.groupby("segment", sort=False).head(1).set_index("segment")["user_id"]
-    return [int(picked[s]) for s in SEGMENTS if s in picked.index][:n]
+    pin_interest = ds.read("pins", columns=["pin_id", "interest_id"]).set_index("pin_id")["interest_id"]
+    recent = recent.assign(interest=pin_interest.reindex(recent.pin_id).to_numpy())
+    segment = ds.read("users", columns=["user_id", "segment"]).set_index("user_id")["segment"]
+    per_user = recent.groupby("user_id").agg(n=("pin_id", "size"), interest=("interest", lambda x: x.mode().iloc[0]))
+    per_user = per_user.join(segment).reset_index().sort_values(["n", "user_id"], ascending=[False, True])
+    picked: list[int] = []
+    shown: set[int] = set()
+    for seg in SEGMENTS:
+        for row in per_user[per_user.segment == seg].itertuples():
+            if row.interest not in shown:
+                picked.append(int(row.user_id))
+                shown.add(row.interest)
+                break
+        if len(picked) == n:
+            break
+    return picked
 
 
 def fetch_feeds(homefeed_url: str, users: list[int], n: int, timeout_s: float = 60.0) -> list[dict]:
@@ -120,7 +133,7 @@ def run_demo(settings: Settings, console: Console) -> dict:
     from serving.launcher import running_servers
 
     t0 = time.perf_counter()
-    run = run_pipeline(console, settings.pipeline.model_dump(), settings.runs_dir)
+    run = run_pipeline(settings.pipeline.model_dump(), settings.runs_dir)
     dataset, features = run.path("dataset"), run.path("feature_store")
     users = pick_users(dataset)
     t_serve = time.perf_counter()

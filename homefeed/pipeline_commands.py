@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
@@ -40,7 +41,7 @@ def run_cmd(obj: Ctx, run_local_: bool, source: str | None, overrides: tuple[str
     if not run_local_:
         raise click.UsageError("only local runs exist so far: pass --local (cluster submission comes with F7)")
     params = pipeline_params(obj.settings.pipeline, source, overrides)
-    run = run_pipeline(console, params, obj.settings.runs_dir)
+    run = run_pipeline(params, obj.settings.runs_dir)
     console.print(metrics_table(run.artifacts["metrics"]["metadata"]))
     console.print(f"artifacts: {run.run_dir} (run.json lists each output)")
 
@@ -61,10 +62,13 @@ def pipeline_params(base: PipelineParams, source: str | None, overrides: tuple[s
         raise click.UsageError(f"invalid pipeline parameters: {exc}") from exc
 
 
-def run_pipeline(out: Console, params: dict, runs_dir: Path):
+def run_pipeline(params: dict, runs_dir: Path):
     """Run the pipeline locally, one line per finished step, and return the LocalRun."""
     from pipelines.local import run_local
 
+    # kfp.local's output is redirected into the run's log while it runs, and a Console without a file of its own
+    # writes to whatever sys.stdout is at the time: this one keeps writing to the terminal
+    out = Console(file=sys.stdout)
     out.print(f"[bold]homefeed_training[/] on {params['source']} (logs: {runs_dir}/<run>/pipeline.log)")
     status = out.status("starting")
 

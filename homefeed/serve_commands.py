@@ -17,48 +17,18 @@ from homefeed.context import Ctx, console
 KINDS = ("retrieval", "ranking", "homefeed")
 
 
-def server_args(kind: str, run, candidates: int, retrieval_url: str = "", ranking_url: str = "") -> list[str]:
-    """`python -m serving` arguments (without --http-port) for `kind` on `run`'s artifacts."""
-    if kind == "retrieval":
-        return [
-            "retrieval",
-            "--model-dir",
-            str(run.path("retrieval_model")),
-            "--features-dir",
-            str(run.path("feature_store")),
-            "--index-dir",
-            str(run.path("pin_index")),
-        ]
-    if kind == "ranking":
-        return [
-            "ranking",
-            "--model-dir",
-            str(run.path("ranking_model")),
-            "--features-dir",
-            str(run.path("feature_store")),
-        ]
-    if kind == "homefeed":
-        return [
-            "homefeed",
-            "--retrieval-url",
-            retrieval_url,
-            "--ranking-url",
-            ranking_url,
-            "--candidates",
-            str(candidates),
-        ]
-    raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-
-
 def server_specs(run, candidates: int) -> list:
-    """The three servers of a run for serving.launcher, the homefeed entry pointed at the other two."""
-    from serving.launcher import ServerSpec
+    """The three servers on `run`'s artifacts (serving.launcher specs; the homefeed's upstream URLs are placeholders
+    `{retrieval}` and `{ranking}`)."""
+    from serving.launcher import homefeed_specs
 
-    return [
-        ServerSpec("retrieval", server_args("retrieval", run, candidates)),
-        ServerSpec("ranking", server_args("ranking", run, candidates)),
-        ServerSpec("homefeed", server_args("homefeed", run, candidates, "{retrieval}", "{ranking}")),
-    ]
+    return homefeed_specs(
+        run.path("retrieval_model"),
+        run.path("ranking_model"),
+        run.path("feature_store"),
+        run.path("pin_index"),
+        candidates,
+    )
 
 
 @click.command()
@@ -77,11 +47,12 @@ def serve(obj: Ctx, kind: str, run_dir: Path | None, port: int | None) -> None:
 
     s = obj.settings.serving
     try:
-        run = load_run(run_dir or obj.settings.runs_dir) if kind != "homefeed" else None
+        run = load_run(run_dir or obj.settings.runs_dir)
     except FileNotFoundError as exc:
         raise click.UsageError(str(exc)) from exc
     urls = {k: f"http://{s.host}:{getattr(s, f'{k}_port')}" for k in KINDS}
-    args = server_args(kind, run, s.candidates, urls["retrieval"], urls["ranking"])
+    spec = next(spec for spec in server_specs(run, s.candidates) if spec.name == kind)
+    args = [a.format_map(urls) for a in spec.args]
     port = port or getattr(s, f"{kind}_port")
     console.print(f"serving [bold]{kind}[/] at http://{s.host}:{port}/v1/models/{kind}:predict (Ctrl-C stops it)")
     sys.stdout.flush()

@@ -33,6 +33,13 @@ class TwoTowerConfig:
         return asdict(self)
 
 
+def init_id_embedding(table: nn.Embedding, std: float = 0.01) -> None:
+    """Start ID vectors near zero. Most IDs are seen in few examples; at PyTorch's default N(0, 1) their untrained
+    vectors outweigh the content features and scatter similar pins apart. Measured on the default world (3 epochs):
+    recall@100 0.332 with this init against 0.121 with the default (popularity: 0.242)."""
+    nn.init.normal_(table.weight, std=std)
+
+
 class UserTower(nn.Module):
     """Inputs (batch B):
         user_id [B] int64; segment [B] int64; declared [B, K] float multi-hot;
@@ -43,6 +50,7 @@ class UserTower(nn.Module):
     def __init__(self, cfg: TwoTowerConfig, content: torch.Tensor):
         super().__init__()
         self.user_id = nn.Embedding(cfg.n_users, cfg.id_dim)
+        init_id_embedding(self.user_id)
         self.segment = nn.Embedding(cfg.n_segments, 8)
         self.content = FrozenEmbedding(content)
         self.id_dropout = nn.Dropout(cfg.id_dropout)
@@ -64,6 +72,7 @@ class PinTower(nn.Module):
     def __init__(self, cfg: TwoTowerConfig, content: torch.Tensor):
         super().__init__()
         self.pin_id = nn.Embedding(cfg.n_pins, cfg.id_dim)
+        init_id_embedding(self.pin_id)
         self.interest = nn.Embedding(cfg.n_interests, 16)
         self.content = FrozenEmbedding(content)
         self.id_dropout = nn.Dropout(cfg.id_dropout)

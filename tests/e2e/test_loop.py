@@ -4,6 +4,10 @@ model servers on its artifacts, a REST call to the homefeed endpoint, and the ar
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 
 import httpx
 import numpy as np
@@ -20,7 +24,7 @@ from homefeed.serve_commands import server_specs
 from pipelines.compile import GOLDEN
 from pipelines.local import load_run, run_local
 from pipelines.params import PipelineParams
-from serving.launcher import running_servers
+from serving.launcher import free_ports, running_servers, wait_until_ready
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -87,6 +91,26 @@ def test_homefeed_over_rest_excludes_hidden_pins(run, tmp_path):
     # the filter did work: retrieval found hidden pins among some users' candidates and dropped them
     assert sum(f["hidden_excluded"] for f in feeds) > 0
     assert bad.status_code == 400 and "user_id" in bad.text
+
+
+def test_homefeed_serve_keeps_a_server_running_on_the_run(run, tmp_path):
+    port = free_ports(1)[0]
+    cmd = [sys.executable, "-m", "homefeed.cli", "serve", "ranking", "--run", str(run.run_dir), "--port", str(port)]
+    with open(tmp_path / "serve.log", "wb") as log:
+        process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_until_ready(url, "ranking", timeout_s=120, process=process, log=tmp_path / "serve.log")
+        ds = Dataset(run.path("dataset"))
+        ev = ds.read("events", columns=["user_id", "pin_id"])
+        user, pins = int(ev.user_id.iloc[-1]), sorted({int(p) for p in ev.pin_id.iloc[-3:]})  # both exist by then
+        body = {"instances": [{"user_id": user, "candidates": pins}]}
+        response = httpx.post(f"{url}/v1/models/ranking:predict", json=body, timeout=30)
+        assert response.status_code == 200, response.text
+        assert sorted(s["pin_id"] for s in response.json()["predictions"][0]["scores"]) == pins
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
 
 
 def test_milvus_holds_every_pin(run):
