@@ -22,6 +22,7 @@ from homefeed.context import Ctx, console
 from homefeed.pipeline_commands import drift, pipeline
 from homefeed.render import progress_reporter, summary_tables
 from homefeed.serve_commands import serve
+from homefeed.stream_command import stream
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -190,6 +191,7 @@ def demo(obj: Ctx, source: str | None) -> None:
 main.add_command(pipeline)
 main.add_command(drift)
 main.add_command(serve)
+main.add_command(stream)
 
 if __name__ == "__main__":
     main()

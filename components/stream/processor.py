@@ -1,0 +1,163 @@
+"""The stream processor: consume -> validate -> update per-user state -> push changed sequences -> checkpoint.
+
+Records are validated in chunks against the EVENT contract (rejects go to the dead letter with their reasons), valid
+events update `SequenceState`, and every `batch` events the sequences of the users that changed are pushed to the
+Feast online store with `push_sequences`, in the columns `tables.sequence_table` builds (the same function the batch
+store is built with, fed from the state instead of an `ActionLog`). Each successful push is followed by a checkpoint.
+
+Crash recovery: a push carries each changed user's whole sequence, not a delta, so the online value of a user is the
+state at that user's last push. After a crash the processor restarts from the last checkpoint (state S_c at offset
+o_c) and replays the records from o_c; the state evolves deterministically from S_c, so every user changed after o_c
+is pushed again, ending at the same final state as an uninterrupted run, and users not changed after o_c already hold
+their final value. Pushes the crashed run made after the checkpoint are overwritten. The dead letter is truncated to
+its size at the checkpoint, so replayed rejects are not written twice.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import pandas as pd
+
+from components.data.contracts import EVENT, DeadLetter, Reject, validate
+from components.features.sequence import SEQ_LEN
+from components.features.store import push_sequences
+from components.features.tables import sequence_table
+from components.stream.checkpoint import Checkpoint
+from components.stream.metrics import StreamMetrics
+from components.stream.sources import Record, open_source
+from components.stream.state import Outcome, SequenceState
+
+DEAD_LETTER_SOURCE = "stream_events"  # the dead letter's file: <dir>/stream_events.jsonl
+_OUTCOME_COUNTER = {Outcome.IGNORED: "ignored", Outcome.DUPLICATE: "duplicates", Outcome.TOO_OLD: "too_old"}
+
+
+class StreamProcessor:
+    """Keeps each user's last `max_len` actions and pushes changed ones to `store`.
+
+    Args:
+        store: a Feast FeatureStore with the `user_action_sequence_push` source (components/features/store.py).
+        checkpoint: where progress is saved after each push; None runs without checkpoints.
+        dead_letter: where rejected records go; None keeps them in `self.rejects` only (tests, embedded use).
+        batch: push after at least this many events since the last push (and at the end).
+        max_len: sequence length.
+
+    Example:
+        >>> proc = StreamProcessor(store, Path("ckpt.json"), DeadLetter(Path("dead")), batch=1000)
+        >>> summary = proc.run(open_source("events.parquet", proc.offset))
+    """
+
+    def __init__(self, store, checkpoint: Path | None = None, dead_letter: DeadLetter | None = None,
+                 batch: int = 1000, max_len: int = SEQ_LEN):  # fmt: skip
+        if batch < 1:
+            raise ValueError(f"batch must be >= 1, got {batch}")
+        self.store, self.checkpoint_path, self.dead_letter = store, checkpoint, dead_letter
+        self.batch, self.chunk = batch, min(batch, 512)
+        self.state = SequenceState(max_len=max_len)
+        self.metrics = StreamMetrics()
+        self.offset = 0  # the next record to read
+        self.changed: set[int] = set()
+        self.rejects: list[Reject] = []
+        self._resume()
+
+    def _dead_letter_file(self) -> Path | None:
+        return None if self.dead_letter is None else self.dead_letter.directory / f"{DEAD_LETTER_SOURCE}.jsonl"
+
+    def _resume(self) -> None:
+        ckpt = Checkpoint.load(self.checkpoint_path) if self.checkpoint_path else None
+        if ckpt is None:
+            return
+        self.offset = ckpt.offset
+        self.state = SequenceState.from_json(ckpt.state)
+        self.metrics.restore(ckpt.metrics)
+        path = self._dead_letter_file()
+        if path is not None and path.exists():  # drop rejects written after the checkpoint: the replay rewrites them
+            with open(path, "r+b") as fh:
+                fh.truncate(ckpt.dead_letter_bytes)
+
+    def run(self, records: Iterable[tuple[int, Record]]) -> dict:
+        """Consume `records` (offset, record) to their end; returns the JSON summary."""
+        for chunk in _chunks(records, self.chunk):
+            self._consume(chunk)
+            if self.metrics.unpushed >= self.batch:
+                self.flush()
+        self.flush()
+        return self.metrics.summary()
+
+    def run_source(self, spec: str | Path) -> dict:
+        """`run` on a file path or `-` (stdin), starting where the checkpoint left off."""
+        return self.run(open_source(spec, self.offset))
+
+    def _consume(self, chunk: list[tuple[int, Record]]) -> None:
+        first = chunk[0][0]
+        if [o for o, _ in chunk] != list(range(first, first + len(chunk))):
+            raise ValueError(f"source offsets are not contiguous from {first}")
+        frame = pd.DataFrame([r for _, r in chunk], columns=_columns(chunk))
+        result = validate(frame, EVENT, row_offset=first)
+        self._reject(result.rejects)
+        valid = result.valid.to_pydict()
+        newest = max(valid["ts"], default=0)
+        self.metrics.read(len(chunk), newest)
+        self.metrics.inc("invalid", result.n_rejected)
+        for user, pin, action, ts, request in zip(
+            valid["user_id"], valid["pin_id"], valid["action"], valid["ts"], valid["request_id"], strict=True
+        ):
+            outcome = self.state.add(user, pin, action, ts, request)
+            if outcome in (Outcome.APPLIED, Outcome.LATE):
+                self.changed.add(user)
+                self.metrics.inc("applied")
+                if outcome == Outcome.LATE:
+                    self.metrics.inc("late")
+            else:
+                self.metrics.inc(_OUTCOME_COUNTER[outcome])
+        self.offset = chunk[-1][0] + 1
+
+    def _reject(self, rejects: list[Reject]) -> None:
+        for rej in rejects:  # a line that was not JSON: say so first, then the missing fields
+            if "_error" in rej.record:
+                rej.errors.insert(0, {"field": "_record", "reason": str(rej.record["_error"])})
+        self.rejects.extend(rejects)
+        if self.dead_letter is not None:
+            self.dead_letter.write(DEAD_LETTER_SOURCE, rejects)
+
+    def flush(self) -> None:
+        """Push the changed users' sequences, then checkpoint (in that order: see the module docstring)."""
+        if self.changed:
+            users = sorted(self.changed)
+            # stamped just after the newest event read, like a batch store built at that cut-off
+            table = sequence_table(self.state, users, self.metrics.newest_read_ts + 1, self.state.max_len)
+            start = time.perf_counter()
+            push_sequences(self.store, table, batch=max(len(users), 1))
+            self.metrics.pushed(len(users), time.perf_counter() - start)
+            self.changed.clear()
+        else:
+            self.metrics.unpushed = 0
+            self.metrics.newest_pushed_ts = self.metrics.newest_read_ts
+        if self.checkpoint_path is not None:
+            self._checkpoint()
+
+    def _checkpoint(self) -> None:
+        path = self._dead_letter_file()
+        size = path.stat().st_size if path is not None and path.exists() else 0
+        Checkpoint(self.offset, self.state.to_json(), self.metrics.to_json(), size).save(self.checkpoint_path)
+
+
+def _columns(chunk: list[tuple[int, Record]]) -> list[str]:
+    """The contract's columns first (present even when every record lacks one, so it is rejected per row as
+    missing rather than failing the whole chunk), then any others the records carry (kept in the dead letter)."""
+    names = EVENT.names()
+    extra = sorted({k for _, r in chunk for k in r} - set(names))
+    return names + extra
+
+
+def _chunks(records: Iterable[tuple[int, Record]], size: int) -> Iterator[list[tuple[int, Record]]]:
+    chunk: list[tuple[int, Record]] = []
+    for item in records:
+        chunk.append(item)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
