@@ -120,7 +120,6 @@ def train_ranking_step(
     _, log = read_events(ds)
     users = np.arange(cat.n_users)
     emb = user_embeddings(load_two_tower(retrieval_dir), cat, log, users, np.full(len(users), split.ranking_start_ms))
-    out_dir.mkdir(parents=True, exist_ok=True)
     emb_path = out_dir / "work" / "user_embeddings.npy"
     emb_path.parent.mkdir(parents=True, exist_ok=True)
     np.save(emb_path, emb)

@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import httpx
-import numpy as np
 import pandas as pd
 from rich.console import Console
 from rich.table import Table
@@ -61,15 +60,14 @@ def fetch_feeds(homefeed_url: str, users: list[int], n: int, timeout_s: float = 
     return response.json()["predictions"]
 
 
-def user_context(features_dir: Path, dataset: Path, users: list[int]) -> list[dict]:
-    """Segment, declared interests and the last actions of each user, read from the online store."""
+def user_context(features_dir: Path, dataset: Path, users: list[int], names: pd.Series) -> list[dict]:
+    """Segment, declared interests and the last actions of each user, read from the online store; `names` maps
+    interest ids to names."""
     from feast import FeatureStore
 
     from components.features.store import online_user_features
 
-    ds = Dataset(dataset)
-    names = ds.read("interests").set_index("interest_id")["name"]
-    pin_interest = ds.read("pins", columns=["pin_id", "interest_id"]).set_index("pin_id")["interest_id"]
+    pin_interest = Dataset(dataset).read("pins", columns=["pin_id", "interest_id"]).set_index("pin_id")["interest_id"]
     rows = online_user_features(FeatureStore(repo_path=str(features_dir)), users)
     out = []
     for _, row in rows.iterrows():
@@ -143,8 +141,8 @@ def run_demo(settings: Settings, console: Console) -> dict:
             started_s = time.perf_counter() - t_serve
             feeds = fetch_feeds(urls["homefeed"], users, settings.serving.feed_size)
     serve_s = time.perf_counter() - t_serve
-    contexts = user_context(features, dataset, users)
     interest_names = Dataset(dataset).read("interests").set_index("interest_id")["name"]
+    contexts = user_context(features, dataset, users, interest_names)
     for table in feed_tables(contexts, feeds, interest_names):
         console.print(table)
     console.print(metrics_table(run.artifacts["metrics"]["metadata"]))
@@ -160,17 +158,11 @@ def run_demo(settings: Settings, console: Console) -> dict:
         "steps": steps,
         "servers_ready_s": round(started_s, 2),
         "total_s": total,
-        "artifacts": {k: {"path": v["path"], "metadata": v["metadata"]} for k, v in run.artifacts.items()},
+        "artifacts": run.artifacts,
         "users": contexts,
         "feeds": feeds,
         "drift_report": drift["html"],
     }
-    (run.run_dir / DEMO_FILE).write_text(json.dumps(result, indent=2, default=_json_default) + "\n")
+    (run.run_dir / DEMO_FILE).write_text(json.dumps(result, indent=2) + "\n")
     console.print(f"drift report: {drift['html']}\nrun directory: {run.run_dir} (demo.json, run.json, pipeline.log)")
     return result
-
-
-def _json_default(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    return str(value)

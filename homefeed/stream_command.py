@@ -19,7 +19,7 @@ from homefeed.context import console
 @click.argument("source")
 @click.option(
     "--features", "features_dir", required=True, type=click.Path(file_okay=False, exists=True, path_type=Path),
-    help="Feature store directory (built by `homefeed features` or a pipeline run).",
+    help="Feature store directory (a pipeline run's feature_store artifact).",
 )  # fmt: skip
 @click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path), help="Checkpoint file (resume).")
 @click.option("--batch", type=click.IntRange(min=1), default=1000, show_default=True, help="Events per push.")

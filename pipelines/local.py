@@ -64,8 +64,7 @@ class LocalRun:
         return Path(self.artifacts[output]["path"])
 
     def save(self) -> None:
-        data = asdict(self) | {"run_dir": str(self.run_dir)}
-        (self.run_dir / RUN_FILE).write_text(json.dumps(data, indent=2, default=str) + "\n")
+        (self.run_dir / RUN_FILE).write_text(json.dumps(asdict(self), indent=2, default=str) + "\n")
 
 
 def load_run(run_dir: Path) -> LocalRun:

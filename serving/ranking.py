@@ -7,8 +7,8 @@ Response:
     {"predictions": [{"user_id": 7, "scores": [{"pin_id", "click", "repin", "hide", "score"}, ...], "unscored": []}]}
     Per candidate the three head probabilities and their blend `score` (BLEND below); best score first.
     `unscored`: candidates the online store has no features for (in request order). The index and the feature store
-    are filled by different steps, so a pin can be searchable before its features land (on the tiny world, pins
-    created after the last event are indexed but not in the store); ranking says so instead of failing the request.
+    are filled by different steps, so a pin can be searchable before its features land (an index rebuilt from a
+    newer corpus than the store's); ranking says so instead of failing the request.
 
 Per request: one online read of the users (profile + the full 100-action sequence), one online read of all
 candidates' interests, and one forward pass over every (user, candidate) pair of every instance. The pretrained
