@@ -10,6 +10,8 @@ from bench.readme import update_readme
 BENCHMARKS = [
     ["bench.world_generation", "--preset", "large"],
     ["bench.demo_loop"],
+    ["bench.stream_processor"],
+    ["bench.online_fetch"],
 ]
 
 

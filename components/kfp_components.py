@@ -31,11 +31,14 @@ def data(source: str, seed: int, dataset: Output[Dataset]) -> None:
 
 
 @_component
-def features(dataset: Input[Dataset], half_life_days: float, feature_store: Output[Artifact]) -> None:
-    """A Feast repository with the batch views materialized and the last-100 sequences pushed online."""
+def features(
+    dataset: Input[Dataset], half_life_days: float, online_store: str, feature_store: Output[Artifact]
+) -> None:
+    """A Feast repository with the batch views materialized and the last-100 sequences streamed online."""
     from components import steps
 
-    feature_store.metadata.update(steps.build_features(dataset.path, feature_store.path, half_life_days))
+    summary = steps.build_features(dataset.path, feature_store.path, half_life_days, online_store)
+    feature_store.metadata.update(summary)
 
 
 @_component

@@ -81,14 +81,38 @@ def _existing(path: str, source: str) -> Path:
     return Path(path)
 
 
-def build_features(dataset_dir: Path, out_dir: Path, half_life_days: float = 7.0) -> dict:
-    """The `features` step: a Feast repository in `out_dir` (registry, SQLite online store) as of the dataset's end,
-    with batch views materialized and every user's last-100 sequence pushed."""
-    from components.features.store import build_feature_store
+def build_features(dataset_dir: Path, out_dir: Path, half_life_days: float = 7.0, online_store: str = "sqlite") -> dict:
+    """The `features` step: a Feast repository in `out_dir` as of the dataset's end, with the batch views
+    materialized and every user's last-100 sequence filled by the stream processor replaying the event log.
 
-    build_feature_store(dataset_dir, out_dir, half_life_days=half_life_days)
+    The online store is SQLite inside `out_dir` or a Redis server (`redis://HOST:PORT[/DB]`). The replay's job
+    summary, checkpoint and dead letter land in `out_dir/stream/`; every user's online sequence is then checked
+    against the offline definition, and any difference fails the step.
+    """
+    from components.features.store import build_feature_store, default_cutoff
+    from components.stream.replay import check_parity, replay_log
+
     ds = Dataset(dataset_dir)
-    return {"users": len(ds.read("users", columns=["user_id"])), "pins": len(ds.read("pins", columns=["pin_id"]))}
+    events = ds.read("events")
+    cutoff = default_cutoff(events)
+    store = build_feature_store(
+        dataset_dir, out_dir, cutoff, half_life_days=half_life_days, online_store=online_store, push_snapshot=False
+    )
+    stream = replay_log(store, ds.path("events"), cutoff, Path(out_dir) / "stream")
+    users = ds.read("users", columns=["user_id"])["user_id"].to_numpy()
+    parity = check_parity(store, events, users, cutoff)
+    counters = stream["counters"]
+    return {
+        "users": len(users),
+        "pins": len(ds.read("pins", columns=["pin_id"])),
+        "online_store": online_store,
+        "stream_events": counters["events_in"],
+        "stream_applied": counters["applied"],
+        "stream_invalid": counters["invalid"],
+        "stream_pushes": counters["pushes"],
+        "parity_users": parity["users"],
+        "parity_mismatches": parity["mismatches"],
+    }
 
 
 def train_retrieval_step(dataset_dir: Path, out_dir: Path, split: TimeSplit, epochs: int, seed: int = 0) -> dict:

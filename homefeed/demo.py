@@ -114,6 +114,15 @@ def feed_tables(contexts: list[dict], feeds: list[dict], interest_names: pd.Seri
     return tables
 
 
+def stream_line(meta: dict) -> str:
+    """How the online sequences were filled: the features step's stream replay and its parity check."""
+    return (
+        f"online sequences ({meta['online_store']}): {meta['stream_events']:,} events streamed, "
+        f"{meta['stream_applied']:,} actions applied, {meta['stream_invalid']} invalid, {meta['stream_pushes']} pushes; "
+        f"parity with the offline definition: {meta['parity_users']:,} users, {meta['parity_mismatches']} mismatches"
+    )
+
+
 def steps_table(steps: list[dict], total_s: float) -> Table:
     table = Table(title="per-step wall time")
     table.add_column("step")
@@ -145,6 +154,7 @@ def run_demo(settings: Settings, console: Console) -> dict:
     contexts = user_context(features, dataset, users, interest_names)
     for table in feed_tables(contexts, feeds, interest_names):
         console.print(table)
+    console.print(stream_line(run.artifacts["feature_store"]["metadata"]))
     console.print(metrics_table(run.artifacts["metrics"]["metadata"]))
     drift = json.loads((run.path("drift") / DRIFT_SUMMARY).read_text())
     console.print(drift_table(drift))

@@ -1,7 +1,9 @@
 """`homefeed stream SOURCE --features DIR`: keep the realtime action sequences of a feature store up to date.
 
 SOURCE is a parquet or JSON-lines file, or `-` for JSON lines on stdin. With --checkpoint the job resumes where its
-last checkpoint left off, so after a crash the same command is simply run again.
+last checkpoint left off, so after a crash the same command is simply run again. Changes are pushed every --batch
+events or, at a low event rate, within --max-delay-ms of being read. With --metrics-port the job's Prometheus
+metrics are served at http://HOST:PORT/metrics while it runs.
 """
 
 from __future__ import annotations
@@ -23,9 +25,18 @@ from homefeed.context import console
 )  # fmt: skip
 @click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path), help="Checkpoint file (resume).")
 @click.option("--batch", type=click.IntRange(min=1), default=1000, show_default=True, help="Events per push.")
+@click.option(
+    "--max-delay-ms", type=click.FloatRange(min=0), default=500.0, show_default=True,
+    help="Push a change at the latest this long after it was read, even if --batch events have not arrived.",
+)  # fmt: skip
+@click.option("--metrics-port", type=click.IntRange(0, 65535), help="Serve Prometheus metrics on this port.")
+@click.option("--metrics-host", default="127.0.0.1", show_default=True, help="Address the metrics server binds.")
 @click.option("--dead-letter", type=click.Path(file_okay=False, path_type=Path), help="Dead-letter directory.")
 @click.option("--summary", "summary_path", type=click.Path(dir_okay=False, path_type=Path), help="JSON summary file.")
-def stream(source: str, features_dir: Path, checkpoint, batch: int, dead_letter, summary_path) -> None:
+def stream(
+    source: str, features_dir: Path, checkpoint, batch: int, max_delay_ms: float, metrics_port, metrics_host: str,
+    dead_letter, summary_path,
+) -> None:  # fmt: skip
     """Consume events, validate them, keep each user's last 100 actions and push changed ones to the online store."""
     from feast import FeatureStore
 
@@ -34,7 +45,10 @@ def stream(source: str, features_dir: Path, checkpoint, batch: int, dead_letter,
 
     dead_letter = dead_letter or (checkpoint.parent / "dead_letter" if checkpoint else features_dir / "dead_letter")
     store = FeatureStore(repo_path=str(features_dir.resolve()))
-    proc = StreamProcessor(store, checkpoint, DeadLetter(dead_letter), batch=batch)
+    proc = StreamProcessor(store, checkpoint, DeadLetter(dead_letter), batch=batch, max_delay_ms=max_delay_ms)
+    if metrics_port is not None:
+        port = proc.metrics.serve(metrics_port, metrics_host)
+        console.print(f"metrics: http://{metrics_host}:{port}/metrics")
     if proc.offset:
         console.print(f"resuming at record {proc.offset} from {checkpoint}")
     try:
@@ -59,4 +73,7 @@ def _table(summary: dict) -> Table:
     for q in ("p50", "p99"):
         value = summary["push_latency_ms"][q]
         table.add_row(f"push latency {q} (ms)", "-" if value is None else f"{value:.1f}")
+    for q in ("p50", "p99"):
+        value = summary["freshness_ms"][q]
+        table.add_row(f"freshness {q} (ms)", "-" if value is None else f"{value:.1f}")
     return table

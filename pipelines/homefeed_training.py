@@ -33,6 +33,7 @@ def homefeed_training(
     source: str = DEFAULTS.source,
     seed: int = DEFAULTS.seed,
     half_life_days: float = DEFAULTS.half_life_days,
+    online_store: str = DEFAULTS.online_store,
     holdout_days: float = DEFAULTS.holdout_days,
     ranking_days: float = DEFAULTS.ranking_days,
     retrieval_epochs: int = DEFAULTS.retrieval_epochs,
@@ -43,7 +44,8 @@ def homefeed_training(
 ) -> Outputs:
     data = c.data(source=source, seed=seed).set_display_name("data")
     dataset = data.outputs["dataset"]
-    features = c.features(dataset=dataset, half_life_days=half_life_days).set_display_name("features")
+    features = c.features(dataset=dataset, half_life_days=half_life_days, online_store=online_store)
+    features.set_display_name("features")
     retrieval = c.train_retrieval(
         dataset=dataset, holdout_days=holdout_days, ranking_days=ranking_days, epochs=retrieval_epochs, seed=seed
     ).set_display_name("train retrieval")

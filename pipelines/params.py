@@ -3,7 +3,9 @@ settings file (`pipeline:` in homefeed.yaml) and the CLI (`--set name=value`).""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from components.features.online_store import OnlineStore
 
 
 class PipelineParams(BaseModel):
@@ -12,6 +14,9 @@ class PipelineParams(BaseModel):
     source: str = Field("world:small", description="world:<preset>, movielens:<folder> or sequences:<file>")
     seed: int = 0
     half_life_days: float = Field(7.0, gt=0, description="half-life of the pins' time-decayed engagement score")
+    online_store: str = Field(
+        "sqlite", description="Feast online store: sqlite (in the feature_store artifact) or redis://HOST:PORT[/DB]"
+    )
     holdout_days: float = Field(1.0, gt=0, description="the last days of events, held out for evaluation")
     ranking_days: float = Field(3.0, gt=0, description="ranking trains on this many days before the holdout")
     retrieval_epochs: int = Field(3, ge=1)
@@ -19,6 +24,11 @@ class PipelineParams(BaseModel):
     ranking_max_examples: int = Field(30_000, ge=1_000, description="impressions sampled for ranking training")
     reference_days: float = Field(7.0, gt=0, description="drift report: the reference window before the current")
     current_days: float = Field(1.0, gt=0, description="drift report: the latest window")
+
+    @field_validator("online_store")
+    @classmethod
+    def _known_store(cls, value: str) -> str:
+        return str(OnlineStore.parse(value))  # a clear error before any step runs; normalized (redis DB explicit)
 
 
 DEFAULTS = PipelineParams()

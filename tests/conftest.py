@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -10,6 +13,7 @@ from components.data.world.config import preset
 from components.data.world.simulate import simulate_world
 
 REPO = Path(__file__).resolve().parent.parent
+REDIS_ENV = "HOMEFEED_TEST_REDIS"  # .ci/run starts a redis-server and names it here
 SHARED_DATASETS = REPO.parent / "shared" / "datasets"
 
 
@@ -52,3 +56,37 @@ def tiny_artifacts(tiny_world, tmp_path_factory) -> dict[str, Path]:
     steps.train_ranking_step(tiny_world, root / "retrieval", root / "ranking", split, epochs=1, max_examples=20_000)
     steps.index_pins(tiny_world, root / "retrieval", root / "index")
     return {"data": tiny_world, **{name: root / name for name in ("features", "retrieval", "ranking", "index")}}
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory) -> Iterator[str]:
+    """A real Redis: the one $HOMEFEED_TEST_REDIS names (.ci/run starts it), else a redis-server this session
+    starts on a free port; skipped with the reason when neither exists. Yields `redis://HOST:PORT/0`."""
+    from components.features.online_store import local_redis, redis_available
+
+    if os.environ.get(REDIS_ENV):
+        yield os.environ[REDIS_ENV]
+        return
+    if not redis_available():
+        pytest.skip(
+            f"redis-server is not installed (Debian package redis-server, which .ci/run installs) and ${REDIS_ENV} is unset"
+        )
+    with local_redis(tmp_path_factory.mktemp("redis")) as url:
+        yield url
+
+
+_redis_dbs = itertools.count(1)
+
+
+@pytest.fixture
+def redis_store(redis_server) -> str:
+    """An online-store spec for one test: its own, emptied, Redis database (Feast keys rows by project, so two tests
+    sharing a database would share rows). Database 0 is left to whoever else uses the server."""
+    import redis
+
+    from components.features.online_store import OnlineStore
+
+    server = OnlineStore.parse(redis_server)
+    db = next(_redis_dbs) % 16 or 1  # a default server has 16 databases
+    redis.Redis(host=server.host, port=server.port, db=db).flushdb()
+    return f"redis://{server.host}:{server.port}/{db}"

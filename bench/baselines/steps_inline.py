@@ -23,7 +23,7 @@ def run_inline(params: dict, root: Path) -> dict[str, float]:
     data = root / "data"
     timed("data", steps.prepare_data, p["source"], data, p["seed"])
     split = steps.time_split(data, p["holdout_days"], p["ranking_days"])
-    timed("features", steps.build_features, data, root / "features", p["half_life_days"])
+    timed("features", steps.build_features, data, root / "features", p["half_life_days"], p["online_store"])
     timed("monitor", steps.engagement_drift, data, root / "drift", p["reference_days"], p["current_days"])
     timed(
         "train-retrieval", steps.train_retrieval_step, data, root / "retrieval", split, p["retrieval_epochs"], p["seed"]

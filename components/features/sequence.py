@@ -90,6 +90,36 @@ class ActionLog:
         )
 
 
+class LeakageError(ValueError):
+    """A sequence holds an action at or after the time it was asked for: the example would see its own future."""
+
+
+def assert_before(seq: Sequences, at_ts) -> None:
+    """Raise `LeakageError` if any non-padded element of row i has ts >= at_ts[i].
+
+    `sequences_at` guarantees this by construction; example builders call it anyway so that a future change to how
+    sequences are cut (a new source, an off-by-one, `<=` for `<`) fails loudly instead of training on the outcome.
+    An element is non-padded if it lies within its row's length or carries a pin id (so a row whose length
+    understates its content is checked too). One vectorised pass: cheap next to building the sequences.
+    """
+    at_ts = np.asarray(at_ts, dtype=np.int64)
+    if at_ts.shape != seq.lengths.shape:
+        raise ValueError(f"at_ts has shape {at_ts.shape}, expected one time per row {seq.lengths.shape}")
+    filled = np.arange(seq.ts.shape[1])[None, :] < seq.lengths[:, None]
+    filled |= seq.pin_ids != PAD_PIN
+    bad = seq.ts >= at_ts[:, None]
+    bad &= filled
+    if not bad.any():
+        return
+    i, j = (int(x) for x in np.argwhere(bad)[0])  # the first offending element in row-major order
+    rows = int(bad.any(axis=1).sum())
+    raise LeakageError(
+        f"sequence leaks the future: row {i} element {j} (pin {int(seq.pin_ids[i, j])}, "
+        f"action {ACTIONS[int(seq.actions[i, j])]}, ts {int(seq.ts[i, j])}) is not before the row's time "
+        f"{int(at_ts[i])}; {rows} of {len(at_ts)} rows leak"
+    )
+
+
 def sequences_at(events: pd.DataFrame, users, at_ts, max_len: int = SEQ_LEN) -> Sequences:
     """Convenience for one query batch; build an ActionLog once when asking many times."""
     return ActionLog(events).sequences_at(users, at_ts, max_len)

@@ -11,6 +11,16 @@ o_c) and replays the records from o_c; the state evolves deterministically from 
 is pushed again, ending at the same final state as an uninterrupted run, and users not changed after o_c already hold
 their final value. Pushes the crashed run made after the checkpoint are overwritten. The dead letter is truncated to
 its size at the checkpoint, so replayed rejects are not written twice.
+
+When to push: after at least `batch` events since the last push, or as soon as the oldest event that changed a
+sequence has waited `max_delay_ms` since the processor read it, whichever comes first, so that at a low event rate
+a change still reaches the online store within about max_delay_ms (plus the push itself). The time rule is checked
+after every chunk and on every `TICK` a blocking source (the in-process queue) yields while it waits. Pushing
+earlier never changes the final online state, only how many pushes it takes.
+
+Freshness (components/stream/metrics.py): each chunk's read time is kept until the push that carries its changes
+returns; the difference, for every event of the chunk that changed a sequence, is the processor's contribution to
+the event's freshness (arrival at the processor -> Feast write returned).
 """
 
 from __future__ import annotations
@@ -23,15 +33,16 @@ import pandas as pd
 
 from components.data.contracts import EVENT, DeadLetter, Reject, validate
 from components.features.sequence import SEQ_LEN
-from components.features.store import push_sequences
+from components.features.store import push_sequences, sequence_views
 from components.features.tables import sequence_table
 from components.stream.checkpoint import Checkpoint
 from components.stream.metrics import StreamMetrics
-from components.stream.sources import Record, open_source
+from components.stream.sources import TICK, Record, open_source
 from components.stream.state import Outcome, SequenceState
 
 DEAD_LETTER_SOURCE = "stream_events"  # the dead letter's file: <dir>/stream_events.jsonl
 _OUTCOME_COUNTER = {Outcome.IGNORED: "ignored", Outcome.DUPLICATE: "duplicates", Outcome.TOO_OLD: "too_old"}
+_APPLIED, _LATE = Outcome.APPLIED, Outcome.LATE
 
 
 class StreamProcessor:
@@ -43,6 +54,8 @@ class StreamProcessor:
         dead_letter: where rejected records go; None keeps them in `self.rejects` only (tests, embedded use).
         batch: push after at least this many events since the last push (and at the end).
         max_len: sequence length.
+        max_delay_ms: push when the oldest unpushed change was read this long ago, even if fewer than `batch`
+            events arrived; None pushes on `batch` (and at the end) only.
 
     Example:
         >>> proc = StreamProcessor(store, Path("ckpt.json"), DeadLetter(Path("dead")), batch=1000)
@@ -50,16 +63,22 @@ class StreamProcessor:
     """
 
     def __init__(self, store, checkpoint: Path | None = None, dead_letter: DeadLetter | None = None,
-                 batch: int = 1000, max_len: int = SEQ_LEN):  # fmt: skip
+                 batch: int = 1000, max_len: int = SEQ_LEN, max_delay_ms: float | None = 500.0):  # fmt: skip
         if batch < 1:
             raise ValueError(f"batch must be >= 1, got {batch}")
+        if max_delay_ms is not None and max_delay_ms < 0:
+            raise ValueError(f"max_delay_ms must be >= 0, got {max_delay_ms}")
         self.store, self.checkpoint_path, self.dead_letter = store, checkpoint, dead_letter
+        self.views = sequence_views(store)  # resolved once: see push_sequences
         self.batch, self.chunk = batch, min(batch, 512)
+        self.max_delay_s = None if max_delay_ms is None else max_delay_ms / 1000
         self.state = SequenceState(max_len=max_len)
         self.metrics = StreamMetrics()
         self.offset = 0  # the next record to read
         self.changed: set[int] = set()
         self.rejects: list[Reject] = []
+        # (read time, events that changed a sequence) of each chunk read since the last push; monotonic seconds
+        self._pending: list[tuple[float, int]] = []
         self._resume()
 
     def _dead_letter_file(self) -> Path | None:
@@ -79,9 +98,10 @@ class StreamProcessor:
 
     def run(self, records: Iterable[tuple[int, Record]]) -> dict:
         """Consume `records` (offset, record) to their end; returns the JSON summary."""
-        for chunk in _chunks(records, self.chunk):
-            self._consume(chunk)
-            if self.metrics.unpushed >= self.batch:
+        for read_at, chunk in _chunks(records, self.chunk):
+            if chunk:
+                self._consume(chunk, read_at)
+            if self.metrics.unpushed >= self.batch or self._overdue():
                 self.flush()
         self.flush()
         return self.metrics.summary()
@@ -90,7 +110,15 @@ class StreamProcessor:
         """`run` on a file path or `-` (stdin), starting where the checkpoint left off."""
         return self.run(open_source(spec, self.offset))
 
-    def _consume(self, chunk: list[tuple[int, Record]]) -> None:
+    def _overdue(self) -> bool:
+        """The oldest change not yet pushed was read at least max_delay ago."""
+        return (
+            self.max_delay_s is not None
+            and bool(self._pending)
+            and time.monotonic() - self._pending[0][0] >= self.max_delay_s
+        )
+
+    def _consume(self, chunk: list[tuple[int, Record]], read_at: float) -> None:
         first = chunk[0][0]
         if [o for o, _ in chunk] != list(range(first, first + len(chunk))):
             raise ValueError(f"source offsets are not contiguous from {first}")
@@ -100,18 +128,27 @@ class StreamProcessor:
         valid = result.valid.to_pydict()
         newest = max(valid["ts"], default=0)
         self.metrics.read(len(chunk), newest)
-        self.metrics.inc("invalid", result.n_rejected)
+        add, changed = self.state.add, self.changed
+        applied = late = 0
+        other = dict.fromkeys(_OUTCOME_COUNTER, 0)
         for user, pin, action, ts, request in zip(
             valid["user_id"], valid["pin_id"], valid["action"], valid["ts"], valid["request_id"], strict=True
         ):
-            outcome = self.state.add(user, pin, action, ts, request)
-            if outcome in (Outcome.APPLIED, Outcome.LATE):
-                self.changed.add(user)
-                self.metrics.inc("applied")
-                if outcome == Outcome.LATE:
-                    self.metrics.inc("late")
+            outcome = add(user, pin, action, ts, request)
+            if outcome in (_APPLIED, _LATE):
+                changed.add(user)
+                applied += 1
+                if outcome == _LATE:
+                    late += 1
             else:
-                self.metrics.inc(_OUTCOME_COUNTER[outcome])
+                other[outcome] += 1
+        # once per chunk, not per event: see metrics.py
+        self.metrics.add(
+            {"invalid": result.n_rejected, "applied": applied, "late": late}
+            | {_OUTCOME_COUNTER[o]: n for o, n in other.items()}
+        )
+        if applied:
+            self._pending.append((read_at, applied))
         self.offset = chunk[-1][0] + 1
 
     def _reject(self, rejects: list[Reject]) -> None:
@@ -128,9 +165,12 @@ class StreamProcessor:
             users = sorted(self.changed)
             # stamped just after the newest event read, like a batch store built at that cut-off
             table = sequence_table(self.state, users, self.metrics.newest_read_ts + 1, self.state.max_len)
-            start = time.perf_counter()
-            push_sequences(self.store, table, batch=max(len(users), 1))
-            self.metrics.pushed(len(users), time.perf_counter() - start)
+            start = time.monotonic()
+            push_sequences(self.store, table, batch=max(len(users), 1), views=self.views)
+            done = time.monotonic()  # the push returned: every pending change is visible online from here on
+            self.metrics.pushed(len(users), done - start)
+            self.metrics.fresh([done - t for t, _ in self._pending], [n for _, n in self._pending])
+            self._pending.clear()
             self.changed.clear()
         else:
             self.metrics.unpushed = 0
@@ -152,12 +192,22 @@ def _columns(chunk: list[tuple[int, Record]]) -> list[str]:
     return names + extra
 
 
-def _chunks(records: Iterable[tuple[int, Record]], size: int) -> Iterator[list[tuple[int, Record]]]:
+def _chunks(records: Iterable[tuple[int, Record]], size: int) -> Iterator[tuple[float, list[tuple[int, Record]]]]:
+    """(read time, up to `size` records): the read time is when the chunk's first record was read (monotonic
+    seconds), so a record that waited in a partial chunk counts that wait. A `TICK` ends the partial chunk (and
+    yields an empty one when there is none), so the caller can check the time-based push while the source waits."""
     chunk: list[tuple[int, Record]] = []
+    read_at = 0.0
     for item in records:
+        if item is TICK:
+            yield (read_at if chunk else time.monotonic()), chunk
+            chunk = []
+            continue
+        if not chunk:
+            read_at = time.monotonic()
         chunk.append(item)
         if len(chunk) >= size:
-            yield chunk
+            yield read_at, chunk
             chunk = []
     if chunk:
-        yield chunk
+        yield read_at, chunk

@@ -5,14 +5,18 @@ processor's checkpoint (the offset of the next record to read) is enough to resu
 validated: validation happens in the processor so that every source's rejects reach the same dead letter. A JSON
 line that does not parse is still yielded (as {"_raw": line}) so that it, too, is rejected with a reason rather
 than lost.
+
+A source that can block waiting for records (the in-process queue) also yields `TICK` at regular wall-time
+intervals: it carries no record and no offset, and lets the processor push what it holds when events arrive too
+slowly to fill a batch (`StreamProcessor(max_delay_ms=...)`). File sources never block and yield no ticks.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 import queue
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TextIO
@@ -21,6 +25,7 @@ import pyarrow.parquet as pq
 
 Record = dict
 END = None  # put on an EventQueue to end the stream
+TICK: tuple[int, Record] = (-1, {})  # "time passed, nothing new": compared by identity, never advances an offset
 
 
 def _json_record(line: str) -> Record:
@@ -85,10 +90,24 @@ class EventQueue:
     def close(self) -> None:
         self._queue.put(END)
 
-    def read(self, start: int = 0) -> Iterator[tuple[int, Record]]:
-        for offset in itertools.count():
-            record = self._queue.get()
+    def read(self, start: int = 0, tick_ms: float = 50.0) -> Iterator[tuple[int, Record]]:
+        """(offset, record) as they are put, and `TICK` at least every `tick_ms` of wall time, whether records are
+        flowing or the queue is empty (a steady trickle must not postpone a time-based push indefinitely)."""
+        tick_s = tick_ms / 1000
+        next_tick = time.monotonic() + tick_s
+        offset = 0
+        while True:
+            try:
+                record = self._queue.get(timeout=max(next_tick - time.monotonic(), 0.0))
+            except queue.Empty:
+                record = TICK
             if record is END:
                 return
-            if offset >= start:
-                yield offset, record
+            if record is not TICK:
+                if offset >= start:
+                    yield offset, record
+                offset += 1
+            now = time.monotonic()
+            if now >= next_tick:
+                next_tick = now + tick_s
+                yield TICK

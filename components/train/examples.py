@@ -10,7 +10,7 @@ import pandas as pd
 
 from components.data.contracts import SEGMENTS
 from components.data.dataset import Dataset
-from components.features.sequence import ActionLog
+from components.features.sequence import ActionLog, assert_before
 
 RETRIEVAL_SEQ_LEN = 20  # the user tower summarises the recent actions; ranking reads the full 100
 POSITIVE_ACTIONS = ("click", "repin")
@@ -51,6 +51,7 @@ class Catalog:
 
 def user_features(cat: Catalog, log: ActionLog, users: np.ndarray, at_ts: np.ndarray) -> dict[str, np.ndarray]:
     seq = log.sequences_at(users, at_ts, RETRIEVAL_SEQ_LEN)
+    assert_before(seq, at_ts)  # leakage guard: a sequence element at or after at_ts would be the example's future
     return {
         "user_id": users.astype(np.int64),
         "segment": cat.user_segment[users],
@@ -99,8 +100,13 @@ def ranking_examples(
     for j, action in enumerate(("click", "repin", "hide")):
         hit = acted[acted.action == action].set_index(["request_id", "pin_id"]).index
         labels[:, j] = key.isin(hit)
-    users, pins, ts = imp.user_id.to_numpy(), imp.pin_id.to_numpy(), imp.ts.to_numpy()
+    users, pins = imp.user_id.to_numpy(), imp.pin_id.to_numpy()
+    # The request time is the slate's first impression: serving builds the sequence once per request, so a pin in
+    # slot 5 must not see a click on slot 2 of the same slate, which happened after the request was answered.
+    request_ts = ev[ev.action == "impression"].groupby("request_id")["ts"].min()
+    ts = request_ts.reindex(imp.request_id).to_numpy()
     seq = log.sequences_at(users, ts)
+    assert_before(seq, ts)  # leakage guard: the sequence must hold only actions before the request's time
     return {
         "user_id": users.astype(np.int64),
         "segment": cat.user_segment[users],

@@ -7,12 +7,15 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pandas as pd
 import pytest
+from feast import FeatureStore
 
 from components.data.contracts import DeadLetter
 from components.data.dataset import Dataset
@@ -101,6 +104,58 @@ def test_embedded_queue_source(tiny_world, tmp_path):
     StreamProcessor(store, batch=10_000).run(queue.read())
     users = np.sort(events["user_id"].unique())[:20]
     assert _online(store, users)["seq_pin_ids"].tolist() == _expected(events, users)["pin_ids"].tolist()
+
+
+def test_metrics_scraped_over_http_and_freshness_in_summary(tiny_world, tmp_path):
+    events = Dataset(tiny_world).read("events")
+    store = _store(tiny_world, tmp_path / "fs", events)
+    proc = StreamProcessor(store, batch=1_000)
+    port = proc.metrics.serve(0)
+    try:
+        summary = proc.run(open_source(Dataset(tiny_world).path("events")))
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    finally:
+        proc.metrics.stop_serving()
+    counters = summary["counters"]
+    assert f"homefeed_stream_events_in_total {float(len(events))}" in text
+    assert f"homefeed_stream_applied_total {float(counters['applied'])}" in text
+    assert f"homefeed_stream_pushes_total {float(counters['pushes'])}" in text
+    fresh = summary["freshness_ms"]
+    assert fresh["n"] == counters["applied"] > 0  # every event that changed a sequence, pushed once
+    assert 0 < fresh["p50"] <= fresh["p99"]
+    assert f"homefeed_stream_freshness_seconds_count {float(fresh['n'])}" in text
+    assert json.loads(json.dumps(summary)) == summary
+
+
+def test_time_based_push_reaches_the_online_store_before_the_stream_ends(tiny_world, tmp_path):
+    """A few events, far fewer than `batch`, then silence without closing: the time rule pushes them."""
+    events = Dataset(tiny_world).read("events")
+    store = _store(tiny_world, tmp_path / "fs", events)
+    reader = FeatureStore(repo_path=str(tmp_path / "fs"))  # a separate client, as a model server would be
+    user = 999_999  # not in the world: nothing online before the push
+    new = [{"user_id": user, "pin_id": 10 + i, "action": "repin", "ts": int(events["ts"].max()) + i,
+            "request_id": i, "surface": "homefeed"} for i in range(3)]  # fmt: skip
+    proc = StreamProcessor(store, batch=1_000, max_delay_ms=200)
+    queue = EventQueue()
+    runner = threading.Thread(target=proc.run, args=(queue.read(),))
+    runner.start()
+    try:
+        for record in new:
+            queue.put(record)
+        t_put = time.monotonic()
+        deadline = t_put + 10
+        while time.monotonic() < deadline and pd.isna(_online(reader, [user])["seq_len"].iloc[0]):
+            time.sleep(0.02)
+        visible_after = time.monotonic() - t_put
+        assert runner.is_alive(), "the stream must still be open"
+        assert proc.metrics.counts["pushes"] == 1
+    finally:
+        queue.close()
+        runner.join(30)
+    online = _online(reader, [user])
+    assert online["seq_pin_ids"].tolist()[0] == [12, 11, 10]
+    assert 0.2 <= visible_after < 5, visible_after
+    assert proc.metrics.summary()["freshness_ms"]["n"] == 3
 
 
 @pytest.mark.slow

@@ -1,0 +1,124 @@
+"""Which online store a feature repository writes to: SQLite in the repository (laptop) or a Redis server (cluster).
+
+A store is named by one string, so it can travel as a pipeline parameter and a CLI flag:
+  - `sqlite`: `data/online_store.db` inside the repository directory (the default);
+  - `redis://HOST:PORT[/DB]`: a Redis server; DB is the logical database number (default 0).
+
+Feast keys Redis rows by project and entity, not by repository directory, so two repositories of the same project
+pointed at one Redis database share rows: give each its own DB number (tests do) or its own server.
+
+`local_redis` starts a real `redis-server` (Debian package `redis-server`) on a free loopback port for tests,
+benchmarks and a laptop demo of the cluster path; it keeps nothing on disk and is stopped on exit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+SQLITE = "sqlite"
+SQLITE_PATH = "data/online_store.db"  # relative to the repository, like the sources' paths
+
+
+@dataclass(frozen=True)
+class OnlineStore:
+    kind: str  # "sqlite" or "redis"
+    host: str = ""
+    port: int = 0
+    db: int = 0
+
+    @classmethod
+    def parse(cls, spec: str) -> OnlineStore:
+        """`sqlite` or `redis://HOST:PORT[/DB]`; anything else is a ValueError that says what is accepted."""
+        spec = spec.strip()
+        if spec == SQLITE:
+            return cls(SQLITE)
+        url = urlparse(spec)
+        if url.scheme != "redis" or not url.hostname:
+            raise ValueError(f"online store {spec!r}: expected 'sqlite' or 'redis://HOST:PORT[/DB]'")
+        path = url.path.strip("/")
+        if path and not path.isdigit():
+            raise ValueError(f"online store {spec!r}: the Redis database must be a number, got {path!r}")
+        try:
+            port = url.port or 6379
+        except ValueError as exc:  # urlparse raises on a port that is not a number or out of range
+            raise ValueError(f"online store {spec!r}: {exc}") from exc
+        return cls("redis", url.hostname, port, int(path or 0))
+
+    def feast_config(self) -> dict:
+        """The `online_store` section of feature_store.yaml."""
+        if self.kind == SQLITE:
+            return {"type": "sqlite", "path": SQLITE_PATH}
+        # skip_dedup: write every row as given, as SQLite does. Feast's default Redis write skips a row whose event
+        # time is not newer than the stored one's, which would drop a push that carries only late events (its stamp
+        # equals the push before it) and, after a crash, a replayed push whose stamp falls behind the crashed run's.
+        # The stream processor is the one writer of a user's sequence and pushes whole sequences, so the last
+        # write is the right one.
+        return {
+            "type": "redis",
+            "connection_string": f"{self.host}:{self.port},db={self.db}",
+            "skip_dedup": True,
+        }
+
+    def __str__(self) -> str:
+        return SQLITE if self.kind == SQLITE else f"redis://{self.host}:{self.port}/{self.db}"
+
+
+def redis_available() -> bool:
+    return shutil.which("redis-server") is not None
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _ping(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def local_redis(log_dir: Path, timeout_s: float = 10.0) -> Iterator[str]:
+    """A `redis-server` on a free loopback port, no persistence; yields `redis://127.0.0.1:PORT/0`.
+
+    Raises FileNotFoundError when the binary is absent (install the Debian package `redis-server`) and RuntimeError,
+    with the server's log, when it does not answer PING within `timeout_s`.
+    """
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise FileNotFoundError("redis-server is not installed (Debian package: redis-server)")
+    log_dir = Path(log_dir)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    port = _free_port()
+    log_path = log_dir / f"redis-{port}.log"
+    args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            "--dir", str(log_dir), "--logfile", str(log_path)]  # fmt: skip
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while not _ping(port):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                text = log_path.read_text() if log_path.exists() else "(no log)"
+                raise RuntimeError(f"redis-server on port {port} did not start:\n{text[-2000:]}")
+            time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
