@@ -42,8 +42,11 @@ def _produced(artifacts: dict) -> dict[str, str]:
     return {
         "data": f"{md['dataset']['rows_events']:,.0f} events, {md['dataset']['rows_users']:,.0f} users, "
         f"{md['dataset']['rows_pins']:,.0f} pins ({md['dataset']['source']})",
-        "features": f"Feast repository: {md['feature_store']['users']:,.0f} user profiles and sequences, "
-        f"{md['feature_store']['pins']:,.0f} pins online",
+        "features": f"Feast repository ({md['feature_store']['online_store']} online store): "
+        f"{md['feature_store']['users']:,.0f} user profiles, {md['feature_store']['pins']:,.0f} pins; "
+        f"{md['feature_store']['stream_events']:,.0f} events streamed into the sequences in "
+        f"{md['feature_store']['stream_pushes']:,.0f} pushes, parity checked for "
+        f"{md['feature_store']['parity_users']:,.0f} users: {md['feature_store']['parity_mismatches']:,.0f} mismatches",
         "train-retrieval": f"two-tower model on {md['retrieval_model']['train_examples']:,.0f} positives, "
         f"final loss {md['retrieval_model']['train_loss']:.3f}",
         "train-ranking": f"Pinnability + TransAct on {md['ranking_model']['train_examples']:,.0f} impressions, "

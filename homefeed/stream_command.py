@@ -44,6 +44,11 @@ def stream(
     from components.stream.processor import StreamProcessor
 
     dead_letter = dead_letter or (checkpoint.parent / "dead_letter" if checkpoint else features_dir / "dead_letter")
+    if not (features_dir / "feature_store.yaml").is_file():
+        raise click.UsageError(
+            f"{features_dir} is not a feature store (no feature_store.yaml): pass a run's feature_store artifact "
+            "(its path is under artifacts.feature_store in the run's run.json)"
+        )
     store = FeatureStore(repo_path=str(features_dir.resolve()))
     proc = StreamProcessor(store, checkpoint, DeadLetter(dead_letter), batch=batch, max_delay_ms=max_delay_ms)
     if metrics_port is not None:

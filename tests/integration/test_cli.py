@@ -111,3 +111,39 @@ def test_drift_on_a_dataset_prints_the_rates_and_writes_the_report(tiny_world, t
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert set(summary["actions"]) == {"repin", "click", "hide"}
     assert (tmp_path / "r" / "engagement_drift.html").stat().st_size > 0
+
+
+def test_stream_refuses_a_directory_that_is_not_a_feature_store_and_a_missing_source(tiny_world, tmp_path):
+    from components.features.store import build_feature_store
+
+    source = tmp_path / "events.jsonl"
+    source.write_text('{"user_id": 1}\n')
+    result = CliRunner().invoke(main, ["stream", str(source), "--features", str(tmp_path)])
+    assert result.exit_code == 2 and "not a feature store (no feature_store.yaml)" in result.output
+    build_feature_store(tiny_world, tmp_path / "fs")
+    result = CliRunner().invoke(main, ["stream", str(tmp_path / "nope.jsonl"), "--features", str(tmp_path / "fs")])
+    assert result.exit_code == 2 and "is not a file" in result.output
+
+
+def test_stream_then_summary_and_dead_letter(tiny_world, tmp_path):
+    from components.features.store import build_feature_store
+
+    build_feature_store(tiny_world, tmp_path / "fs")
+    good = {
+        "user_id": 1,
+        "pin_id": 2,
+        "action": "repin",
+        "ts": 1_767_226_387_455,
+        "request_id": 7,
+        "surface": "homefeed",
+    }
+    source = tmp_path / "events.jsonl"
+    source.write_text(json.dumps(good) + "\n" + json.dumps({**good, "action": "like"}) + "\n")
+    args = ["stream", str(source), "--features", str(tmp_path / "fs"), "--summary", str(tmp_path / "s.json")]
+    result = CliRunner().invoke(main, [*args, "--dead-letter", str(tmp_path / "dead")])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["counters"]["applied"] == 1 and summary["counters"]["invalid"] == 1
+    assert "rejected records" in result.output
+    rejected = [json.loads(line) for line in (tmp_path / "dead" / "stream_events.jsonl").read_text().splitlines()]
+    assert [r["row"] for r in rejected] == [1]
