@@ -19,6 +19,7 @@ from components.features.sequence import SEQ_LEN, ActionLog
 
 TIMESTAMP = "event_timestamp"  # feature_repo/sources.py: the timestamp field of every source
 ENGAGEMENTS = ("click", "repin")  # what the pin's time-decayed engagement score counts
+DECAYED_ACTIONS = ("click", "repin", "hide")  # each also kept as a time-decayed count of its own
 DAY_MS = 86_400_000
 
 
@@ -61,16 +62,19 @@ def user_profile_table(users: pd.DataFrame, events: pd.DataFrame, cutoff: int) -
     )
 
 
-def decayed_engagement(events: pd.DataFrame, cutoff: int, half_life_ms: float) -> pd.Series:
-    """Per pin: sum over clicks and repins before the cut-off of 0.5 ** (age / half_life), age = cutoff - ts.
+def decayed_counts(events: pd.DataFrame, cutoff: int, half_life_ms: float) -> pd.DataFrame:
+    """Per pin and action (click, repin, hide): the sum over that pin's actions before the cut-off of
+    0.5 ** (age / half_life), age = cutoff - ts. A pin index, one column per action, zero where none.
 
-    A repin a half-life ago counts half as much as one just now, so the score favours pins that are engaging lately.
+    A repin a half-life ago counts half as much as one just now, so the counts favour pins that are engaging lately.
     """
     if half_life_ms <= 0:
         raise ValueError(f"half_life_ms must be > 0, got {half_life_ms}")
-    ev = events.loc[(events["ts"] < cutoff) & events["action"].isin(ENGAGEMENTS), ["pin_id", "ts"]]
+    ev = events.loc[(events["ts"] < cutoff) & events["action"].isin(DECAYED_ACTIONS), ["pin_id", "action", "ts"]]
     weight = np.exp2(-(cutoff - ev["ts"].to_numpy(dtype=np.float64)) / half_life_ms)
-    return pd.Series(weight, index=ev["pin_id"].to_numpy()).groupby(level=0).sum()
+    frame = pd.DataFrame({"pin_id": ev["pin_id"].to_numpy(), "action": ev["action"].to_numpy(), "w": weight})
+    table = frame.pivot_table(index="pin_id", columns="action", values="w", aggfunc="sum", fill_value=0.0)
+    return table.reindex(columns=list(DECAYED_ACTIONS), fill_value=0.0)
 
 
 def pin_features_table(
@@ -80,7 +84,8 @@ def pin_features_table(
     pins = pins.loc[pins["created_ts"] < cutoff].reset_index(drop=True)
     ids = pins["pin_id"]
     counts = _action_counts(events, "pin_id", cutoff).reindex(ids, fill_value=0)
-    score = decayed_engagement(events, cutoff, half_life_ms).reindex(ids, fill_value=0.0)
+    decayed = decayed_counts(events, cutoff, half_life_ms).reindex(ids, fill_value=0.0)
+    score = decayed[list(ENGAGEMENTS)].sum(axis=1)
     return pd.DataFrame(
         {
             "pin_id": ids.astype(np.int64),
@@ -92,6 +97,7 @@ def pin_features_table(
             "n_impressions": counts["impression"].to_numpy(),
             "n_repins": counts["repin"].to_numpy(),
             "engagement_score": score.to_numpy(dtype=np.float32),
+            **{f"decayed_{a}s": decayed[a].to_numpy(dtype=np.float32) for a in DECAYED_ACTIONS},
             TIMESTAMP: _stamp(len(pins), cutoff),
         }
     )

@@ -92,6 +92,12 @@ def test_pin_features_hold_the_pins_attributes_and_decayed_engagement(built, wor
     score = weight.groupby(engaged["pin_id"]).sum().reindex(pins["pin_id"], fill_value=0.0)
     np.testing.assert_allclose(online["engagement_score"].to_numpy(), score.to_numpy(), rtol=1e-5)
     assert (online["engagement_score"] > 0).any()
+    for action in ("click", "repin", "hide"):
+        acted = events[events["action"] == action]
+        weight = 0.5 ** ((cutoff - acted["ts"]) / (7 * DAY_MS))
+        want = weight.groupby(acted["pin_id"]).sum().reindex(pins["pin_id"], fill_value=0.0)
+        np.testing.assert_allclose(online[f"decayed_{action}s"].to_numpy(), want.to_numpy(), rtol=1e-5)
+        assert (online[f"decayed_{action}s"] > 0).any(), action
 
 
 def test_a_user_without_actions_has_an_empty_sequence_and_an_unknown_one_has_nulls(built, world):
