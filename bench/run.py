@@ -12,6 +12,7 @@ BENCHMARKS = [
     ["bench.demo_loop"],
     ["bench.stream_processor"],
     ["bench.online_fetch"],
+    ["bench.retrieval_eval"],
 ]
 
 

@@ -19,6 +19,7 @@ from components.data.summary import summarize
 from components.data.world.config import PRESETS
 from homefeed.config import Settings
 from homefeed.context import Ctx, console
+from homefeed.eval_commands import eval_group
 from homefeed.pipeline_commands import drift, pipeline
 from homefeed.render import progress_reporter, summary_tables
 from homefeed.serve_commands import serve
@@ -192,6 +193,7 @@ main.add_command(pipeline)
 main.add_command(drift)
 main.add_command(serve)
 main.add_command(stream)
+main.add_command(eval_group)
 
 if __name__ == "__main__":
     main()

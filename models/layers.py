@@ -46,3 +46,25 @@ class FrozenEmbedding(nn.Module):
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         # -1 indexes the appended zero row
         return self.table[torch.where(ids < 0, torch.full_like(ids, self.table.shape[0] - 1), ids)]
+
+
+class CrossNetV2(nn.Module):
+    """DCN v2's cross network: x_{l+1} = x_0 * (W_l x_l + b_l) + x_l, a full-rank W per layer.
+
+    Each layer raises the polynomial degree of the feature interactions by one while the residual keeps the lower
+    ones, so `layers` cross layers model interactions up to degree layers + 1 at the cost of one matmul each.
+
+    Example:
+        >>> CrossNetV2(12, layers=2)(torch.zeros(3, 12)).shape
+        torch.Size([3, 12])
+    """
+
+    def __init__(self, dim: int, layers: int = 2):
+        super().__init__()
+        self.layers = nn.ModuleList(nn.Linear(dim, dim) for _ in range(layers))
+
+    def forward(self, x0: torch.Tensor) -> torch.Tensor:
+        x = x0
+        for linear in self.layers:
+            x = x0 * linear(x) + x
+        return x

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -21,6 +22,24 @@ from models.retrieval.two_tower import TwoTower, TwoTowerConfig
 class RetrievalTraining(TrainingOptions):
     epochs: int = 3
     lr: float = 2e-3
+    # The defaults are the best configuration measured so far, which is the plain two-tower: on world:small at 3
+    # epochs each of mixed negatives, MaskNet, DHEN, the condition and capsules lowered recall@100
+    # (bench/results/retrieval_eval.md, `homefeed eval retrieval`). The pipeline trains with these.
+    crossing: str = "none"  # none | masknet | dhen
+    conditional: bool = False  # the interest field of conditional retrieval
+    condition_prob: float = 0.5  # share of examples trained with their positive's interest as the condition
+    random_negatives: int = 0  # uniform random pins per batch, mixed with the in-batch negatives
+    capsules: int = 0  # K > 0: multi-embedding user tower (up to K interest capsules)
+    id_dropout: float = 0.5
+    pretrained_ids: str | None = None  # id_embeddings.pt of components/train/pretrain_ids.py
+    freeze_ids: bool = False
+
+
+def _conditions(interest: torch.Tensor, cfg: TwoTowerConfig, prob: float, gen: torch.Generator) -> torch.Tensor:
+    """The positive's interest as the condition for a `prob` share of rows, "no interest" for the rest, so the tower
+    learns both conditional and unconditional retrieval."""
+    use = torch.rand(len(interest), generator=gen) < prob
+    return torch.where(use, interest, torch.full_like(interest, cfg.no_condition))
 
 
 def train_loop(config: dict) -> None:
@@ -30,21 +49,39 @@ def train_loop(config: dict) -> None:
     torch.manual_seed(config["seed"])
     shard = load_shard(config["examples"])
     content = torch.from_numpy(np.load(config["content"]))
-    model = ray.train.torch.prepare_model(TwoTower(TwoTowerConfig(**config["model"]), content))
+    pin_interest = torch.from_numpy(np.load(config["pin_interest"]))
+    cfg = TwoTowerConfig(**config["model"])
+    two_tower = TwoTower(cfg, content)
+    if config["pretrained_ids"]:
+        ids = torch.load(config["pretrained_ids"], map_location="cpu", weights_only=True)
+        two_tower.load_pretrained_ids(ids["user"], ids["pin"], freeze=config["freeze_ids"])
+    model = ray.train.torch.prepare_model(two_tower)
     core = model.module if hasattr(model, "module") else model
-    opt = torch.optim.Adam(model.parameters(), lr=config["lr"])
-    rng = np.random.default_rng(config["seed"] + ray.train.get_context().get_world_rank())
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=config["lr"])
+    rank = ray.train.get_context().get_world_rank()
+    rng = np.random.default_rng(config["seed"] + rank)
+    gen = torch.Generator().manual_seed(config["seed"] + rank)
     for epoch in range(config["epochs"]):
-        total, steps = 0.0, 0
+        total, steps, t0 = 0.0, 0, time.perf_counter()
         for b in batches(shard, config["batch_size"], rng):
-            u, p = model(b["user_id"], b["segment"], b["declared"], b["seq_pin_ids"], b["pin_id"], b["interest"])
-            loss = core.loss(u, p, b["log_q"])
+            cond = _conditions(b["interest"], cfg, config["condition_prob"], gen) if cfg.conditional else None
+            u, p = model(b["user_id"], b["segment"], b["declared"], b["seq_pin_ids"], b["pin_id"], b["interest"], cond)
+            neg_vec = neg_ids = None
+            if config["random_negatives"]:
+                neg_ids = torch.randint(0, cfg.n_pins, (config["random_negatives"],), generator=gen)
+                neg_vec = core.pin(neg_ids, pin_interest[neg_ids])
+            loss = core.loss(u, p, b["pin_id"], b["log_q"], neg_vec, neg_ids)
             opt.zero_grad()
             loss.backward()
             opt.step()
             total, steps = total + loss.item(), steps + 1
-        last = epoch == config["epochs"] - 1 and ray.train.get_context().get_world_rank() == 0
-        metrics = {"epoch": epoch, "train_loss": total / max(steps, 1)}
+        last = epoch == config["epochs"] - 1 and rank == 0
+        seconds = time.perf_counter() - t0
+        metrics = {
+            "epoch": epoch,
+            "train_loss": total / max(steps, 1),
+            "samples_per_s": steps * config["batch_size"] / max(seconds, 1e-9),  # this worker's
+        }
         report_epoch(metrics, model if last else None, config["model"])
 
 
@@ -60,11 +97,21 @@ def train_retrieval(dataset: Path, out_dir: Path, train_end_ms: int, opts: Retri
     work.mkdir(parents=True, exist_ok=True)
     np.savez(work / "examples.npz", **examples)
     np.save(work / "content.npy", cat.content)
-    model_cfg = TwoTowerConfig(n_users=cat.n_users, n_pins=cat.n_pins, n_interests=cat.n_interests)
+    np.save(work / "pin_interest.npy", cat.pin_interest)
+    model_cfg = TwoTowerConfig(
+        n_users=cat.n_users,
+        n_pins=cat.n_pins,
+        n_interests=cat.n_interests,
+        crossing=opts.crossing,
+        conditional=opts.conditional,
+        id_dropout=opts.id_dropout,
+        capsules=opts.capsules,
+    )
     config = {
         **asdict(opts),
         "examples": str(work / "examples.npz"),
         "content": str(work / "content.npy"),
+        "pin_interest": str(work / "pin_interest.npy"),
         "model": model_cfg.to_dict(),
     }
     metrics, _ = fit_on_ray(train_loop, config, out_dir, name="retrieval", num_workers=opts.num_workers)
@@ -78,6 +125,7 @@ def load_two_tower(model_dir: Path) -> TwoTower:
     cfg = TwoTowerConfig(**json.loads((model_dir / "config.json").read_text()))
     state = torch.load(model_dir / "model.pt", map_location="cpu", weights_only=True)
     content = torch.zeros(state["user.content.table"].shape[0] - 1, state["user.content.table"].shape[1])
+    cfg.hidden = tuple(cfg.hidden)  # JSON made it a list
     model = TwoTower(cfg, content)
     model.load_state_dict(state)
     return model.eval()

@@ -147,3 +147,22 @@ def test_stream_then_summary_and_dead_letter(tiny_world, tmp_path):
     assert "rejected records" in result.output
     rejected = [json.loads(line) for line in (tmp_path / "dead" / "stream_events.jsonl").read_text().splitlines()]
     assert [r["row"] for r in rejected] == [1]
+
+
+@pytest.mark.slow
+def test_eval_retrieval_trains_the_chosen_variant_and_writes_its_tables(tmp_path):
+    out = tmp_path / "eval"
+    args = ["eval", "retrieval", "--source", "world:tiny", "--variants", "plain", "--epochs", "1", "--out", str(out)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    written = json.loads((out / "retrieval_eval.json").read_text())
+    assert list(written["variants"]) == ["plain"] and written["users"] > 0
+    for table in (written["popularity"], written["variants"]["plain"]):
+        assert set(table["overall"]) == {"100", "1000"}
+        assert 0.0 <= table["overall"]["100"] <= table["overall"]["1000"] <= 1.0
+    assert "| plain |" in (out / "retrieval_eval.md").read_text()
+
+
+def test_eval_retrieval_refuses_an_unknown_variant(tmp_path):
+    result = CliRunner().invoke(main, ["eval", "retrieval", "--variants", "plain,fm", "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "unknown variants ['fm']" in result.output
