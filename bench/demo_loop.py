@@ -123,9 +123,7 @@ def main() -> dict:
     for art in result["demo"]["artifacts"].values():
         art.pop("path")  # temporary paths: gone after the run
     md = _markdown(result)
-    path = write_result(NAME, result, md)
-    print(md)
-    print(f"written {path}")
+    write_result(NAME, result, md)
     return result
 
 

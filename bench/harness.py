@@ -35,6 +35,7 @@ def machine() -> dict:
 
 
 def write_result(name: str, result: dict, markdown: str) -> Path:
+    """Write bench/results/<name>.json (with the machine and time) and <name>.md, and print the markdown."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     payload = {
         "benchmark": name,
@@ -45,6 +46,8 @@ def write_result(name: str, result: dict, markdown: str) -> Path:
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(payload, indent=2) + "\n")
     (RESULTS / f"{name}.md").write_text(markdown.rstrip() + "\n")
+    print(markdown)
+    print(f"written {path}")
     return path
 
 

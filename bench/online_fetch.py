@@ -231,9 +231,7 @@ def main() -> dict:
         "stores": stores,
     }
     md = _markdown(result)
-    path = write_result(NAME, result, md)
-    print(md)
-    print(f"written {path}")
+    write_result(NAME, result, md)
     return result
 
 

@@ -28,9 +28,7 @@ def main() -> dict:
     result["dataset"] = SOURCE  # the temporary path is gone
     result["command"] = COMMAND
     md = markdown(result) + f"\nReproduce: `{COMMAND}`.\n"
-    path = write_result(NAME, result, md)
-    print(md)
-    print(f"written {path}")
+    write_result(NAME, result, md)
     return result
 
 

@@ -224,9 +224,7 @@ def main() -> dict:
         "baseline_batch_path": baseline,
     }
     md = _markdown(result)
-    path = write_result(NAME, result, md)
-    print(md)
-    print(f"written {path}")
+    write_result(NAME, result, md)
     return result
 
 

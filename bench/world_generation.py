@@ -113,9 +113,7 @@ def main() -> dict:
 | speed-up over the loop | {speedup:.0f}× | |
 | target met | {"yes" if result["met"] else "no"} | |
 """
-    path = write_result(f"world_generation_{args.preset}", result, md)
-    print(md)
-    print(f"written {path}")
+    write_result(f"world_generation_{args.preset}", result, md)
     return result
 
 

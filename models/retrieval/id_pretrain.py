@@ -16,13 +16,14 @@ is a positive of that row too: it is masked, not counted as a negative.
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from models.retrieval.losses import sampled_softmax
 
 USER_TABLE, PIN_TABLE = "user_id", "pin_id"
 
@@ -100,21 +101,8 @@ class IdPretrainModel(nn.Module):
         return F.normalize(out[USER_TABLE][:bu], dim=-1), F.normalize(out[PIN_TABLE][:bp], dim=-1)
 
     def _softmax(self, a, b, a_ids, b_ids, b_log_q, neg=None) -> torch.Tensor:
-        """Row i of `a` against every row of `b` (and of `neg`); the positive is b[i]; logQ-corrected logits.
-
-        `b_log_q` is each in-batch id's probability per draw, so its expected count among B draws is B * q;
-        `neg` = (vectors [R, dim], ids [R], n) adds R ids drawn uniformly from all n (expected count R / n each).
-        """
-        logits = a @ b.T / self.cfg.temperature - (b_log_q[None, :] + math.log(len(b)))
-        # column j is also a positive of row i when pair j shares an id with pair i: not a negative
-        same = (b_ids[None, :] == b_ids[:, None]) | (a_ids[None, :] == a_ids[:, None])
-        same.fill_diagonal_(False)
-        logits = logits.masked_fill(same, float("-inf"))
-        if neg is not None:
-            n_vec, n_ids, n = neg
-            extra = a @ n_vec.T / self.cfg.temperature - math.log(len(n_ids) / n)
-            logits = torch.cat([logits, extra.masked_fill(n_ids[None, :] == b_ids[:, None], float("-inf"))], dim=1)
-        return F.cross_entropy(logits, torch.arange(len(a), device=a.device))
+        """Row i of `a` against every row of `b` (and `neg`): pairs that share either id are not negatives."""
+        return sampled_softmax(a, b, b_ids, b_log_q, self.cfg.temperature, query_ids=a_ids, neg=neg)
 
     def loss(
         self,

@@ -21,7 +21,6 @@ query per selected interest with that interest as the ANN filter.
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 
 import torch
@@ -31,6 +30,7 @@ from torchrec import EmbeddingBagCollection, EmbeddingBagConfig, KeyedJaggedTens
 
 from models.layers import FrozenEmbedding, mlp
 from models.retrieval.crossing import make_crossing
+from models.retrieval.losses import sampled_softmax
 from models.retrieval.multi_embedding import CapsuleClustering, top_representative
 
 USER_FIELDS = ("user_id", "seq_pin_ids", "seq_content", "segment", "declared")  # + "condition" when conditional
@@ -254,23 +254,7 @@ class TwoTower(nn.Module):
         neg_vec: torch.Tensor | None = None,
         neg_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Sampled softmax with logQ correction over in-batch negatives, plus mixed-in random negatives.
-
-        Each candidate's logit is lowered by the log of how many times it is expected among a row's candidates:
-        a pin with sampling probability q appears B·q times in a batch of B positives, and a uniformly drawn random
-        negative R/N times among R draws from N pins. Without it popular pins, over-represented as in-batch
-        negatives, are pushed down too hard. Random negatives add the long tail that in-batch ones rarely contain.
-        A candidate that is the row's own positive pin (a repeat in the batch, or a random draw) is not a negative
-        and is masked out.
-        """
-        b = len(user_vec)
-        logits = user_vec @ pin_vec.T / self.cfg.temperature - (log_q + math.log(b))[None, :]
-        same = pin_ids[:, None] == pin_ids[None, :]
-        same.fill_diagonal_(False)
-        logits = logits.masked_fill(same, float("-inf"))
-        if neg_vec is not None:
-            r = len(neg_vec)
-            neg = user_vec @ neg_vec.T / self.cfg.temperature - math.log(r / self.cfg.n_pins)
-            neg = neg.masked_fill(pin_ids[:, None] == neg_ids[None, :], float("-inf"))
-            logits = torch.cat([logits, neg], dim=1)
-        return F.cross_entropy(logits, torch.arange(b, device=user_vec.device))
+        """Sampled softmax with logQ correction over in-batch negatives (models/retrieval/losses.py), plus mixed-in
+        uniform random negatives: they add the long tail that in-batch negatives rarely contain."""
+        neg = None if neg_vec is None else (neg_vec, neg_ids, self.cfg.n_pins)
+        return sampled_softmax(user_vec, pin_vec, pin_ids, log_q, self.cfg.temperature, neg=neg)
