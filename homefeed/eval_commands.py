@@ -3,7 +3,8 @@
 `homefeed eval retrieval` trains the retrieval variants (an ablation ladder from the plain two-tower to DHEN with
 conditional and multi-embedding retrieval; components/evaluate/retrieval_ablation.py) on one dataset with Ray
 Train and measures them with the popularity baseline on a time-split holdout; it writes retrieval_eval.json and
-retrieval_eval.md and prints the tables.
+retrieval_eval.md and prints the tables. `homefeed eval ids` measures pretrained ID embeddings against dropout and
+the pretraining window (components/evaluate/id_overfitting.py).
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ def eval_group() -> None:
 @click.pass_obj
 def retrieval(obj: Ctx, dataset, source, variants: str, epochs: int, holdout_days: float, seed: int, out) -> None:
     """Train the retrieval variants and measure recall@100/@1000 overall, per segment and per interest."""
-    from components import steps
     from components.evaluate.retrieval_ablation import default_variants, evaluate_variants, split_cut
 
     out = out or obj.settings.workspace / "eval" / "retrieval"
@@ -41,13 +41,40 @@ def retrieval(obj: Ctx, dataset, source, variants: str, epochs: int, holdout_day
     unknown = sorted(set(chosen) - set(known))
     if unknown or not chosen:
         raise click.BadParameter(f"unknown variants {unknown}; choose from {sorted(known)}", param_hint="--variants")
-    if dataset is None:
-        dataset = out / "dataset"
-        source = source or obj.settings.pipeline.source
-        with console.status(f"preparing {source}"):
-            steps.prepare_data(source, dataset, seed)
+    dataset = dataset or _prepared(out, source or obj.settings.pipeline.source, seed)
     cut = split_cut(dataset, holdout_days)
     with console.status(f"training and measuring {', '.join(chosen)} (Ray Train)"):
         result = evaluate_variants(dataset, out, cut, [known[name] for name in chosen])
     console.print(Markdown((out / "retrieval_eval.md").read_text()))
     console.print(f"written {out / 'retrieval_eval.json'} ({result['users']:,} users evaluated)")
+
+
+@eval_group.command("ids")
+@click.option("--dataset", type=click.Path(exists=True, file_okay=False, path_type=Path), help="A dataset directory.")
+@click.option("--source", help="Data source when no --dataset: world:<preset>, movielens:DIR, sequences:FILE.")
+@click.option("--epochs", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--holdout-days", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Output directory.")
+@click.pass_obj
+def ids(obj: Ctx, dataset, source, epochs: int, holdout_days: float, seed: int, out) -> None:
+    """Pretrained ID embeddings: train/holdout hit rates with and without dropout, aligned and misaligned windows."""
+    from components.evaluate.id_overfitting import evaluate_id_pretraining
+    from components.evaluate.retrieval_ablation import split_cut
+
+    out = out or obj.settings.workspace / "eval" / "ids"
+    dataset = dataset or _prepared(out, source or obj.settings.pipeline.source, seed)
+    with console.status("pretraining ID embeddings and training the variants (Ray Train)"):
+        evaluate_id_pretraining(dataset, out, split_cut(dataset, holdout_days), epochs, seed)
+    console.print(Markdown((out / "id_pretraining.md").read_text()))
+    console.print(f"written {out / 'id_pretraining.json'}")
+
+
+def _prepared(out: Path, source: str, seed: int) -> Path:
+    """A dataset from `source` under `out/dataset`."""
+    from components import steps
+
+    dataset = out / "dataset"
+    with console.status(f"preparing {source}"):
+        steps.prepare_data(source, dataset, seed)
+    return dataset

@@ -97,3 +97,19 @@ def test_pretrain_on_ray_respects_window_and_predicts_later_engagement(tiny_worl
     pop = {k: popularity_recall(before, after, k) for k in (10, 100)}
     print(f"recall@10/100 pretrained {got} random {rand} popularity {pop}")
     assert got[10] > 5 * rand[10] and got[100] > rand[100] + 0.03
+
+
+@pytest.mark.slow
+def test_id_overfitting_experiment_measures_every_variant_on_both_sides_of_the_cut(tiny_world, tmp_path):
+    from components.evaluate.id_overfitting import evaluate_id_pretraining
+    from components.evaluate.retrieval_ablation import split_cut
+
+    cut = split_cut(tiny_world, 3.0)
+    result = evaluate_id_pretraining(tiny_world, tmp_path, cut, epochs=1, n_pairs=500)
+    assert result["pretraining"]["aligned"]["window_end_ms"] == cut
+    assert result["pretraining"]["misaligned"]["window_end_ms"] > cut  # it covers the holdout: the leak shown
+    assert len(result["variants"]) == 5
+    for v in result["variants"].values():
+        assert 0.0 <= v["holdout_hit_rate"] <= 1.0 and 0.0 <= v["train_hit_rate"] <= 1.0
+        assert v["gap"] == pytest.approx(v["train_hit_rate"] - v["holdout_hit_rate"], abs=1e-4)
+    assert "| pretrained misaligned, dropout 0.5 |" in (tmp_path / "id_pretraining.md").read_text()
