@@ -11,13 +11,21 @@ Response:
     in their online sequence never come back; `hidden_excluded` counts those that ranked ahead of the last
     candidate returned, i.e. that would have taken a slot.
 
-The user tower runs once over all instances; Milvus is searched once per distinct interest filter (once for a
-batch without filters). Each user's search over-fetches by the number of pins they hid, so after dropping them
-exactly min(k, available) candidates remain.
+Queries per user, by what the model was trained with (seed 000):
+    - one user vector (`source` "user_embedding");
+    - a multi-embedding model (`capsules` > 0): one query per valid interest capsule, the most representative first
+      ("capsule_<j>");
+    - a conditional model asked for `interests`: one query per interest, the interest both the condition fused into
+      the user tower and the search filter ("interest_<i>").
+Each query's results are merged round robin with duplicates dropped (models/retrieval/multi_embedding.py), so every
+capsule or interest gets slots near the top. The user tower runs once over all instances; Milvus is searched once
+per distinct filter. Each query over-fetches by the number of pins the user hid, so after dropping them exactly
+min(k, available) candidates remain.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import kserve
@@ -29,12 +37,13 @@ from components.index.milvus import count, search
 from components.steps import read_index_info
 from components.train.examples import RETRIEVAL_SEQ_LEN
 from components.train.retrieval import load_two_tower
+from models.retrieval.multi_embedding import round_robin_merge, top_representative
 from serving.online import OnlineUsers, request_users
 from serving.payload import integer, integer_list, v1_instances
 
 DEFAULT_K = 100
 MAX_K = 1000
-USER_EMBEDDING = "user_embedding"  # the candidate's source: later sources are multi-embedding and interest queries
+USER_EMBEDDING = "user_embedding"  # the candidate's source for a single-vector model without interests
 
 
 class RetrievalPredictor(kserve.Model):
@@ -57,20 +66,24 @@ class RetrievalPredictor(kserve.Model):
         users = request_users(
             self.store, [r["user_id"] for r in requests], self.model.cfg.n_interests, RETRIEVAL_SEQ_LEN
         )
-        queries = self.user_vectors(users)
+        queries = self.queries(users, requests)
         by_filter: dict[tuple[int, ...] | None, list[int]] = {}
-        for i, r in enumerate(requests):
-            by_filter.setdefault(r["interests"], []).append(i)
-        hits: list[list[dict]] = [[] for _ in requests]
-        for interests, rows in by_filter.items():
-            fetch = max(requests[i]["k"] + len(users.hidden[i]) for i in rows)
+        for q, query in enumerate(queries):
+            by_filter.setdefault(query.filter, []).append(q)
+        found: list[list[dict]] = [[] for _ in queries]
+        for interests, qs in by_filter.items():
+            fetch = max(requests[queries[q].row]["k"] + len(users.hidden[queries[q].row]) for q in qs)
             allowed = None if interests is None else list(interests)
-            found = search(self.index["uri"], self.index["collection"], queries[rows], fetch, interests=allowed)
-            for i, per_user in zip(rows, found, strict=True):
-                hits[i] = per_user
-        return {
-            "predictions": [_candidates(r["user_id"], hits[i], users.hidden[i], r["k"]) for i, r in enumerate(requests)]
-        }
+            vectors = np.stack([queries[q].vector for q in qs])
+            for q, hits in zip(qs, search(self.index["uri"], self.index["collection"], vectors, fetch, allowed),
+                               strict=True):  # fmt: skip
+                found[q] = [{**hit, "source": queries[q].source} for hit in hits]
+        predictions = []
+        for i, r in enumerate(requests):
+            lists = [found[q] for q, query in enumerate(queries) if query.row == i]
+            merged = _merge(lists, r["k"] + len(users.hidden[i]))
+            predictions.append(_candidates(r["user_id"], merged, users.hidden[i], r["k"]))
+        return {"predictions": predictions}
 
     def _parse(self, payload) -> list[dict]:
         cfg = self.model.cfg
@@ -90,10 +103,59 @@ class RetrievalPredictor(kserve.Model):
         return requests
 
     @torch.inference_mode()
-    def user_vectors(self, users: OnlineUsers) -> np.ndarray:
-        """[B, d] unit user vectors (the queries) for online inputs whose sequences are RETRIEVAL_SEQ_LEN long."""
-        inputs = (users.user_id, users.segment, users.declared, users.seq_pin_ids)
-        return self.model.user(*(torch.from_numpy(x) for x in inputs)).numpy()
+    def user_vectors(self, users: OnlineUsers, rows=None, condition: np.ndarray | None = None) -> np.ndarray:
+        """[B, d] unit user vectors (each user's most representative one, with capsules) for the users at `rows`
+        (default: all) of online inputs whose sequences are RETRIEVAL_SEQ_LEN long; `condition`: one interest per
+        row for a conditional model."""
+        rows = np.arange(len(users.user_id)) if rows is None else rows
+        inputs = [torch.from_numpy(getattr(users, f)[rows]) for f in _TOWER_INPUTS]
+        cond = None if condition is None else torch.from_numpy(condition)
+        return self.model.user(*inputs, cond).numpy()
+
+    @torch.inference_mode()
+    def queries(self, users: OnlineUsers, requests: list[dict]) -> list[Query]:
+        """Every ANN query of the batch, in each user's merge order (see the module docstring)."""
+        cfg, out = self.model.cfg, []
+        if cfg.capsules:
+            vecs, valid, weights = self.model.user.multi(*(torch.from_numpy(getattr(users, f)) for f in _TOWER_INPUTS))
+            vecs, valid = (t.numpy() for t in top_representative(vecs, valid, weights, cfg.capsules))
+        else:
+            plain = self.user_vectors(users)
+        for i, r in enumerate(requests):
+            if cfg.conditional and r["interests"] is not None:
+                wanted = np.asarray(r["interests"], dtype=np.int64)
+                vectors = self.user_vectors(users, np.full(len(wanted), i), wanted)
+                out += [Query(i, v, (int(t),), f"interest_{t}") for t, v in zip(wanted, vectors, strict=True)]
+            elif cfg.capsules:
+                out += [
+                    Query(i, vecs[i, j], r["interests"], f"capsule_{j}") for j in range(cfg.capsules) if valid[i, j]
+                ]
+            else:
+                out.append(Query(i, plain[i], r["interests"], USER_EMBEDDING))
+        return out
+
+
+_TOWER_INPUTS = ("user_id", "segment", "declared", "seq_pin_ids")
+
+
+@dataclass(frozen=True)
+class Query:
+    row: int  # the request it serves
+    vector: np.ndarray
+    filter: tuple[int, ...] | None  # interests the search is restricted to
+    source: str  # reported with each candidate it found
+
+
+def _merge(lists: list[list[dict]], n: int) -> list[dict]:
+    """Round-robin merge of per-query hits by pin id, duplicates dropped; a pin keeps the hit (score, source) of
+    the query that contributed it first."""
+    first: dict[int, dict] = {}
+    order = round_robin_merge([[hit["pin_id"] for hit in hits] for hits in lists], n)
+    for rnd in range(max((len(h) for h in lists), default=0)):  # the same visiting order as round_robin_merge
+        for hits in lists:
+            if rnd < len(hits):
+                first.setdefault(hits[rnd]["pin_id"], hits[rnd])
+    return [first[pin] for pin in order]
 
 
 def _candidates(user_id: int, hits: list[dict], hidden: frozenset[int], k: int) -> dict:
@@ -109,7 +171,7 @@ def _candidates(user_id: int, hits: list[dict], hidden: frozenset[int], k: int) 
                 "pin_id": hit["pin_id"],
                 "score": hit["score"],
                 "interest_id": hit["interest_id"],
-                "source": USER_EMBEDDING,
+                "source": hit["source"],
             }
         )
     return {"user_id": user_id, "candidates": kept, "hidden_excluded": excluded}
