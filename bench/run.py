@@ -14,6 +14,7 @@ BENCHMARKS = [
     ["bench.online_fetch"],
     ["bench.retrieval_eval"],
     ["bench.id_pretraining"],
+    ["bench.ray_training"],
 ]
 
 

@@ -42,23 +42,21 @@ def _conditions(interest: torch.Tensor, cfg: TwoTowerConfig, prob: float, gen: t
     return torch.where(use, interest, torch.full_like(interest, cfg.no_condition))
 
 
-def train_loop(config: dict) -> None:
-    import ray.train
-    import ray.train.torch
-
-    torch.manual_seed(config["seed"])
-    shard = load_shard(config["examples"])
+def _model(config: dict) -> tuple[TwoTower, torch.Tensor]:
+    """The two-tower a training run starts from (pretrained IDs loaded when asked), and each pin's interest."""
     content = torch.from_numpy(np.load(config["content"]))
-    pin_interest = torch.from_numpy(np.load(config["pin_interest"]))
-    cfg = TwoTowerConfig(**config["model"])
-    two_tower = TwoTower(cfg, content)
+    two_tower = TwoTower(TwoTowerConfig(**config["model"]), content)
     if config["pretrained_ids"]:
         ids = torch.load(config["pretrained_ids"], map_location="cpu", weights_only=True)
         two_tower.load_pretrained_ids(ids["user"], ids["pin"], freeze=config["freeze_ids"])
-    model = ray.train.torch.prepare_model(two_tower)
-    core = model.module if hasattr(model, "module") else model
+    return two_tower, torch.from_numpy(np.load(config["pin_interest"]))
+
+
+def _fit(model, core: TwoTower, pin_interest, shard: dict, config: dict, rank: int, on_epoch) -> None:
+    """The training epochs, the same under Ray Train (`model` wrapped in DDP, `shard` this worker's rows) and in one
+    process (`model` is `core`, `shard` every row); `on_epoch(epoch, metrics)` after each."""
+    cfg = core.cfg
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=config["lr"])
-    rank = ray.train.get_context().get_world_rank()
     rng = np.random.default_rng(config["seed"] + rank)
     gen = torch.Generator().manual_seed(config["seed"] + rank)
     for epoch in range(config["epochs"]):
@@ -75,25 +73,46 @@ def train_loop(config: dict) -> None:
             loss.backward()
             opt.step()
             total, steps = total + loss.item(), steps + 1
-        last = epoch == config["epochs"] - 1 and rank == 0
         seconds = time.perf_counter() - t0
-        metrics = {
-            "epoch": epoch,
-            "train_loss": total / max(steps, 1),
-            "samples_per_s": steps * config["batch_size"] / max(seconds, 1e-9),  # this worker's
-        }
+        on_epoch(
+            epoch,
+            {
+                "epoch": epoch,
+                "train_loss": total / max(steps, 1),
+                "samples_per_s": steps * config["batch_size"] / max(seconds, 1e-9),  # this worker's
+            },
+        )
+
+
+def train_loop(config: dict) -> None:
+    """One Ray Train worker."""
+    import ray.train
+    import ray.train.torch
+
+    torch.manual_seed(config["seed"])
+    shard = load_shard(config["examples"])
+    two_tower, pin_interest = _model(config)
+    model = ray.train.torch.prepare_model(two_tower)
+    core = model.module if hasattr(model, "module") else model
+    rank = ray.train.get_context().get_world_rank()
+
+    def report(epoch: int, metrics: dict) -> None:
+        last = epoch == config["epochs"] - 1 and rank == 0
         report_epoch(metrics, model if last else None, config["model"])
 
+    _fit(model, core, pin_interest, shard, config, rank, report)
 
-def train_retrieval(dataset: Path, out_dir: Path, train_end_ms: int, opts: RetrievalTraining) -> dict:
-    """Examples from everything before `train_end_ms`; the model, its config and metrics land in `out_dir`."""
-    ds, out_dir = Dataset(dataset), Path(out_dir)
+
+def _prepare(dataset: Path, out_dir: Path, train_end_ms: int, opts: RetrievalTraining) -> tuple[dict, int]:
+    """Write the examples and lookups a training run reads into `out_dir/work`; returns its config and the number of
+    examples."""
+    ds = Dataset(dataset)
     cat = Catalog.load(ds)
     ev, log = read_events(ds)
     examples = retrieval_examples(ev, cat, log, start_ms=0, end_ms=train_end_ms)
     if len(examples["pin_id"]) < opts.batch_size * opts.num_workers:
         raise ValueError(f"only {len(examples['pin_id'])} positives before the cut-off: too few to train")
-    work = out_dir / "work"
+    work = Path(out_dir) / "work"
     work.mkdir(parents=True, exist_ok=True)
     np.savez(work / "examples.npz", **examples)
     np.save(work / "content.npy", cat.content)
@@ -114,8 +133,34 @@ def train_retrieval(dataset: Path, out_dir: Path, train_end_ms: int, opts: Retri
         "pin_interest": str(work / "pin_interest.npy"),
         "model": model_cfg.to_dict(),
     }
+    return config, len(examples["pin_id"])
+
+
+def train_retrieval(dataset: Path, out_dir: Path, train_end_ms: int, opts: RetrievalTraining) -> dict:
+    """Examples from everything before `train_end_ms`, trained on Ray Train with `opts.num_workers` workers; the
+    model, its config and metrics land in `out_dir`."""
+    out_dir = Path(out_dir)
+    config, n = _prepare(dataset, out_dir, train_end_ms, opts)
     metrics, _ = fit_on_ray(train_loop, config, out_dir, name="retrieval", num_workers=opts.num_workers)
-    summary = {"train_examples": len(examples["pin_id"]), "train_end_ms": train_end_ms, **metrics}
+    summary = {"train_examples": n, "train_end_ms": train_end_ms, **metrics}
+    (out_dir / "train_metrics.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def train_retrieval_local(dataset: Path, out_dir: Path, train_end_ms: int, opts: RetrievalTraining) -> dict:
+    """The same training in this process, without Ray (the baseline Ray Train is measured against, and a quick
+    path for notebooks): every example, all cores' threads, the same epochs and output files."""
+    out_dir = Path(out_dir)
+    config, n = _prepare(dataset, out_dir, train_end_ms, opts)
+    torch.manual_seed(config["seed"])
+    with np.load(config["examples"]) as data:
+        rows = {k: data[k] for k in data.files}
+    model, pin_interest = _model(config)
+    history: list[dict] = []
+    _fit(model, model, pin_interest, rows, config, 0, lambda _epoch, metrics: history.append(metrics))
+    torch.save(model.state_dict(), out_dir / "model.pt")
+    (out_dir / "config.json").write_text(json.dumps(config["model"], indent=2))
+    summary = {"train_examples": n, "train_end_ms": train_end_ms, **history[-1]}
     (out_dir / "train_metrics.json").write_text(json.dumps(summary, indent=2))
     return summary
 

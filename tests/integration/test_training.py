@@ -53,3 +53,16 @@ def test_train_evaluate_retrieval_and_ranking_on_ray(tiny_world, tmp_path):
     for head in ("click", "repin", "hide"):
         assert 0.0 <= rank[f"hit@3_{head}"] <= 1.0
     json.dumps(rank)  # results are plain JSON
+
+
+def test_the_same_training_runs_in_one_process_without_ray(tiny_world, tmp_path):
+    from components.train.retrieval import train_retrieval_local
+
+    ds = Dataset(tiny_world)
+    cut = ds.manifest()["time_span_ms"][1] - 3 * DAY
+    summary = train_retrieval_local(tiny_world, tmp_path, cut, RetrievalTraining(epochs=1, batch_size=128))
+    assert np.isfinite(summary["train_loss"]) and summary["samples_per_s"] > 0
+    model = load_two_tower(tmp_path)  # the same files Ray Train's checkpoint leaves
+    assert pin_embeddings(model, Catalog.load(ds)).shape == (model.cfg.n_pins, model.cfg.out_dim)
+    rec = evaluate_retrieval(tiny_world, tmp_path, cut, ks=(100,))
+    assert 0.0 < rec["recall"]["100"] <= 1.0
