@@ -3,11 +3,14 @@ a markdown table (for people) under bench/results/."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -63,3 +66,14 @@ def peak_rss_gib() -> float:
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux reports KiB
+
+
+@contextlib.contextmanager
+def prepared_dataset(source: str, seed: int = 0) -> Iterator[Path]:
+    """`source` prepared as the pipeline's data step prepares it, in a temporary directory that is removed after;
+    yields the work directory, with the dataset in its `dataset/`."""
+    from components import steps
+
+    with tempfile.TemporaryDirectory() as tmp:
+        steps.prepare_data(source, Path(tmp) / "dataset", seed)
+        yield Path(tmp)

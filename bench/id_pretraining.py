@@ -6,10 +6,7 @@ Run: `python -m bench.id_pretraining` (about 5 minutes on 2 cores).
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
-
-from bench.harness import write_result
+from bench.harness import prepared_dataset, write_result
 
 NAME = "id_pretraining"
 SOURCE = "world:small"
@@ -18,14 +15,12 @@ COMMAND = f"homefeed eval ids --source {SOURCE} --epochs {EPOCHS}"
 
 
 def main() -> dict:
-    from components import steps
     from components.evaluate.id_overfitting import evaluate_id_pretraining, markdown
-    from components.evaluate.retrieval_ablation import split_cut
+    from components.steps import time_split
 
-    with tempfile.TemporaryDirectory() as tmp:
-        data = Path(tmp) / "dataset"
-        steps.prepare_data(SOURCE, data, seed=0)
-        result = evaluate_id_pretraining(data, Path(tmp) / "eval", split_cut(data, 1.0), EPOCHS, seed=0)
+    with prepared_dataset(SOURCE) as tmp:
+        data = tmp / "dataset"
+        result = evaluate_id_pretraining(data, tmp / "eval", time_split(data, 1.0).train_end_ms, EPOCHS, seed=0)
     result["dataset"], result["command"] = SOURCE, COMMAND
     write_result(NAME, result, markdown(result) + f"\nReproduce: `{COMMAND}`.\n")
     return result

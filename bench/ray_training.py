@@ -8,11 +8,9 @@ Run: `python -m bench.ray_training` (about 2 minutes on 2 cores).
 
 from __future__ import annotations
 
-import tempfile
 import time
-from pathlib import Path
 
-from bench.harness import write_result
+from bench.harness import prepared_dataset, write_result
 
 NAME = "ray_training"
 SOURCE = "world:small"
@@ -26,15 +24,14 @@ def main() -> dict:
 
     opts = RetrievalTraining(epochs=EPOCHS, seed=0)
     runs = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        data = Path(tmp) / "dataset"
-        steps.prepare_data(SOURCE, data, seed=0)
+    with prepared_dataset(SOURCE) as tmp:
+        data = tmp / "dataset"
         cut = steps.time_split(data).train_end_ms
         for name, train in (("single process", train_retrieval_local), ("Ray Train, 2 workers", train_retrieval)):
             t0 = time.perf_counter()
-            summary = train(data, Path(tmp) / name.replace(" ", "_"), cut, opts)
+            summary = train(data, tmp / name.replace(" ", "_"), cut, opts)
             wall = time.perf_counter() - t0
-            rec = evaluate_retrieval(data, Path(tmp) / name.replace(" ", "_"), cut, ks=(100,))
+            rec = evaluate_retrieval(data, tmp / name.replace(" ", "_"), cut, ks=(100,))
             per_worker = float(summary["samples_per_s"])
             workers = opts.num_workers if name.startswith("Ray") else 1
             runs[name] = {

@@ -6,10 +6,7 @@ Run: `python -m bench.retrieval_eval` (about 3 minutes on 2 cores).
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
-
-from bench.harness import write_result
+from bench.harness import prepared_dataset, write_result
 
 NAME = "retrieval_eval"
 SOURCE = "world:small"
@@ -18,13 +15,14 @@ COMMAND = f"homefeed eval retrieval --source {SOURCE} --epochs {EPOCHS}"
 
 
 def main() -> dict:
-    from components import steps
-    from components.evaluate.retrieval_ablation import default_variants, evaluate_variants, markdown, split_cut
+    from components.evaluate.retrieval_ablation import default_variants, evaluate_variants, markdown
+    from components.steps import time_split
 
-    with tempfile.TemporaryDirectory() as tmp:
-        data = Path(tmp) / "dataset"
-        steps.prepare_data(SOURCE, data, seed=0)
-        result = evaluate_variants(data, Path(tmp) / "eval", split_cut(data, 1.0), default_variants(EPOCHS, seed=0))
+    with prepared_dataset(SOURCE) as tmp:
+        data = tmp / "dataset"
+        result = evaluate_variants(
+            data, tmp / "eval", time_split(data, 1.0).train_end_ms, default_variants(EPOCHS, seed=0)
+        )
     result["dataset"] = SOURCE  # the temporary path is gone
     result["command"] = COMMAND
     md = markdown(result) + f"\nReproduce: `{COMMAND}`.\n"

@@ -93,14 +93,13 @@ def build_features(dataset_dir: Path, out_dir: Path, half_life_days: float = 7.0
     from components.stream.replay import check_parity, replay_log
 
     ds = Dataset(dataset_dir)
-    events = ds.read("events")
-    cutoff = default_cutoff(events)
+    cutoff = default_cutoff(ds.read("events", columns=["ts"]))
     store = build_feature_store(
         dataset_dir, out_dir, cutoff, half_life_days=half_life_days, online_store=online_store, push_snapshot=False
     )
     stream = replay_log(store, ds.path("events"), cutoff, Path(out_dir) / "stream")
     users = ds.read("users", columns=["user_id"])["user_id"].to_numpy()
-    parity = check_parity(store, events, users, cutoff)
+    parity = check_parity(store, users)
     counters = stream["counters"]
     return {
         "users": len(users),

@@ -17,23 +17,36 @@ from rich.markdown import Markdown
 from homefeed.context import Ctx, console
 
 
+def _experiment_options(command):
+    """What every experiment takes: its data (a dataset, or a source to prepare), epochs, holdout, seed, output."""
+    options = [
+        click.option(
+            "--dataset", type=click.Path(exists=True, file_okay=False, path_type=Path), help="A dataset directory."
+        ),  # fmt: skip
+        click.option("--source", help="Data source when no --dataset: world:<preset>, movielens:DIR, sequences:FILE."),
+        click.option("--epochs", type=click.IntRange(min=1), default=3, show_default=True),
+        click.option("--holdout-days", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True),
+        click.option("--seed", type=int, default=0, show_default=True),
+        click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Output directory."),
+        click.pass_obj,
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 @click.group("eval")
 def eval_group() -> None:
     """Offline experiments: model variants measured side by side with baselines."""
 
 
 @eval_group.command("retrieval")
-@click.option("--dataset", type=click.Path(exists=True, file_okay=False, path_type=Path), help="A dataset directory.")
-@click.option("--source", help="Data source when no --dataset: world:<preset>, movielens:DIR, sequences:FILE.")
 @click.option("--variants", help="Comma-separated variant names (default: all of them, the ablation ladder).")
-@click.option("--epochs", type=click.IntRange(min=1), default=3, show_default=True)
-@click.option("--holdout-days", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Output directory.")
-@click.pass_obj
+@_experiment_options
 def retrieval(obj: Ctx, dataset, source, variants: str, epochs: int, holdout_days: float, seed: int, out) -> None:
     """Train the retrieval variants and measure recall@100/@1000 overall, per segment and per interest."""
-    from components.evaluate.retrieval_ablation import default_variants, evaluate_variants, split_cut
+    from components.evaluate.retrieval_ablation import default_variants, evaluate_variants
+    from components.steps import time_split
 
     out = out or obj.settings.workspace / "eval" / "retrieval"
     known = {v.name: v for v in default_variants(epochs, seed)}
@@ -42,7 +55,7 @@ def retrieval(obj: Ctx, dataset, source, variants: str, epochs: int, holdout_day
     if unknown or not chosen:
         raise click.BadParameter(f"unknown variants {unknown}; choose from {sorted(known)}", param_hint="--variants")
     dataset = dataset or _prepared(out, source or obj.settings.pipeline.source, seed)
-    cut = split_cut(dataset, holdout_days)
+    cut = time_split(dataset, holdout_days).train_end_ms
     with console.status(f"training and measuring {', '.join(chosen)} (Ray Train)"):
         result = evaluate_variants(dataset, out, cut, [known[name] for name in chosen])
     console.print(Markdown((out / "retrieval_eval.md").read_text()))
@@ -50,22 +63,16 @@ def retrieval(obj: Ctx, dataset, source, variants: str, epochs: int, holdout_day
 
 
 @eval_group.command("ids")
-@click.option("--dataset", type=click.Path(exists=True, file_okay=False, path_type=Path), help="A dataset directory.")
-@click.option("--source", help="Data source when no --dataset: world:<preset>, movielens:DIR, sequences:FILE.")
-@click.option("--epochs", type=click.IntRange(min=1), default=3, show_default=True)
-@click.option("--holdout-days", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Output directory.")
-@click.pass_obj
+@_experiment_options
 def ids(obj: Ctx, dataset, source, epochs: int, holdout_days: float, seed: int, out) -> None:
     """Pretrained ID embeddings: train/holdout hit rates with and without dropout, aligned and misaligned windows."""
     from components.evaluate.id_overfitting import evaluate_id_pretraining
-    from components.evaluate.retrieval_ablation import split_cut
+    from components.steps import time_split
 
     out = out or obj.settings.workspace / "eval" / "ids"
     dataset = dataset or _prepared(out, source or obj.settings.pipeline.source, seed)
     with console.status("pretraining ID embeddings and training the variants (Ray Train)"):
-        evaluate_id_pretraining(dataset, out, split_cut(dataset, holdout_days), epochs, seed)
+        evaluate_id_pretraining(dataset, out, time_split(dataset, holdout_days).train_end_ms, epochs, seed)
     console.print(Markdown((out / "id_pretraining.md").read_text()))
     console.print(f"written {out / 'id_pretraining.json'}")
 

@@ -35,7 +35,7 @@ from feast import FeatureStore
 
 from components.index.milvus import count, search
 from components.steps import read_index_info
-from components.train.examples import RETRIEVAL_SEQ_LEN
+from components.train.examples import RETRIEVAL_SEQ_LEN, USER_INPUTS
 from components.train.retrieval import load_two_tower
 from models.retrieval.multi_embedding import round_robin_merge, top_representative
 from serving.online import OnlineUsers, request_users
@@ -81,7 +81,8 @@ class RetrievalPredictor(kserve.Model):
         predictions = []
         for i, r in enumerate(requests):
             lists = [found[q] for q, query in enumerate(queries) if query.row == i]
-            merged = _merge(lists, r["k"] + len(users.hidden[i]))
+            # a pin keeps the hit (score, source) of the query that contributed it first
+            merged = round_robin_merge(lists, r["k"] + len(users.hidden[i]), key=lambda hit: hit["pin_id"])
             predictions.append(_candidates(r["user_id"], merged, users.hidden[i], r["k"]))
         return {"predictions": predictions}
 
@@ -108,7 +109,7 @@ class RetrievalPredictor(kserve.Model):
         (default: all) of online inputs whose sequences are RETRIEVAL_SEQ_LEN long; `condition`: one interest per
         row for a conditional model."""
         rows = np.arange(len(users.user_id)) if rows is None else rows
-        inputs = [torch.from_numpy(getattr(users, f)[rows]) for f in _TOWER_INPUTS]
+        inputs = [torch.from_numpy(getattr(users, f)[rows]) for f in USER_INPUTS]
         cond = None if condition is None else torch.from_numpy(condition)
         return self.model.user(*inputs, cond).numpy()
 
@@ -117,7 +118,7 @@ class RetrievalPredictor(kserve.Model):
         """Every ANN query of the batch, in each user's merge order (see the module docstring)."""
         cfg, out = self.model.cfg, []
         if cfg.capsules:
-            vecs, valid, weights = self.model.user.multi(*(torch.from_numpy(getattr(users, f)) for f in _TOWER_INPUTS))
+            vecs, valid, weights = self.model.user.multi(*(torch.from_numpy(getattr(users, f)) for f in USER_INPUTS))
             vecs, valid = (t.numpy() for t in top_representative(vecs, valid, weights, cfg.capsules))
         else:
             plain = self.user_vectors(users)
@@ -135,27 +136,12 @@ class RetrievalPredictor(kserve.Model):
         return out
 
 
-_TOWER_INPUTS = ("user_id", "segment", "declared", "seq_pin_ids")
-
-
 @dataclass(frozen=True)
 class Query:
     row: int  # the request it serves
     vector: np.ndarray
     filter: tuple[int, ...] | None  # interests the search is restricted to
     source: str  # reported with each candidate it found
-
-
-def _merge(lists: list[list[dict]], n: int) -> list[dict]:
-    """Round-robin merge of per-query hits by pin id, duplicates dropped; a pin keeps the hit (score, source) of
-    the query that contributed it first."""
-    first: dict[int, dict] = {}
-    order = round_robin_merge([[hit["pin_id"] for hit in hits] for hits in lists], n)
-    for rnd in range(max((len(h) for h in lists), default=0)):  # the same visiting order as round_robin_merge
-        for hits in lists:
-            if rnd < len(hits):
-                first.setdefault(hits[rnd]["pin_id"], hits[rnd])
-    return [first[pin] for pin in order]
 
 
 def _candidates(user_id: int, hits: list[dict], hidden: frozenset[int], k: int) -> dict:

@@ -24,3 +24,16 @@ def hit_at_k(request_id: np.ndarray, score: np.ndarray, label: np.ndarray, k: in
     df["rank"] = df.groupby("req")["score"].rank(ascending=False, method="first")
     positives = df[df.label]
     return float((positives["rank"] <= k).mean()) if len(positives) else float("nan")
+
+
+def top_k(queries: np.ndarray, items: np.ndarray, k: int, chunk: int = 1024) -> np.ndarray:
+    """[Q, k] row indices of `items`, best first by inner product with each query (exact search, in chunks of
+    queries so the score matrix stays small); k is capped at the number of items."""
+    k = min(k, len(items))
+    out = []
+    for lo in range(0, len(queries), chunk):
+        s = queries[lo : lo + chunk] @ items.T
+        part = np.argpartition(-s, k - 1, axis=1)[:, :k]
+        order = np.take_along_axis(s, part, 1).argsort(axis=1)[:, ::-1]
+        out.append(np.take_along_axis(part, order, 1))
+    return np.concatenate(out) if out else np.zeros((0, k), dtype=np.int64)

@@ -9,21 +9,11 @@ from pathlib import Path
 import numpy as np
 
 from components.data.dataset import Dataset
-from components.evaluate.metrics import hit_at_k, recall_at_k
+from components.evaluate.metrics import hit_at_k, recall_at_k, top_k
 from components.train.examples import POSITIVE_ACTIONS, Catalog, ranking_examples, read_events
 from components.train.ranking import load_pinnability, score
 from components.train.retrieval import load_two_tower, pin_embeddings, user_embeddings
 from models.ranking.pinnability import HEADS
-
-
-def _top_k(users: np.ndarray, pins: np.ndarray, k: int, chunk: int = 2048) -> np.ndarray:
-    out = []
-    for lo in range(0, len(users), chunk):
-        s = users[lo : lo + chunk] @ pins.T
-        part = np.argpartition(-s, k, axis=1)[:, :k]
-        order = np.take_along_axis(s, part, 1).argsort(axis=1)[:, ::-1]
-        out.append(np.take_along_axis(part, order, 1))
-    return np.concatenate(out) if out else np.zeros((0, k), dtype=np.int64)
 
 
 def evaluate_retrieval(dataset: Path, model_dir: Path, train_end_ms: int, ks=(10, 100)) -> dict:
@@ -37,7 +27,7 @@ def evaluate_retrieval(dataset: Path, model_dir: Path, train_end_ms: int, ks=(10
     model = load_two_tower(model_dir)
     u = user_embeddings(model, cat, log, users, np.full(len(users), train_end_ms))
     kmax = min(max(ks), cat.n_pins - 1)
-    ranked = _top_k(u, pin_embeddings(model, cat), kmax)
+    ranked = top_k(u, pin_embeddings(model, cat), kmax)
     past = ev[ev.action.isin(POSITIVE_ACTIONS) & (ev.ts < train_end_ms)]
     popular = past.pin_id.value_counts().index.to_numpy()[:kmax]
     popular_ranked = np.tile(popular, (len(users), 1))

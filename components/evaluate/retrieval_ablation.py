@@ -20,13 +20,12 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 
 from components.data.contracts import SEGMENTS
 from components.data.dataset import Dataset
-from components.evaluate.metrics import recall_at_k
-from components.train.examples import POSITIVE_ACTIONS, Catalog, read_events, user_features
+from components.evaluate.metrics import recall_at_k, top_k
+from components.train.examples import POSITIVE_ACTIONS, USER_INPUTS, Catalog, read_events, user_features
 from components.train.retrieval import RetrievalTraining, load_two_tower, pin_embeddings, train_retrieval
 from models.retrieval.multi_embedding import round_robin_merge, top_representative
 
@@ -60,21 +59,9 @@ def default_variants(epochs: int, seed: int) -> list[Variant]:
     ]
 
 
-def _top_k(users: np.ndarray, pins: np.ndarray, k: int, chunk: int = 1024) -> np.ndarray:
-    """[U, k] column indices of `pins`, best first."""
-    k = min(k, len(pins))
-    out = []
-    for lo in range(0, len(users), chunk):
-        s = users[lo : lo + chunk] @ pins.T
-        part = np.argpartition(-s, k - 1, axis=1)[:, :k]
-        order = np.take_along_axis(s, part, 1).argsort(axis=1)[:, ::-1]
-        out.append(np.take_along_axis(part, order, 1))
-    return np.concatenate(out) if out else np.zeros((0, k), dtype=np.int64)
-
-
 @torch.no_grad()
 def _user_vectors(model, feats: dict[str, np.ndarray], condition: int | None = None) -> np.ndarray:
-    args = [torch.from_numpy(feats[k]) for k in ("user_id", "segment", "declared", "seq_pin_ids")]
+    args = [torch.from_numpy(feats[k]) for k in USER_INPUTS]
     cond = None if condition is None else torch.full((len(feats["user_id"]),), condition, dtype=torch.int64)
     return model.user(*args, cond).numpy()
 
@@ -134,11 +121,11 @@ def _popularity(h: Holdout, cat: Catalog, ks: tuple[int, ...]) -> dict:
 def _multi_ranked(model, feats: dict[str, np.ndarray], pins: np.ndarray, kmax: int) -> np.ndarray:
     """Multi-embedding retrieval: one query per valid capsule vector (most representative first), merged round
     robin with duplicates dropped, as serving does; [U, kmax] pin ids."""
-    args = [torch.from_numpy(feats[k]) for k in ("user_id", "segment", "declared", "seq_pin_ids")]
+    args = [torch.from_numpy(feats[k]) for k in USER_INPUTS]
     vecs, valid, weights = model.user.multi(*args)
     vecs, valid = top_representative(vecs, valid, weights, vecs.shape[1])
     b, k, d = vecs.shape
-    per = _top_k(vecs.reshape(b * k, d).numpy(), pins, kmax).reshape(b, k, -1)
+    per = top_k(vecs.reshape(b * k, d).numpy(), pins, kmax).reshape(b, k, -1)
     ok = valid.numpy()
     return np.asarray([round_robin_merge([per[i, j] for j in range(k) if ok[i, j]], kmax) for i in range(b)])
 
@@ -149,7 +136,7 @@ def _model_recall(model, h: Holdout, cat: Catalog, ks: tuple[int, ...]) -> dict:
     users = _user_vectors(model, h.feats)
     # pin ids: the corpus is every pin id
     multi = model.cfg.capsules > 0
-    ranked = _multi_ranked(model, h.feats, pins, kmax) if multi else _top_k(users, pins, kmax)
+    ranked = _multi_ranked(model, h.feats, pins, kmax) if multi else top_k(users, pins, kmax)
     out = {"overall": _recall(ranked, h.relevant, ks), "segments": {}, "interests": {}}
     for name, mask in (("core", h.core), ("non-core", ~h.core)):
         out["segments"][name] = _recall(ranked[mask], [r for r, m in zip(h.relevant, mask, strict=True) if m], ks)
@@ -157,12 +144,12 @@ def _model_recall(model, h: Holdout, cat: Catalog, ks: tuple[int, ...]) -> dict:
         ids = np.flatnonzero(cat.pin_interest == interest)
         res = {
             "unconditional": _recall(ranked[rows], sets, ks),
-            "filtered": _recall(ids[_top_k(users[rows], pins[ids], kmax)], sets, ks),
+            "filtered": _recall(ids[top_k(users[rows], pins[ids], kmax)], sets, ks),
         }
         if model.cfg.conditional:
             feats = {k: v[rows] for k, v in h.feats.items()}
             cond = _user_vectors(model, feats, condition=interest)
-            res["conditional"] = _recall(ids[_top_k(cond, pins[ids], kmax)], sets, ks)
+            res["conditional"] = _recall(ids[top_k(cond, pins[ids], kmax)], sets, ks)
         out["interests"][str(interest)] = res
     return out
 
@@ -245,17 +232,3 @@ the interest-conditioned embedding searched within the interest. Popularity with
 |---|---|---|---|
 {chr(10).join(irows)}
 """
-
-
-def split_cut(dataset: Path, holdout_days: float) -> int:
-    """The cut-off: the last `holdout_days` of events are held out."""
-    ds = Dataset(dataset)
-    _, end = ds.manifest()["time_span_ms"]
-    return int(end - holdout_days * 86_400_000)
-
-
-def frame(result: dict) -> pd.DataFrame:
-    """The overall table as a frame (tests, notebooks)."""
-    rows = {"popularity": result["popularity"]["overall"]}
-    rows.update({name: v["overall"] for name, v in result["variants"].items()})
-    return pd.DataFrame(rows).T

@@ -3,9 +3,9 @@ processor, then checked against the offline definition.
 
 Replaying the log (rather than pushing `ActionLog` snapshots straight into the store) means every pipeline run
 exercises the code that keeps sequences fresh in production: validation, per-user state, late events, batched
-pushes, checkpoints. The parity check then compares what the online store holds for every user with
-`ActionLog.sequences_at(user, cutoff)`, the function training data is cut with; a mismatch fails the step, since a
-model would otherwise be served inputs it was never trained on.
+pushes, checkpoints. The parity check then compares what the online store holds for every user with the offline
+snapshot the build wrote, cut by `ActionLog.sequences_at(user, cutoff)`, the function training data is cut with; a
+mismatch fails the step, since a model would otherwise be served inputs it was never trained on.
 """
 
 from __future__ import annotations
@@ -15,11 +15,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
+import pyarrow.parquet as pq
 
 from components.data.contracts import DeadLetter
-from components.features.sequence import ActionLog
-from components.features.store import online_user_features
+from components.features.store import USER_ACTION_SEQUENCE, online_user_features
 from components.stream.processor import StreamProcessor
 from components.stream.sources import Record, open_source
 
@@ -27,6 +26,7 @@ SUMMARY = "summary.json"
 CHECKPOINT = "checkpoint.json"
 DEAD_LETTER = "dead_letter"
 PARITY_BATCH = 1000  # users per online read
+_COLUMNS = ("seq_pin_ids", "seq_actions", "seq_ts")
 
 
 class ParityError(AssertionError):
@@ -63,20 +63,21 @@ def replay_log(store, events_path: Path, cutoff: int, out_dir: Path, batch: int 
     return summary
 
 
-def check_parity(store, events: pd.DataFrame, users: np.ndarray, cutoff: int) -> dict:
-    """Compare every user's online sequence with `ActionLog.sequences_at(user, cutoff)`; raise ParityError naming
-    the first users that differ. Returns {"users": n, "mismatches": 0}."""
+def check_parity(store, users: np.ndarray) -> dict:
+    """Compare every user's online sequence with the offline snapshot the build wrote at the cut-off (the
+    `user_action_sequence` batch source, cut by `ActionLog.sequences_at`; a user it lacks has no actions); raise
+    ParityError naming the first users that differ. Returns {"users": n, "mismatches": 0}."""
     users = np.asarray(users, dtype=np.int64)
-    want = ActionLog(events).sequences_at(users, np.full(len(users), cutoff, dtype=np.int64))
+    source = store.get_feature_view(USER_ACTION_SEQUENCE).batch_source.path
+    snapshot = pq.read_table(Path(store.repo_path) / source, columns=["user_id", *_COLUMNS]).to_pydict()
+    want = {u: tuple(snapshot[c][i] for c in _COLUMNS) for i, u in enumerate(snapshot["user_id"])}
     bad: list[int] = []
     for start in range(0, len(users), PARITY_BATCH):
         got = online_user_features(store, users[start : start + PARITY_BATCH].tolist())
-        for i, row in enumerate(got.itertuples(index=False), start=start):
-            n = int(want.lengths[i])
-            expected = (want.pin_ids[i, :n].tolist(), want.actions[i, :n].tolist(), want.ts[i, :n].tolist())
-            online = (list(row.seq_pin_ids or []), list(row.seq_actions or []), list(row.seq_ts or []))
-            if online != expected:
-                bad.append(int(users[i]))
+        for row in got.itertuples(index=False):
+            online = tuple(list(getattr(row, c) or []) for c in _COLUMNS)
+            if online != want.get(int(row.user_id), ([], [], [])):
+                bad.append(int(row.user_id))
     if bad:
         raise ParityError(f"{len(bad)} users' online sequences differ from the offline definition, e.g. {bad[:5]}")
     return {"users": len(users), "mismatches": 0}

@@ -14,6 +14,7 @@ from components.features.sequence import ActionLog, assert_before
 
 RETRIEVAL_SEQ_LEN = 20  # the user tower summarises the recent actions; ranking reads the full 100
 POSITIVE_ACTIONS = ("click", "repin")
+USER_INPUTS = ("user_id", "segment", "declared", "seq_pin_ids")  # `user_features`' keys, in the user tower's order
 
 
 @dataclass

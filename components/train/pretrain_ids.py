@@ -288,23 +288,3 @@ def popularity_recall(pairs_before: pd.DataFrame, pairs_after: pd.DataFrame, k: 
     users, relevant = _relevant(pairs_after)
     popular = pairs_before.pin_id.value_counts().index.to_numpy()[:k]
     return recall_at_k(np.tile(popular, (len(users), 1)), relevant, (k,))[k] if len(users) else float("nan")
-
-
-def alignment_report(dataset_dir: Path, emb: dict, horizon_days: float | None = None, ks=(10, 100)) -> dict:
-    """Recall@k on the clicks/repins after the embeddings' window (for `horizon_days`, else to the end), for the
-    embeddings, a random order and popularity over the window; also for the users seen in the window alone."""
-    ds = Dataset(dataset_dir)
-    events = ds.read("events", columns=["user_id", "pin_id", "action", "ts"])
-    start, end = int(emb["window_start_ms"]), int(emb["window_end_ms"])
-    stop = end + int(horizon_days * DAY_MS) if horizon_days else int(events.ts.max()) + 1
-    before, after = positive_pairs(events, start, end), positive_pairs(events, end, stop)
-    seen = after[after.user_id.isin(before.user_id.unique())]
-    n_pins = emb["pin"].shape[0]
-    out: dict = {"heldout_pairs": int(len(after)), "heldout_users": int(after.user_id.nunique())}
-    out["heldout_users_seen"] = int(seen.user_id.nunique())
-    for k in ks:
-        out[f"recall@{k}"] = id_alignment_recall(emb, after, k)
-        out[f"recall@{k}_seen_users"] = id_alignment_recall(emb, seen, k)
-        out[f"random_recall@{k}"] = random_recall(n_pins, after, k)
-        out[f"popularity_recall@{k}"] = popularity_recall(before, after, k)
-    return out

@@ -12,7 +12,7 @@ import torch
 
 from components.data.dataset import Dataset
 from components.features.sequence import ActionLog
-from components.train.examples import Catalog, read_events, retrieval_examples, user_features
+from components.train.examples import USER_INPUTS, Catalog, read_events, retrieval_examples, user_features
 from components.train.ray_runner import fit_on_ray
 from components.train.worker import TrainingOptions, batches, load_shard, report_epoch
 from models.retrieval.two_tower import TwoTower, TwoTowerConfig
@@ -189,4 +189,4 @@ def pin_embeddings(model: TwoTower, cat: Catalog, batch: int = 65_536) -> np.nda
 @torch.no_grad()
 def user_embeddings(model: TwoTower, cat: Catalog, log: ActionLog, users: np.ndarray, at_ts: np.ndarray) -> np.ndarray:
     f = user_features(cat, log, users, at_ts)
-    return model.user(*(torch.from_numpy(f[k]) for k in ("user_id", "segment", "declared", "seq_pin_ids"))).numpy()
+    return model.user(*(torch.from_numpy(f[k]) for k in USER_INPUTS)).numpy()

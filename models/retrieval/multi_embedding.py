@@ -15,7 +15,7 @@ Plain torch only (no torchrec) so the module also runs on the GPU machine's torc
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -188,12 +188,15 @@ def top_representative(
     return emb, valid.gather(1, order)
 
 
-def round_robin_merge(result_lists: Sequence[Sequence[Hashable]], n: int) -> list:
+def round_robin_merge(
+    result_lists: Sequence[Sequence], n: int, key: Callable[[object], Hashable] | None = None
+) -> list:
     """Merge per-embedding ANN results (each best first) into one list of at most n unique items.
 
     Round r takes the r-th item of every list, in list order (pass the lists heaviest capsule first, as
     `top_representative` orders them); an item already taken is skipped, without taking a replacement from the
-    same list in that round. Every interest thus gets a slot near the top whatever its cluster size.
+    same list in that round. Every interest thus gets a slot near the top whatever its cluster size. With `key`,
+    items are told apart by key(item) (say, a hit's pin id) and the first one met is kept.
 
     Example:
         >>> round_robin_merge([[1, 2, 3], [2, 4], [5]], n=5)
@@ -201,6 +204,7 @@ def round_robin_merge(result_lists: Sequence[Sequence[Hashable]], n: int) -> lis
     """
     if n < 0:
         raise ValueError(f"n: expected >= 0, got {n}")
+    key = key or (lambda item: item)
     merged: list = []
     seen: set = set()
     depth = max((len(r) for r in result_lists), default=0)
@@ -208,7 +212,7 @@ def round_robin_merge(result_lists: Sequence[Sequence[Hashable]], n: int) -> lis
         for results in result_lists:
             if len(merged) == n:
                 return merged
-            if r < len(results) and results[r] not in seen:
-                seen.add(results[r])
+            if r < len(results) and key(results[r]) not in seen:
+                seen.add(key(results[r]))
                 merged.append(results[r])
     return merged

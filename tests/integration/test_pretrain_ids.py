@@ -102,9 +102,9 @@ def test_pretrain_on_ray_respects_window_and_predicts_later_engagement(tiny_worl
 @pytest.mark.slow
 def test_id_overfitting_experiment_measures_every_variant_on_both_sides_of_the_cut(tiny_world, tmp_path):
     from components.evaluate.id_overfitting import evaluate_id_pretraining
-    from components.evaluate.retrieval_ablation import split_cut
+    from components.steps import time_split
 
-    cut = split_cut(tiny_world, 3.0)
+    cut = time_split(tiny_world, 3.0).train_end_ms
     result = evaluate_id_pretraining(tiny_world, tmp_path, cut, epochs=1, n_pairs=500)
     assert result["pretraining"]["aligned"]["window_end_ms"] == cut
     assert result["pretraining"]["misaligned"]["window_end_ms"] > cut  # it covers the holdout: the leak shown
