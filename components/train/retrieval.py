@@ -103,66 +103,89 @@ def train_loop(config: dict) -> None:
     _fit(model, core, pin_interest, shard, config, rank, report)
 
 
-def _prepare(dataset: Path, out_dir: Path, train_end_ms: int, opts: RetrievalTraining) -> tuple[dict, int]:
-    """Write the examples and lookups a training run reads into `out_dir/work`; returns its config and the number of
-    examples."""
-    ds = Dataset(dataset)
-    cat = Catalog.load(ds)
-    ev, log = read_events(ds)
-    examples = retrieval_examples(ev, cat, log, start_ms=0, end_ms=train_end_ms)
-    if len(examples["pin_id"]) < opts.batch_size * opts.num_workers:
-        raise ValueError(f"only {len(examples['pin_id'])} positives before the cut-off: too few to train")
+@dataclass
+class TrainingData:
+    """What a retrieval training reads: positive pairs with the user as of each (`retrieval_examples`' keys), and the
+    catalogue lookups the towers need. A dataset gives one (`from_dataset`); other sources (the sequence files of
+    `homefeed eval seqrec`) build their own."""
+
+    examples: dict[str, np.ndarray]
+    content: np.ndarray  # [P, c] pin content embeddings
+    pin_interest: np.ndarray  # [P]
+    n_users: int
+    n_interests: int
+
+    @classmethod
+    def from_dataset(cls, dataset: Path, train_end_ms: int) -> TrainingData:
+        """Every positive before `train_end_ms`."""
+        ds = Dataset(dataset)
+        cat = Catalog.load(ds)
+        ev, log = read_events(ds)
+        examples = retrieval_examples(ev, cat, log, start_ms=0, end_ms=train_end_ms)
+        return cls(examples, cat.content, cat.pin_interest, cat.n_users, cat.n_interests)
+
+
+def _prepare(data: TrainingData, out_dir: Path, opts: RetrievalTraining) -> dict:
+    """Write what a training run reads into `out_dir/work`; returns the run's config."""
+    n = len(data.examples["pin_id"])
+    if n < opts.batch_size * opts.num_workers:
+        raise ValueError(f"only {n} positives to train on: fewer than one batch per worker")
     work = Path(out_dir) / "work"
     work.mkdir(parents=True, exist_ok=True)
-    np.savez(work / "examples.npz", **examples)
-    np.save(work / "content.npy", cat.content)
-    np.save(work / "pin_interest.npy", cat.pin_interest)
+    np.savez(work / "examples.npz", **data.examples)
+    np.save(work / "content.npy", data.content)
+    np.save(work / "pin_interest.npy", data.pin_interest)
     model_cfg = TwoTowerConfig(
-        n_users=cat.n_users,
-        n_pins=cat.n_pins,
-        n_interests=cat.n_interests,
+        n_users=data.n_users,
+        n_pins=len(data.pin_interest),
+        n_interests=data.n_interests,
         crossing=opts.crossing,
         conditional=opts.conditional,
         id_dropout=opts.id_dropout,
         capsules=opts.capsules,
     )
-    config = {
+    return {
         **asdict(opts),
         "examples": str(work / "examples.npz"),
         "content": str(work / "content.npy"),
         "pin_interest": str(work / "pin_interest.npy"),
         "model": model_cfg.to_dict(),
     }
-    return config, len(examples["pin_id"])
+
+
+def fit_retrieval(data: TrainingData, out_dir: Path, opts: RetrievalTraining, on_ray: bool = True) -> dict:
+    """Train on `data`: on Ray Train with `opts.num_workers` workers, or (`on_ray=False`) in this process with all
+    cores' threads, the same epochs and output files (the baseline Ray Train is measured against). The model, its
+    config and metrics land in `out_dir`; returns the metrics."""
+    out_dir = Path(out_dir)
+    config = _prepare(data, out_dir, opts)
+    if on_ray:
+        metrics, _ = fit_on_ray(train_loop, config, out_dir, name="retrieval", num_workers=opts.num_workers)
+    else:
+        torch.manual_seed(config["seed"])
+        with np.load(config["examples"]) as f:
+            rows = {k: f[k] for k in f.files}
+        model, pin_interest = _model(config)
+        history: list[dict] = []
+        _fit(model, model, pin_interest, rows, config, 0, lambda _epoch, m: history.append(m))
+        torch.save(model.state_dict(), out_dir / "model.pt")
+        (out_dir / "config.json").write_text(json.dumps(config["model"], indent=2))
+        metrics = history[-1]
+    summary = {"train_examples": len(data.examples["pin_id"]), **metrics}
+    (out_dir / "train_metrics.json").write_text(json.dumps(summary, indent=2))
+    return summary
 
 
 def train_retrieval(dataset: Path, out_dir: Path, train_end_ms: int, opts: RetrievalTraining) -> dict:
-    """Examples from everything before `train_end_ms`, trained on Ray Train with `opts.num_workers` workers; the
-    model, its config and metrics land in `out_dir`."""
-    out_dir = Path(out_dir)
-    config, n = _prepare(dataset, out_dir, train_end_ms, opts)
-    metrics, _ = fit_on_ray(train_loop, config, out_dir, name="retrieval", num_workers=opts.num_workers)
-    summary = {"train_examples": n, "train_end_ms": train_end_ms, **metrics}
-    (out_dir / "train_metrics.json").write_text(json.dumps(summary, indent=2))
-    return summary
+    """Examples from everything before `train_end_ms` of a dataset, trained on Ray Train."""
+    summary = fit_retrieval(TrainingData.from_dataset(dataset, train_end_ms), out_dir, opts)
+    return {**summary, "train_end_ms": train_end_ms}
 
 
 def train_retrieval_local(dataset: Path, out_dir: Path, train_end_ms: int, opts: RetrievalTraining) -> dict:
-    """The same training in this process, without Ray (the baseline Ray Train is measured against, and a quick
-    path for notebooks): every example, all cores' threads, the same epochs and output files."""
-    out_dir = Path(out_dir)
-    config, n = _prepare(dataset, out_dir, train_end_ms, opts)
-    torch.manual_seed(config["seed"])
-    with np.load(config["examples"]) as data:
-        rows = {k: data[k] for k in data.files}
-    model, pin_interest = _model(config)
-    history: list[dict] = []
-    _fit(model, model, pin_interest, rows, config, 0, lambda _epoch, metrics: history.append(metrics))
-    torch.save(model.state_dict(), out_dir / "model.pt")
-    (out_dir / "config.json").write_text(json.dumps(config["model"], indent=2))
-    summary = {"train_examples": n, "train_end_ms": train_end_ms, **history[-1]}
-    (out_dir / "train_metrics.json").write_text(json.dumps(summary, indent=2))
-    return summary
+    """As `train_retrieval`, in this process without Ray."""
+    summary = fit_retrieval(TrainingData.from_dataset(dataset, train_end_ms), out_dir, opts, on_ray=False)
+    return {**summary, "train_end_ms": train_end_ms}
 
 
 def load_two_tower(model_dir: Path) -> TwoTower:
