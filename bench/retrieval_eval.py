@@ -1,7 +1,7 @@
-"""The retrieval variants side by side on the default world: what `homefeed eval retrieval --source world:small`
+"""The retrieval variants side by side on the medium world: what `homefeed eval retrieval --source world:medium`
 prints, kept in bench/results/ so the README's table is generated from a measured run.
 
-Run: `python -m bench.retrieval_eval` (about 3 minutes on 2 cores).
+Run: `python -m bench.retrieval_eval` (about 20 minutes on 2 cores).
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 from bench.harness import prepared_dataset, write_result
 
 NAME = "retrieval_eval"
-SOURCE = "world:small"
+SOURCE = "world:medium"
 EPOCHS = 3
 COMMAND = f"homefeed eval retrieval --source {SOURCE} --epochs {EPOCHS}"
 

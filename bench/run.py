@@ -13,6 +13,7 @@ BENCHMARKS = [
     ["bench.stream_processor"],
     ["bench.online_fetch"],
     ["bench.retrieval_eval"],
+    ["bench.seqrec_eval"],
     ["bench.id_pretraining"],
     ["bench.ray_training"],
 ]

@@ -39,7 +39,7 @@ def main(ctx: click.Context, config: Path | None) -> None:
 
 
 @main.command()
-@click.option("--preset", type=click.Choice(sorted(PRESETS)), help="World size (tiny, small = default, large).")
+@click.option("--preset", type=click.Choice(sorted(PRESETS)), help="World size (tiny, small = default, medium, large).")
 @click.option("--seed", type=int, help="Random seed; the same seed gives the same files.")
 @click.option("--users", "n_users", type=int, help="Number of users.")
 @click.option("--pins", "n_pins", type=int, help="Number of pins.")

@@ -61,6 +61,17 @@ def user_features(cat: Catalog, log: ActionLog, users: np.ndarray, at_ts: np.nda
     }
 
 
+def request_times(ev: pd.DataFrame, rows: pd.DataFrame) -> np.ndarray:
+    """The time each row's request was answered: the first impression of its request id (the row's own time when the
+    request has no impression, as for sequence files where each action is its own request). Serving builds the
+    user's features once per request, so an engagement on slot 5 must not see a click on slot 2 of the same slate,
+    which happened after the request was answered: examples take their features as of this time."""
+    first = ev[ev.action == "impression"].groupby("request_id")["ts"].min()
+    ts = first.reindex(rows.request_id).to_numpy()
+    own = rows.ts.to_numpy()
+    return np.where(np.isnan(ts), own, ts).astype(np.int64)
+
+
 EVENT_COLUMNS = ["user_id", "pin_id", "action", "ts", "request_id"]
 
 
@@ -73,13 +84,13 @@ def read_events(ds: Dataset) -> tuple[pd.DataFrame, ActionLog]:
 def retrieval_examples(
     ev: pd.DataFrame, cat: Catalog, log: ActionLog, start_ms: int, end_ms: int
 ) -> dict[str, np.ndarray]:
-    """Positive (user, pin) pairs: clicks and repins in [start_ms, end_ms), with the user as of that action."""
+    """Positive (user, pin) pairs: clicks and repins in [start_ms, end_ms), with the user as of the request."""
     pos = ev[ev.action.isin(POSITIVE_ACTIONS) & (ev.ts >= start_ms) & (ev.ts < end_ms)]
     users, pins = pos.user_id.to_numpy(), pos.pin_id.to_numpy()
     counts = np.bincount(pins, minlength=cat.n_pins).astype(np.float64)
     log_q = np.log(counts[pins] / counts.sum())  # how often the pin is sampled as an in-batch negative
     return {
-        **user_features(cat, log, users, pos.ts.to_numpy()),
+        **user_features(cat, log, users, request_times(ev, pos)),
         "pin_id": pins.astype(np.int64),
         "interest": cat.pin_interest[pins],
         "log_q": log_q.astype(np.float32),
@@ -102,10 +113,7 @@ def ranking_examples(
         hit = acted[acted.action == action].set_index(["request_id", "pin_id"]).index
         labels[:, j] = key.isin(hit)
     users, pins = imp.user_id.to_numpy(), imp.pin_id.to_numpy()
-    # The request time is the slate's first impression: serving builds the sequence once per request, so a pin in
-    # slot 5 must not see a click on slot 2 of the same slate, which happened after the request was answered.
-    request_ts = ev[ev.action == "impression"].groupby("request_id")["ts"].min()
-    ts = request_ts.reindex(imp.request_id).to_numpy()
+    ts = request_times(ev, imp)
     seq = log.sequences_at(users, ts)
     assert_before(seq, ts)  # leakage guard: the sequence must hold only actions before the request's time
     return {

@@ -22,9 +22,9 @@ from models.retrieval.two_tower import TwoTower, TwoTowerConfig
 class RetrievalTraining(TrainingOptions):
     epochs: int = 3
     lr: float = 2e-3
-    # The defaults are the best configuration measured so far, which is the plain two-tower: on world:small at 3
-    # epochs each of mixed negatives, MaskNet, DHEN, the condition and capsules lowered recall@100
-    # (bench/results/retrieval_eval.md, `homefeed eval retrieval`). The pipeline trains with these.
+    # The defaults are the best configuration measured, the plain two-tower: on world:medium at 3 epochs no addition
+    # of seed 000 raised recall@100 above it (bench/results/retrieval_eval.md, `homefeed eval retrieval`). The
+    # pipeline trains with these.
     crossing: str = "none"  # none | masknet | dhen
     conditional: bool = False  # the interest field of conditional retrieval
     condition_prob: float = 0.5  # share of examples trained with their positive's interest as the condition

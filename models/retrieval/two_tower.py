@@ -125,7 +125,7 @@ class UserTower(nn.Module):
         self.declared = nn.Linear(cfg.n_interests, d)
         self.condition = nn.Embedding(cfg.n_interests + 1, d) if cfg.conditional else None
         self.clustering = CapsuleClustering(d, cfg.capsules) if cfg.capsules else None
-        n_fields = len(USER_FIELDS) + int(cfg.conditional) + int(cfg.capsules > 0)
+        n_fields = len(USER_FIELDS) + int(cfg.conditional) + 3 * int(cfg.capsules > 0)
         self.crossing = make_crossing(cfg.crossing, n_fields, d)
         self.net = mlp(self.crossing.out_dim, cfg.hidden, cfg.out_dim)
 
@@ -139,18 +139,28 @@ class UserTower(nn.Module):
     def multi(self, user_id, segment, declared, seq_pin_ids, condition=None):
         """Up to K vectors per user: ([B, K, out], valid [B, K], weights [B, K] = actions per capsule).
 
-        A user without actions has no capsule; slot 0 then stands for them, with an all-zero capsule field, so
-        every user has at least one valid vector."""
-        fields = self._fields(user_id, segment, declared, seq_pin_ids, condition)  # [B, F, d]
+        Capsule j's vector is the tower applied to the user with only the actions routed to capsule j in the
+        sequence fields, plus the capsule itself as one more field: each vector describes one interest, rather
+        than the whole history with a hint of the interest (which would leave the K vectors near-copies).
+        A user without actions has no capsule; slot 0 then stands for them, with an empty sequence and an all-zero
+        capsule field, so every user has at least one valid vector."""
         mask = seq_pin_ids >= 0
-        caps, valid, _, weights = self.clustering(self.content_proj(self.content(seq_pin_ids)), mask)
+        caps, valid, assignment, weights = self.clustering(self.content_proj(self.content(seq_pin_ids)), mask)
         empty = ~valid.any(dim=1)
         valid = valid.clone()
         valid[:, 0] |= empty
         b, k, d = caps.shape
-        per_capsule = torch.cat([fields.unsqueeze(1).expand(b, k, -1, -1), caps.unsqueeze(2)], dim=2)
-        vecs = self._encode(per_capsule.reshape(b * k, -1, d)).view(b, k, -1)
-        return vecs, valid, weights
+        slots = torch.arange(k, device=seq_pin_ids.device).view(1, k, 1)
+        own = torch.where(assignment.unsqueeze(1) == slots, seq_pin_ids.unsqueeze(1), -1)  # [B, K, L]
+
+        def rep(t):  # the per-user inputs once per capsule
+            return t.repeat_interleave(k, dim=0)
+
+        cond = None if condition is None else rep(condition)
+        everything = rep(self._fields(user_id, segment, declared, seq_pin_ids, condition))
+        focused = self._fields(rep(user_id), rep(segment), rep(declared), own.reshape(b * k, -1), cond)[:, 1:3]
+        fields = torch.cat([everything, focused, caps.reshape(b * k, 1, d)], dim=1)
+        return self._encode(fields).view(b, k, -1), valid, weights
 
     def _encode(self, fields: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.net(self.crossing(fields)), dim=-1)

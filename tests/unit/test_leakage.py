@@ -186,3 +186,29 @@ def test_ranking_examples_hold_only_actions_before_their_request_time(tiny_world
         ActionLog, "sequences_at", lambda self, users, at_ts, max_len=100: honest(self, users, at_ts + DAY_MS, max_len)
     )
     assert not _late_elements(ev, ranking_examples(ev, cat, log, 0, end, max_examples=None, seed=0)).empty
+
+
+def test_retrieval_examples_see_nothing_of_their_own_request(tiny_world):
+    """The user tower runs once per request: a repin on slot 5 is trained with the user as of the request, not
+    with the click on slot 2 of the same slate. Checked by counting, independently of ActionLog: each example's
+    sequence holds min(20, the user's sequence actions strictly before the request's first impression)."""
+    ds = Dataset(tiny_world)
+    ev, log = read_events(ds)
+    cat, end = Catalog.load(ds), int(ev.ts.max()) + 1
+    ex = retrieval_examples(ev, cat, log, 0, end)
+    pos = ev[ev.action.isin(examples.POSITIVE_ACTIONS)]
+    request_ts = ev[ev.action == "impression"].groupby("request_id")["ts"].min()
+    at = request_ts.reindex(pos.request_id).to_numpy(dtype=np.int64)
+    acted = ev[ev.action.isin(SEQUENCE_ACTIONS)].sort_values("ts")
+    times = {u: g.ts.to_numpy() for u, g in acted.groupby("user_id")}
+    expected = np.array(
+        [
+            np.searchsorted(times.get(u, np.array([], np.int64)), t, side="left")
+            for u, t in zip(pos.user_id, at, strict=True)
+        ]
+    )
+    filled = (ex["seq_pin_ids"] != PAD_PIN).sum(axis=1)
+    assert (np.minimum(expected, examples.RETRIEVAL_SEQ_LEN) == filled).all()
+    # the same count at each action's own time differs: some slates hold more than one engagement
+    own = np.array([np.searchsorted(times[u], t, side="left") for u, t in zip(pos.user_id, pos.ts, strict=True)])
+    assert (np.minimum(own, examples.RETRIEVAL_SEQ_LEN) != filled).any()

@@ -121,6 +121,9 @@ DAY_MS = 86_400_000
 PRESETS: dict[str, dict] = {
     "tiny": {"n_users": 300, "n_pins": 2_000, "n_events": 30_000, "span_days": 14},
     "small": {},  # the defaults: about 5k users, 20k pins, 0.5M events
+    # 4x small: a one-day holdout of about 1,100 users with repins (small has about 300), enough to tell retrieval
+    # variants apart (bench/retrieval_eval.py)
+    "medium": {"n_users": 10_000, "n_pins": 40_000, "n_events": 2_000_000},
     "large": {"n_users": 100_000, "n_pins": 1_000_000, "n_events": 10_000_000},
 }
 
