@@ -7,6 +7,8 @@ import sys
 
 from bench.readme import update_readme
 
+# bench.ranking_eval is not in this list: its 66 trainings take hours on 2 CPU cores; its tables were trained on a
+# GPU through the device tool (see its docstring)
 BENCHMARKS = [
     ["bench.world_generation", "--preset", "large"],
     ["bench.demo_loop"],

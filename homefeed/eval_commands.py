@@ -131,6 +131,42 @@ def seqrec(obj: Ctx, data: Path, fmt: str, epochs, lr, batch_size, id_dropout, m
     console.print(f"written {out / 'seqrec_eval.json'} ({result['counts']['evaluated_users']:,} users evaluated)")
 
 
+@eval_group.command("ranking")
+@click.option("--variants", help="Comma-separated sequence variants (default: all: the paper's table and ablations).")
+@click.option("--seeds", type=click.IntRange(min=1), default=3, show_default=True, help="Seeds per variant.")
+@click.option("--ranking-days", type=click.FloatRange(min=0, min_open=True), default=3.0, show_default=True)
+@click.option("--max-train", type=click.IntRange(min=1), default=200_000, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=2), default=512, show_default=True)
+@click.option("--device", default=None, help="torch device for the variants (default: cuda when present, else cpu).")
+@_experiment_options
+def ranking(obj: Ctx, dataset, source, variants, seeds, ranking_days, max_train, batch_size, device, epochs,
+            holdout_days, seed, out) -> None:  # fmt: skip
+    """Pinnability with each sequence module (none, avg-pool, CNN, RNN, LSTM, transformer, TransAct v1.0/v1.1 and
+    ablations): HIT@3 and AUC per head, relative to no sequence, per segment, and the last-interest concentration."""
+    import torch
+
+    from components.evaluate.ranking_comparison import default_variants, prepare, run
+    from components.train.ranking import RankingTraining
+
+    out = out or obj.settings.workspace / "eval" / "ranking"
+    known = default_variants()
+    chosen = [name.strip() for name in (variants or ",".join(known)).split(",") if name.strip()]
+    unknown = sorted(set(chosen) - set(known))
+    if unknown or not chosen:
+        raise click.BadParameter(f"unknown variants {unknown}; choose from {list(known)}", param_hint="--variants")
+    if "none" in chosen:  # the reference row comes first: relative changes are against it
+        chosen = ["none"] + [c for c in chosen if c != "none"]
+    dataset = dataset or _prepared(out, source or obj.settings.pipeline.source, seed)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    with console.status("building ranking examples and the pretrained user embeddings"):
+        data = prepare(dataset, out, holdout_days, ranking_days, max_train, seed)
+    opts = RankingTraining(epochs=epochs, batch_size=batch_size)
+    with console.status(f"training {len(chosen)} variants x {seeds} seeds on {device}"):
+        run(data, out, {name: known[name] for name in chosen}, seeds, opts, device)
+    console.print(Markdown((out / "ranking_eval.md").read_text()))
+    console.print(f"written {out / 'ranking_eval.json'}")
+
+
 def _prepared(out: Path, source: str, seed: int) -> Path:
     """A dataset from `source` under `out/dataset`."""
     from components import steps

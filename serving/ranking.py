@@ -17,6 +17,7 @@ user embedding is the one the model was trained with (user_embeddings.npy in the
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import kserve
@@ -25,15 +26,13 @@ import torch
 from feast import FeatureStore
 
 from components.features.store import online_pin_features
+from components.train.examples import sequence_age_hours
 from components.train.ranking import load_pinnability
-from models.ranking.pinnability import HEADS
+from models.ranking.pinnability import BLEND, HEADS
 from serving.online import OnlineUsers, request_users
 from serving.payload import integer, integer_list, v1_instances
 
 MAX_CANDIDATES = 1000
-# How the heads add up to one ranking score. Repins (saves) are the engagement Homefeed optimises for, a click is a
-# weaker sign of interest, and a hide is explicit negative feedback: it pulls a pin down as hard as a repin lifts it.
-BLEND = {"repin": 1.0, "click": 0.5, "hide": -1.0}
 
 
 def default_device() -> str:
@@ -103,6 +102,7 @@ class RankingPredictor(kserve.Model):
         if len(pin_ids) == 0:
             return np.zeros((0, len(HEADS)), dtype=np.float32), np.zeros(0, dtype=np.float32)
         row = torch.from_numpy(user_row).to(self.device)
+        now_ms = np.full(len(users.user_id), time.time_ns() // 1_000_000, dtype=np.int64)
 
         def per_pair(x: np.ndarray) -> torch.Tensor:
             return torch.from_numpy(x).to(self.device)[row]
@@ -114,6 +114,8 @@ class RankingPredictor(kserve.Model):
             interest=torch.from_numpy(interests).to(self.device),
             seq_pin_ids=per_pair(users.seq_pin_ids),
             seq_actions=per_pair(users.seq_actions),
+            # the time-window mask's input; in eval mode the model does not read it, passed for one input contract
+            seq_age_h=per_pair(sequence_age_hours(users.seq_ts, now_ms, users.seq_pin_ids >= 0)),
         )
         probs = torch.sigmoid(logits)
         return probs.cpu().numpy(), (probs @ self.blend).cpu().numpy()

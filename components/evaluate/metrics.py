@@ -73,3 +73,14 @@ def top_k(queries: np.ndarray, items: np.ndarray, k: int, chunk: int = 1024) -> 
         order = np.take_along_axis(s, part, 1).argsort(axis=1)[:, ::-1]
         out.append(np.take_along_axis(part, order, 1))
     return np.concatenate(out) if out else np.zeros((0, k), dtype=np.int64)
+
+
+def auc(score: np.ndarray, label: np.ndarray) -> float:
+    """ROC AUC: the probability that a random positive scores above a random negative (ties count half), from the
+    rank sum (Mann-Whitney U); NaN when one class is absent."""
+    label = np.asarray(label).astype(bool)
+    n_pos, n_neg = int(label.sum()), int((~label).sum())
+    if not n_pos or not n_neg:
+        return float("nan")
+    ranks = pd.Series(np.asarray(score)).rank(method="average").to_numpy()
+    return float((ranks[label].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))

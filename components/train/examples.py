@@ -72,6 +72,13 @@ def request_times(ev: pd.DataFrame, rows: pd.DataFrame) -> np.ndarray:
     return np.where(np.isnan(ts), own, ts).astype(np.int64)
 
 
+def sequence_age_hours(seq_ts: np.ndarray, request_ts: np.ndarray, filled: np.ndarray) -> np.ndarray:
+    """[N, L] float32 hours from each sequence action to its request (0 where empty): what TransAct's random time
+    window mask reads. Training and serving both call this, so the unit cannot drift between them."""
+    age = (np.asarray(request_ts, dtype=np.int64)[:, None] - seq_ts) / 3_600_000.0
+    return np.where(filled, np.maximum(age, 0.0), 0.0).astype(np.float32)
+
+
 EVENT_COLUMNS = ["user_id", "pin_id", "action", "ts", "request_id"]
 
 
@@ -123,6 +130,7 @@ def ranking_examples(
         "interest": cat.pin_interest[pins],
         "seq_pin_ids": seq.pin_ids,
         "seq_actions": seq.actions.astype(np.int64),
+        "seq_age_h": sequence_age_hours(seq.ts, ts, seq.pin_ids >= 0),
         "request_id": imp.request_id.to_numpy(),
         "labels": labels,
     }

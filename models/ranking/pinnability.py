@@ -1,91 +1,176 @@
-"""Pinnability with a TransAct sequence module (seed 003), walking-skeleton version.
+"""Pinnability, Homefeed's ranking model (seed 003): features + a user-action sequence module -> DCN v2 -> heads.
 
-TransAct: per position, early fusion of [candidate pin emb, action emb, engaged pin emb]; a transformer encoder
-(no positional encoding); output = first K tokens + a max-pooled token, flattened. Pinnability: that output with
-user and pin features -> MLP -> heads for click, repin and hide. The paper's full module (time-window mask, DCN v2,
-variants and ablations) is issue F5; inputs and outputs here are the ones it keeps. Plain torch only, so the
-model runs on the GPU machine's torch build.
+Features per (user, candidate) pair: a segment embedding, the pretrained user embedding (an input, PinnerSAGE's
+stand-in), the candidate's content embedding, an interest embedding, and the output of the sequence module
+(TransAct by default, any baseline of `models.ranking.sequence` for the paper's comparisons). They are concatenated
+and crossed by DCN v2 over the full feature set (the paper affords it once TransAct v1.1 compressed its output),
+then an MLP gives one logit per head (click, repin, hide): one model, several engagement predictions, blended
+downstream.
+
+Input contract of `Pinnability.forward` (B = pairs, L = sequence length, newest first; any L):
+    segment     [B] int64        segment id in [0, n_segments)
+    user_emb    [B, u] float32   pretrained user embedding (u = the model's user_dim)
+    pin_ids     [B] int64        candidate pin id (row of the content table)
+    interest    [B] int64        candidate interest id in [0, n_interests)
+    seq_pin_ids [B, L] int64     engaged pin ids, -1 where empty (components.features.sequence.PAD_PIN)
+    seq_actions [B, L] int64     contracts.ACTIONS codes, PAD_ACTION (0) where empty; padding is read from the pin id
+    seq_age_h   [B, L] float32   hours between each action and the request, >= 0, anything where empty. Needed in
+                                 training when the time-window mask is on; may be None in eval (it is unused there)
+    generator   torch.Generator | None   draws the time windows in training
+Output: logits [B, 3] in HEADS order.
+
+Plain torch only (no torchrec), so the model runs on the GPU machine's torch build.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from models.layers import FrozenEmbedding, mlp
+from models.layers import CrossNetV2, FrozenEmbedding, mlp
+from models.ranking.sequence import SequenceConfig, make_sequence_module, model_actions
 
 HEADS = ("click", "repin", "hide")
-N_ACTION_CODES = 4  # contracts.ACTIONS; code 0 (impression) is the padding value in sequences
+HEAD_WEIGHTS = {"click": 1.0, "repin": 2.0, "hide": 1.0}  # repin is the engagement the seed optimises for
+# How the heads add up to the one score serving ranks by (and the offline HIT@3 of that served order). Repins
+# (saves) are the engagement Homefeed optimises for, a click is a weaker sign of interest, and a hide is explicit
+# negative feedback: it pulls a pin down as hard as a repin lifts it.
+BLEND = {"repin": 1.0, "click": 0.5, "hide": -1.0}
+STATE_FILE, CONFIG_FILE, PROGRAM_FILE = "model.pt", "config.json", "model.pt2"
 
 
 @dataclass
 class PinnabilityConfig:
     n_interests: int
     n_segments: int = 4
-    action_dim: int = 32
-    n_layers: int = 2
-    n_heads: int = 1
-    ffn_dim: int = 32
-    dropout: float = 0.1
-    first_k: int = 10
     hidden: tuple[int, ...] = (128, 64)
-    use_sequence: bool = True
+    cross_layers: int = 2
+    dropout: float = 0.1
+    segment_dim: int = 8
+    interest_dim: int = 16
+    sequence: SequenceConfig = field(default_factory=SequenceConfig)
 
     def to_dict(self) -> dict:
+        """JSON-ready: `sequence` becomes a nested dict, `hidden` a list once dumped."""
         return asdict(self)
 
-
-class TransAct(nn.Module):
-    """Inputs: cand [B, d] candidate pin embedding; seq_emb [B, L, d]; seq_actions [B, L] int (0 = padding).
-    Output: [B, (first_k + 1) * (2d + action_dim)]."""
-
-    def __init__(self, cfg: PinnabilityConfig, pin_dim: int):
-        super().__init__()
-        self.cfg = cfg
-        self.action = nn.Embedding(N_ACTION_CODES, cfg.action_dim)
-        d_model = 2 * pin_dim + cfg.action_dim
-        layer = nn.TransformerEncoderLayer(
-            d_model, cfg.n_heads, cfg.ffn_dim, cfg.dropout, batch_first=True, norm_first=False
-        )
-        self.encoder = nn.TransformerEncoder(layer, cfg.n_layers, enable_nested_tensor=False)
-        self.out_dim = (cfg.first_k + 1) * d_model
-
-    def forward(self, cand, seq_emb, seq_actions) -> torch.Tensor:
-        length = seq_emb.shape[1]
-        fused = torch.cat([cand.unsqueeze(1).expand(-1, length, -1), self.action(seq_actions), seq_emb], dim=-1)
-        pad = seq_actions == 0
-        # a fully padded row would make attention produce NaN: keep its first position visible
-        pad = pad & ~(pad.all(dim=1, keepdim=True) & (torch.arange(length, device=pad.device) == 0))
-        h = self.encoder(fused, src_key_padding_mask=pad)
-        h = h.masked_fill(pad.unsqueeze(-1), 0.0)
-        first = h[:, : self.cfg.first_k]
-        if first.shape[1] < self.cfg.first_k:
-            first = nn.functional.pad(first, (0, 0, 0, self.cfg.first_k - first.shape[1]))
-        pooled = h.masked_fill(pad.unsqueeze(-1), float("-inf")).max(dim=1).values
-        pooled = torch.where(torch.isfinite(pooled), pooled, torch.zeros_like(pooled))
-        return torch.cat([first.flatten(1), pooled], dim=-1)
+    @classmethod
+    def from_dict(cls, data: dict) -> PinnabilityConfig:
+        data = dict(data)
+        data["hidden"] = tuple(data.get("hidden", cls.hidden))
+        if isinstance(data.get("sequence"), dict):
+            data["sequence"] = SequenceConfig(**data["sequence"])
+        return cls(**data)
 
 
 class Pinnability(nn.Module):
-    """Inputs (batch B): segment [B]; user_emb [B, u] (pretrained user embedding); pin_ids [B]; interest [B];
-    seq_pin_ids [B, L] (-1 padding); seq_actions [B, L]. Output: logits [B, 3] for click, repin, hide."""
+    """See the module docstring for the inputs; `content` [N, d] is the frozen pin content table."""
 
     def __init__(self, cfg: PinnabilityConfig, content: torch.Tensor, user_dim: int):
         super().__init__()
         self.cfg = cfg
         self.content = FrozenEmbedding(content)
         d = self.content.dim
-        self.segment = nn.Embedding(cfg.n_segments, 8)
-        self.interest = nn.Embedding(cfg.n_interests, 16)
-        self.transact = TransAct(cfg, d) if cfg.use_sequence else None
-        seq_dim = self.transact.out_dim if self.transact else 0
-        self.head = mlp(8 + user_dim + d + 16 + seq_dim, cfg.hidden, len(HEADS), dropout=0.1)
+        self.segment = nn.Embedding(cfg.n_segments, cfg.segment_dim)
+        self.interest = nn.Embedding(cfg.n_interests, cfg.interest_dim)
+        self.sequence = make_sequence_module(cfg.sequence, d)
+        in_dim = cfg.segment_dim + user_dim + d + cfg.interest_dim + self.sequence.out_dim
+        self.cross = CrossNetV2(in_dim, cfg.cross_layers)
+        self.mlp = mlp(in_dim, cfg.hidden, len(HEADS), dropout=cfg.dropout)
 
-    def forward(self, segment, user_emb, pin_ids, interest, seq_pin_ids, seq_actions) -> torch.Tensor:
+    def forward(
+        self,
+        segment: torch.Tensor,
+        user_emb: torch.Tensor,
+        pin_ids: torch.Tensor,
+        interest: torch.Tensor,
+        seq_pin_ids: torch.Tensor,
+        seq_actions: torch.Tensor,
+        seq_age_h: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
         cand = self.content(pin_ids)
-        parts = [self.segment(segment), user_emb, cand, self.interest(interest)]
-        if self.transact is not None:
-            parts.append(self.transact(cand, self.content(seq_pin_ids), seq_actions))
-        return self.head(torch.cat(parts, dim=-1))
+        seq = self.sequence(
+            cand, self.content(seq_pin_ids), model_actions(seq_pin_ids, seq_actions), seq_age_h, generator
+        )
+        x = torch.cat([self.segment(segment), user_emb, cand, self.interest(interest), seq], dim=-1)
+        return self.mlp(self.cross(x))
+
+
+def head_loss(logits: torch.Tensor, labels: torch.Tensor, weights: dict[str, float] | None = None) -> torch.Tensor:
+    """Weighted binary cross-entropy over the heads: mean over pairs and heads of w_head * BCE.
+
+    That is (1 / n_heads) * sum_h w_h * mean_b BCE_bh, the trainer's loss so far, so learning rates carry over.
+    """
+    weights = HEAD_WEIGHTS if weights is None else weights
+    w = torch.tensor([weights[h] for h in HEADS], dtype=logits.dtype, device=logits.device)
+    return (F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype), reduction="none") * w).mean()
+
+
+def export(model: Pinnability, path_dir: Path, program: bool = False) -> Path:
+    """Write state_dict (model.pt, content table included) and config.json, the layout `load` and the trainer use.
+
+    With `program`, also model.pt2: the eval-mode graph from `torch.export` (batch size dynamic, sequence length
+    fixed at cfg.sequence.seq_len, the seven tensors positional, seq_age_h included), loadable with `torch.export.load(...).module()` without
+    this code. Optional: serving can just as well rebuild the module with `load`.
+    """
+    path_dir = Path(path_dir)
+    path_dir.mkdir(parents=True, exist_ok=True)
+    core = model.module if hasattr(model, "module") else model  # unwrap DistributedDataParallel
+    torch.save(core.state_dict(), path_dir / STATE_FILE)
+    (path_dir / CONFIG_FILE).write_text(json.dumps(core.cfg.to_dict(), indent=2))
+    if program:
+        torch.export.save(_exported_program(core), path_dir / PROGRAM_FILE)
+    return path_dir
+
+
+def _exported_program(model: Pinnability) -> torch.export.ExportedProgram:
+    was_training = model.training
+    model.eval()  # the graph serves: no dropout, no time-window mask
+    example = example_inputs(model, batch=2)  # 2, not 1: a size-1 example would be specialised
+    batch = torch.export.Dim("batch", min=1)
+    try:
+        return torch.export.export(model, example, dynamic_shapes=tuple({0: batch} for _ in example))
+    finally:
+        model.train(was_training)
+
+
+def example_inputs(model: Pinnability, batch: int) -> tuple[torch.Tensor, ...]:
+    """Positional inputs of the input contract (all-valid sequences of cfg.sequence.seq_len), for tracing."""
+    length = model.cfg.sequence.seq_len
+    device = model.content.table.device
+    user_dim = model.mlp[0].in_features - (
+        model.cfg.segment_dim + model.content.dim + model.cfg.interest_dim + model.sequence.out_dim
+    )
+
+    def ids() -> torch.Tensor:  # a fresh tensor per input: export would tie inputs that share one
+        return torch.zeros(batch, dtype=torch.long, device=device)
+
+    return (
+        ids(),
+        torch.zeros(batch, user_dim, device=device),
+        ids(),
+        ids(),
+        torch.zeros(batch, length, dtype=torch.long, device=device),
+        torch.ones(batch, length, dtype=torch.long, device=device),
+        torch.full((batch, length), 48.0, device=device),
+    )
+
+
+def load(path_dir: Path, map_location: str | torch.device = "cpu") -> Pinnability:
+    """Rebuild from `export`'s files, in eval mode. The content table and user_dim come from the state dict."""
+    path_dir = Path(path_dir)
+    cfg = PinnabilityConfig.from_dict(json.loads((path_dir / CONFIG_FILE).read_text()))
+    state = torch.load(path_dir / STATE_FILE, map_location=map_location, weights_only=True)
+    table = state["content.table"]
+    d = table.shape[1]
+    # the MLP's input width is the sum of the feature widths; all but the user embedding's follow from cfg and d
+    others = cfg.segment_dim + d + cfg.interest_dim + make_sequence_module(cfg.sequence, d).out_dim
+    model = Pinnability(cfg, torch.zeros(table.shape[0] - 1, d), state["mlp.0.weight"].shape[1] - others)
+    model.load_state_dict(state)
+    return model.eval()

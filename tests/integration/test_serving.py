@@ -18,13 +18,13 @@ from fastapi.testclient import TestClient
 from components.data.dataset import Dataset
 from components.features.sequence import ActionLog
 from components.features.store import build_feature_store
-from components.train.examples import RETRIEVAL_SEQ_LEN, Catalog
+from components.train.examples import RETRIEVAL_SEQ_LEN, Catalog, sequence_age_hours
 from components.train.ranking import score
 from components.train.retrieval import pin_embeddings, user_embeddings
+from models.ranking.pinnability import BLEND
 from serving.__main__ import build_parser
 from serving.launcher import ServerFailed, ServerSpec, homefeed_specs, running_servers
 from serving.online import HIDE, online_users
-from serving.ranking import BLEND
 from serving.server import homefeed_predictor, ranking_predictor, rest_app, retrieval_predictor
 
 pytestmark = pytest.mark.integration
@@ -122,6 +122,7 @@ def test_ranking_scores_from_online_features_equal_offline_scoring(ranking, offl
         "interest": cat.pin_interest[pin_ids],
         "seq_pin_ids": seq.pin_ids,
         "seq_actions": seq.actions.astype(np.int64),
+        "seq_age_h": sequence_age_hours(seq.ts, np.full(len(user_of), cutoff), seq.pin_ids >= 0),
     }
     expected = score(ranking.model, ranking.user_emb, examples).reshape(len(users), pins.shape[1], 3)
     for i, prediction in enumerate(answer["predictions"]):

@@ -47,7 +47,7 @@ def test_train_evaluate_retrieval_and_ranking_on_ray(tiny_world, tmp_path):
     summary = train_ranking(tiny_world, tmp_path / "ranking", tmp_path / "user_emb.npy", start, cut, opts)
     assert summary["train_examples"] == 4_000 and np.isfinite(summary["train_loss"])
     model, user_emb = load_pinnability(tmp_path / "ranking")
-    assert model.transact is not None and user_emb.shape == users.shape
+    assert model.sequence.out_dim > 0 and user_emb.shape == users.shape
     rank = evaluate_ranking(tiny_world, tmp_path / "ranking", cut, end + 1)
     assert rank["requests"] > 0
     for head in ("click", "repin", "hide"):

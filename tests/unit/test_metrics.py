@@ -40,3 +40,13 @@ def test_ratio_ci_brackets_the_ratio_and_narrows_with_more_users():
     assert (r_large[2] - r_large[1]) < (r_small[2] - r_small[1])
     with pytest.raises(ValueError, match="same users"):
         ratio_ci(a[:3], b[:4])
+
+
+def test_auc_counts_ordered_pairs_and_half_ties():
+    from components.evaluate.metrics import auc
+
+    assert auc(np.array([0.9, 0.8, 0.1, 0.2]), np.array([1, 1, 0, 0])) == 1.0
+    assert auc(np.array([0.1, 0.2, 0.9]), np.array([1, 1, 0])) == 0.0
+    # pos {0.5, 0.3}, neg {0.5, 0.1}: pairs (0.5>0.1), (0.5=0.5 half), (0.3>0.1), (0.3<0.5) -> 2.5 / 4
+    assert auc(np.array([0.5, 0.3, 0.5, 0.1]), np.array([1, 1, 0, 0])) == 0.625
+    assert np.isnan(auc(np.array([0.1, 0.2]), np.array([0, 0])))

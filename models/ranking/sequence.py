@@ -1,0 +1,252 @@
+"""User-action sequence modules for Pinnability (seed 003): TransAct and the paper's baselines behind one interface.
+
+Why one interface: the paper's offline table compares average pooling, CNN, RNN, LSTM, a vanilla transformer and
+TransAct (v1.0 and v1.1) inside the same ranking model, and its ablations switch off the action embedding, the early
+fusion and the random time-window mask one at a time. `make_sequence_module(SequenceConfig(kind=...), pin_dim)`
+builds any of them, so the ranking model, its trainer and its evaluation are the same code for every row of that
+table.
+
+Input contract of every module (B = batch, L = sequence length, d = pin embedding size):
+    cand        [B, d] float    the candidate pin's embedding
+    seq_emb     [B, L, d] float the engaged pins' embeddings, newest first
+    seq_actions [B, L] int64    action codes (contracts.ACTIONS order); PAD_INDEX (= N_ACTIONS) where empty
+    seq_age_h   [B, L] float    hours between each action and the request (>= 0); ignored where empty
+    generator   torch.Generator | None   draws the time windows (training only)
+Output: [B, out_dim]; `out_dim` is an attribute (0 for kind "none").
+
+Padding is PAD_INDEX, a code of its own: the data's sequences pad with action 0, the index of "impression", which
+doubles as padding there because impressions never enter a sequence. The model does not rely on that: Pinnability
+derives padding from the pin id (-1) and maps it to PAD_INDEX (`model_actions`), and the action table gives
+PAD_INDEX its own row, so padding is distinct from every real action even if impressions one day enter sequences.
+
+What the modules guarantee: padded positions are never read (not attended, not pooled, not convolved, not fed to
+a recurrent cell), and a row without any valid action gives a finite output (zeros for the sequence part).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+from torch import nn
+
+KINDS = ("none", "avgpool", "cnn", "rnn", "lstm", "transformer", "transact_v10", "transact_v11")
+N_ACTIONS = 4  # len(components.data.contracts.ACTIONS); models/ stays free of data-layer imports
+PAD_INDEX = N_ACTIONS  # the model's padding code: one row past the real actions
+
+
+@dataclass
+class SequenceConfig:
+    """Which sequence module to build, and TransAct's hyper-parameters (paper defaults).
+
+    `action_embedding`, `early_fusion` and `time_window_mask` are the paper's ablations; they apply to the TransAct
+    kinds only (the baselines see pin embeddings alone, as in the paper's comparison).
+    """
+
+    kind: str = "transact_v11"
+    action_dim: int = 32
+    n_layers: int = 2
+    n_heads: int = 1
+    ffn_dim: int = 32
+    dropout: float = 0.1
+    first_k: int = 10
+    seq_len: int = 100
+    action_embedding: bool = True
+    early_fusion: bool = True
+    time_window_mask: bool = True
+    max_window_hours: float = 24.0
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown sequence kind {self.kind!r}; expected one of {', '.join(KINDS)}")
+
+
+def model_actions(seq_pin_ids: torch.Tensor, seq_actions: torch.Tensor) -> torch.Tensor:
+    """The data's (pin -1, action PAD_ACTION) padding -> the model's PAD_INDEX; real action codes unchanged.
+
+    The pin id is the unambiguous padding signal: the data's padding action code is a real action's index.
+    """
+    return torch.where(seq_pin_ids < 0, torch.full_like(seq_actions, PAD_INDEX), seq_actions.long())
+
+
+def time_window_mask(
+    valid: torch.Tensor, age_h: torch.Tensor, max_hours: float, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """TransAct's random time-window mask: per row draw w ~ U(0, max_hours), hide the valid actions younger than w.
+
+    The paper masks actions from the last day at random so the model leans less on the very latest actions (which
+    would make the feed too responsive and less diverse). A row whose every valid action falls inside its window is
+    left unmasked: hiding everything would turn it into a no-history row, a different signal from "recent history
+    hidden", and the paper says never to hide all. Rows without valid actions stay as they are.
+
+    Args:
+        valid: [B, L] bool, True where a real action is.
+        age_h: [B, L] float, hours between the action and the request.
+        generator: draws the windows; seeded, the masks are reproducible.
+    Returns:
+        (visible [B, L] bool, window [B] float hours).
+    """
+    device = generator.device if generator is not None else valid.device
+    window = (torch.rand(valid.shape[0], generator=generator, device=device) * max_hours).to(valid.device)
+    hidden = valid & (age_h < window[:, None])
+    visible = valid & ~hidden
+    # never hide every action of a row: such rows keep all of them
+    keep_all = ~visible.any(dim=1, keepdim=True)
+    return torch.where(keep_all, valid, visible), window
+
+
+def _fit_length(x: torch.Tensor, length: int, value=0) -> torch.Tensor:
+    """Cut or right-pad dim 1 to `length` (newest first, so cutting keeps the newest)."""
+    if x.shape[1] >= length:
+        return x[:, :length]
+    pad = [0, 0] * (x.dim() - 2) + [0, length - x.shape[1]]
+    return nn.functional.pad(x, pad, value=value)
+
+
+def _masked_max(h: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
+    """Max over the visible positions of [B, L, D]; zeros for a row with none."""
+    pooled = h.masked_fill(~visible.unsqueeze(-1), float("-inf")).amax(dim=1)
+    return pooled.masked_fill(~visible.any(dim=1, keepdim=True), 0.0)
+
+
+class NoSequence(nn.Module):
+    """The "without sequence" baseline every relative number of the paper is measured against."""
+
+    out_dim = 0
+
+    def forward(self, cand, seq_emb, seq_actions, seq_age_h=None, generator=None) -> torch.Tensor:
+        return cand.new_zeros(cand.shape[0], 0)
+
+
+class AvgPool(nn.Module):
+    """Mean of the engaged pins' embeddings over the valid positions."""
+
+    def __init__(self, pin_dim: int):
+        super().__init__()
+        self.out_dim = pin_dim
+
+    def forward(self, cand, seq_emb, seq_actions, seq_age_h=None, generator=None) -> torch.Tensor:
+        valid = (seq_actions != PAD_INDEX).unsqueeze(-1)
+        total = seq_emb.masked_fill(~valid, 0.0).sum(dim=1)
+        return total / valid.sum(dim=1).clamp(min=1)
+
+
+class ConvPool(nn.Module):
+    """A 1-D convolution along the sequence (local patterns of neighbouring actions), then max-pool over valid ones.
+
+    Padded inputs are zeroed before the convolution, so a valid position next to padding reads zeros (the same as
+    the convolution's own edge padding), never the padded embeddings.
+    """
+
+    def __init__(self, pin_dim: int, kernel: int = 3):
+        super().__init__()
+        self.conv = nn.Conv1d(pin_dim, pin_dim, kernel, padding=kernel // 2)
+        self.out_dim = pin_dim
+
+    def forward(self, cand, seq_emb, seq_actions, seq_age_h=None, generator=None) -> torch.Tensor:
+        valid = seq_actions != PAD_INDEX
+        x = seq_emb.masked_fill(~valid.unsqueeze(-1), 0.0)
+        h = torch.relu(self.conv(x.transpose(1, 2))).transpose(1, 2)
+        return _masked_max(h, valid)
+
+
+class Recurrent(nn.Module):
+    """RNN or LSTM over the valid actions, oldest to newest; output = the hidden state after the newest one.
+
+    The valid positions are gathered oldest first and left-aligned; the cell is causal, so its output at step n-1
+    (n = the row's valid count) has read exactly the valid actions and no padding.
+    """
+
+    def __init__(self, pin_dim: int, cell: str):
+        super().__init__()
+        rnn = nn.LSTM if cell == "lstm" else nn.RNN
+        self.rnn = rnn(pin_dim, pin_dim, batch_first=True)
+        self.out_dim = pin_dim
+
+    def forward(self, cand, seq_emb, seq_actions, seq_age_h=None, generator=None) -> torch.Tensor:
+        valid = seq_actions != PAD_INDEX
+        length = valid.shape[1]
+        positions = torch.arange(length, device=valid.device).expand_as(valid)
+        # valid positions first, newest first (stable): robust to gaps, not only to a padded tail
+        newest_first = torch.argsort(torch.where(valid, positions, positions + length), dim=1)
+        n = valid.sum(dim=1, keepdim=True)
+        oldest_first = newest_first.gather(1, (n - 1 - positions).clamp(min=0))
+        x = seq_emb.gather(1, oldest_first.unsqueeze(-1).expand(-1, -1, seq_emb.shape[-1]))
+        out, _ = self.rnn(x)
+        last = out.gather(1, (n - 1).clamp(min=0).unsqueeze(-1).expand(-1, 1, out.shape[-1])).squeeze(1)
+        return last.masked_fill(n == 0, 0.0)
+
+
+class TransAct(nn.Module):
+    """TransAct: per position [candidate emb, action emb, engaged pin emb] -> transformer encoder -> output tokens.
+
+    Early fusion lets attention weigh each past action by its relation to the candidate (the paper's largest gain);
+    no positional encoding (the paper uses none: order enters through the first-K output tokens, which are the K
+    newest). Output v1.1: the first K tokens (recent intent) + one max-pooled token (longer-term preference),
+    flattened, (K + 1) * d_model; v1.0: all `seq_len` tokens flattened. Padding and time-window-masked actions are
+    excluded from attention and zeroed before the output; the vanilla-transformer baseline is this module with no
+    action embedding, no early fusion and no time-window mask (v1.1 reduction).
+    """
+
+    def __init__(self, cfg: SequenceConfig, pin_dim: int, version: str = "v11"):
+        super().__init__()
+        self.cfg, self.version = cfg, version
+        self.action = (
+            nn.Embedding(N_ACTIONS + 1, cfg.action_dim, padding_idx=PAD_INDEX) if cfg.action_embedding else None
+        )
+        self.d_model = pin_dim * (2 if cfg.early_fusion else 1) + (cfg.action_dim if cfg.action_embedding else 0)
+        layer = nn.TransformerEncoderLayer(self.d_model, cfg.n_heads, cfg.ffn_dim, cfg.dropout, batch_first=True)
+        self.encoder = nn.TransformerEncoder(layer, cfg.n_layers, enable_nested_tensor=False)
+        n_tokens = cfg.first_k + 1 if version == "v11" else cfg.seq_len
+        self.out_dim = n_tokens * self.d_model
+
+    def visible(self, seq_actions, seq_age_h, generator=None) -> torch.Tensor:
+        """[B, L] bool: the valid actions, less those the time-window mask hides (training only)."""
+        valid = seq_actions != PAD_INDEX
+        if not (self.training and self.cfg.time_window_mask):
+            return valid
+        if seq_age_h is None:
+            raise ValueError("the time-window mask needs seq_age_h in training (or time_window_mask=False)")
+        return time_window_mask(valid, seq_age_h, self.cfg.max_window_hours, generator)[0]
+
+    def tokens(self, cand, seq_emb, seq_actions) -> torch.Tensor:
+        parts = []
+        if self.cfg.early_fusion:
+            parts.append(cand.unsqueeze(1).expand(-1, seq_emb.shape[1], -1))
+        if self.action is not None:
+            parts.append(self.action(seq_actions))
+        parts.append(seq_emb)
+        return torch.cat(parts, dim=-1)
+
+    def forward(self, cand, seq_emb, seq_actions, seq_age_h=None, generator=None) -> torch.Tensor:
+        if self.version == "v10":  # a fixed flattened size: every input has seq_len positions
+            seq_emb = _fit_length(seq_emb, self.cfg.seq_len)
+            seq_actions = _fit_length(seq_actions, self.cfg.seq_len, PAD_INDEX)
+            seq_age_h = None if seq_age_h is None else _fit_length(seq_age_h, self.cfg.seq_len)
+        visible = self.visible(seq_actions, seq_age_h, generator)
+        hidden = ~visible
+        # a row with nothing visible would give attention an all -inf row (NaN): let it attend everywhere instead;
+        # its tokens are zeroed below, so what they attended to never reaches the output
+        attn_pad = hidden & ~hidden.all(dim=1, keepdim=True)
+        h = self.encoder(self.tokens(cand, seq_emb, seq_actions), src_key_padding_mask=attn_pad)
+        h = h.masked_fill(hidden.unsqueeze(-1), 0.0)
+        if self.version == "v10":
+            return h.flatten(1)
+        first = _fit_length(h[:, : self.cfg.first_k], self.cfg.first_k)
+        return torch.cat([first.flatten(1), _masked_max(h, visible)], dim=-1)
+
+
+def make_sequence_module(cfg: SequenceConfig, pin_dim: int) -> nn.Module:
+    """The module for `cfg.kind`; every one has `out_dim` and the forward signature of the module docstring."""
+    if cfg.kind == "none":
+        return NoSequence()
+    if cfg.kind == "avgpool":
+        return AvgPool(pin_dim)
+    if cfg.kind == "cnn":
+        return ConvPool(pin_dim)
+    if cfg.kind in ("rnn", "lstm"):
+        return Recurrent(pin_dim, cfg.kind)
+    if cfg.kind == "transformer":
+        plain = replace(cfg, kind="transact_v11", action_embedding=False, early_fusion=False, time_window_mask=False)
+        return TransAct(plain, pin_dim, "v11")
+    return TransAct(cfg, pin_dim, "v10" if cfg.kind == "transact_v10" else "v11")
