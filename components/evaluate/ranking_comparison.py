@@ -36,8 +36,8 @@ import numpy as np
 import torch
 
 from components.evaluate.metrics import auc, hit_at_k
-from components.train.ranking import RankingTraining, fit_ranking, score
-from models.ranking.pinnability import BLEND, HEADS, Pinnability, PinnabilityConfig
+from components.train.ranking import RankingTraining, fit_ranking, score, served_score
+from models.ranking.pinnability import HEADS, Pinnability, PinnabilityConfig
 from models.ranking.sequence import SequenceConfig
 
 REFERENCE = "none"
@@ -151,7 +151,7 @@ def concentration(request_id: np.ndarray, score_: np.ndarray, cand_interest, las
 def measure(probs: np.ndarray, held: dict, pin_interest: np.ndarray) -> dict:
     """HIT@3 and AUC per head, HIT@3 per segment and the concentration figure for one model's holdout scores."""
     rid, labels = held["request_id"], held["labels"]
-    served = probs @ np.array([BLEND[h] for h in HEADS], dtype=np.float32)
+    served = served_score(probs)
     out: dict = {"hit@3": {}, "served_hit@3": {}, "auc": {}, "segments": {}}
     for j, head in enumerate(HEADS):
         out["hit@3"][head] = hit_at_k(rid, probs[:, j], labels[:, j])

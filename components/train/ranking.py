@@ -13,7 +13,7 @@ from components.data.dataset import Dataset
 from components.train.examples import Catalog, ranking_examples, read_events
 from components.train.ray_runner import fit_on_ray
 from components.train.worker import TrainingOptions, batches, load_shard, report_epoch
-from models.ranking.pinnability import HEADS, Pinnability, PinnabilityConfig, head_loss, load
+from models.ranking.pinnability import BLEND, HEADS, Pinnability, PinnabilityConfig, head_loss, load
 from models.ranking.sequence import SequenceConfig
 
 
@@ -131,3 +131,8 @@ def score(model: Pinnability, user_emb: torch.Tensor, examples: dict[str, np.nda
         b = {k: torch.from_numpy(examples[k][lo : lo + batch]).to(device) for k in INPUTS}
         out.append(torch.sigmoid(_forward(model, b, user_emb)).cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, len(HEADS)), dtype=np.float32)
+
+
+def served_score(probs: np.ndarray) -> np.ndarray:
+    """[N] the one score serving ranks by: the head probabilities [N, 3] blended with `BLEND`."""
+    return probs @ np.array([BLEND[h] for h in HEADS], dtype=np.float32)
