@@ -37,3 +37,13 @@ def test_no_element_at_or_after_the_request_time(small_world):
     assert (seq.ts[filled] < np.repeat(imp.ts.to_numpy()[:, None], seq.ts.shape[1], 1)[filled]).all()
     # newest first: timestamps never increase along a row
     assert (np.diff(np.where(filled, seq.ts, 0), axis=1)[filled[:, 1:]] <= 0).all()
+
+
+def test_sequence_age_hours_is_request_minus_action_time_and_zero_where_empty():
+    from components.train.examples import sequence_age_hours
+
+    seq_ts = np.array([[7_200_000, 3_600_000, 0], [0, 0, 0]], dtype=np.int64)
+    filled = np.array([[True, True, False], [False, False, False]])
+    age = sequence_age_hours(seq_ts, np.array([10_800_000, 5]), filled)
+    assert age.dtype == np.float32
+    np.testing.assert_array_equal(age, [[1.0, 2.0, 0.0], [0.0, 0.0, 0.0]])
