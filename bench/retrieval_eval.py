@@ -1,7 +1,7 @@
 """The retrieval variants side by side on the medium world: what `homefeed eval retrieval --source world:medium`
 prints, kept in bench/results/ so the README's table is generated from a measured run.
 
-Run: `python -m bench.retrieval_eval` (about 20 minutes on 2 cores).
+Run: `python -m bench.retrieval_eval` (about 10 minutes on 2 cores).
 """
 
 from __future__ import annotations

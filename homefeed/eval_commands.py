@@ -36,6 +36,15 @@ def _experiment_options(command):
     return command
 
 
+def _chosen_variants(option: str | None, known: dict) -> list[str]:
+    """The names `--variants` asks for, in its order (all of `known` when not given); unknown names are an error."""
+    chosen = [name.strip() for name in (option or ",".join(known)).split(",") if name.strip()]
+    unknown = sorted(set(chosen) - set(known))
+    if unknown or not chosen:
+        raise click.BadParameter(f"unknown variants {unknown}; choose from {list(known)}", param_hint="--variants")
+    return chosen
+
+
 @click.group("eval")
 def eval_group() -> None:
     """Offline experiments: model variants measured side by side with baselines."""
@@ -51,10 +60,7 @@ def retrieval(obj: Ctx, dataset, source, variants: str, epochs: int, holdout_day
 
     out = out or obj.settings.workspace / "eval" / "retrieval"
     known = {v.name: v for v in default_variants(epochs, seed)}
-    chosen = [name.strip() for name in (variants or ",".join(known)).split(",") if name.strip()]
-    unknown = sorted(set(chosen) - set(known))
-    if unknown or not chosen:
-        raise click.BadParameter(f"unknown variants {unknown}; choose from {sorted(known)}", param_hint="--variants")
+    chosen = _chosen_variants(variants, known)
     dataset = dataset or _prepared(out, source or obj.settings.pipeline.source, seed)
     cut = time_split(dataset, holdout_days).train_end_ms
     with console.status(f"training and measuring {', '.join(chosen)} (Ray Train)"):
@@ -150,10 +156,7 @@ def ranking(obj: Ctx, dataset, source, variants, seeds, ranking_days, max_train,
 
     out = out or obj.settings.workspace / "eval" / "ranking"
     known = default_variants()
-    chosen = [name.strip() for name in (variants or ",".join(known)).split(",") if name.strip()]
-    unknown = sorted(set(chosen) - set(known))
-    if unknown or not chosen:
-        raise click.BadParameter(f"unknown variants {unknown}; choose from {list(known)}", param_hint="--variants")
+    chosen = _chosen_variants(variants, known)
     if "none" in chosen:  # the reference row comes first: relative changes are against it
         chosen = ["none"] + [c for c in chosen if c != "none"]
     dataset = dataset or _prepared(out, source or obj.settings.pipeline.source, seed)

@@ -35,13 +35,17 @@ def ratio_ci(a: np.ndarray, b: np.ndarray, n_boot: int = 2000, seed: int = 0) ->
     return float(a.mean() / max(b.mean(), 1e-12)), float(lo), float(hi)
 
 
+def rank_in_request(request_id: np.ndarray, score: np.ndarray) -> np.ndarray:
+    """[N] 1-based rank of each impression among its request's, best score first; ties by position."""
+    df = pd.DataFrame({"req": request_id, "score": score})
+    return df.groupby("req")["score"].rank(ascending=False, method="first").to_numpy()
+
+
 def hit_at_k(request_id: np.ndarray, score: np.ndarray, label: np.ndarray, k: int = 3) -> float:
     """HIT@k as TransAct defines it: rank each request's impressed pins by score; the share of the pins that got
     the action which land in their request's top k. Ties are broken by position, pessimistically for nothing."""
-    df = pd.DataFrame({"req": request_id, "score": score, "label": label.astype(bool)})
-    df["rank"] = df.groupby("req")["score"].rank(ascending=False, method="first")
-    positives = df[df.label]
-    return float((positives["rank"] <= k).mean()) if len(positives) else float("nan")
+    positives = np.asarray(label).astype(bool)
+    return float((rank_in_request(request_id, score)[positives] <= k).mean()) if positives.any() else float("nan")
 
 
 def sampled_rank(pos: np.ndarray, neg: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from components.evaluate.metrics import auc, hit_at_k
+from components.evaluate.metrics import auc, hit_at_k, rank_in_request
 from components.train.ranking import RankingTraining, fit_ranking, score, served_score
 from models.ranking.pinnability import HEADS, Pinnability, PinnabilityConfig
 from models.ranking.sequence import SequenceConfig
@@ -140,12 +140,8 @@ def _load(data_dir: Path) -> tuple[dict, dict, torch.Tensor, torch.Tensor, np.nd
 def concentration(request_id: np.ndarray, score_: np.ndarray, cand_interest, last_interest, k: int = 3) -> float:
     """Share of each request's top-k pins (by `score_`) whose interest is the interest of the user's last action;
     requests whose user has no action yet (last_interest < 0) are left out."""
-    order = np.lexsort((-score_, request_id))
-    rid = request_id[order]
-    starts = np.r_[0, np.flatnonzero(rid[1:] != rid[:-1]) + 1]
-    rank = np.arange(len(rid)) - np.repeat(starts, np.diff(np.r_[starts, len(rid)]))
-    top = order[(rank < k) & (last_interest[order] >= 0)]
-    return float((cand_interest[top] == last_interest[top]).mean()) if len(top) else float("nan")
+    top = (rank_in_request(request_id, score_) <= k) & (last_interest >= 0)
+    return float((cand_interest[top] == last_interest[top]).mean()) if top.any() else float("nan")
 
 
 def measure(probs: np.ndarray, held: dict, pin_interest: np.ndarray) -> dict:

@@ -120,16 +120,22 @@ def _popularity(h: Holdout, cat: Catalog, ks: tuple[int, ...]) -> tuple[dict, np
 
 
 @torch.no_grad()
-def _multi_ranked(model, feats: dict[str, np.ndarray], pins: np.ndarray, kmax: int, k_serve: int) -> np.ndarray:
-    """Multi-embedding retrieval: one query for each of the `k_serve` most representative valid capsule vectors,
-    merged round robin with duplicates dropped, as serving does; [U, kmax] pin ids."""
+def _capsule_searches(model, feats: dict[str, np.ndarray], pins: np.ndarray, kmax: int):
+    """One exact search per capsule vector, capsules ordered most representative first (as serving orders them):
+    ([U, K, kmax] pin ids, [U, K] valid)."""
     args = [torch.from_numpy(feats[k]) for k in USER_INPUTS]
     vecs, valid, weights = model.user.multi(*args)
-    vecs, valid = top_representative(vecs, valid, weights, k_serve)
+    vecs, valid = top_representative(vecs, valid, weights, vecs.shape[1])
     b, k, d = vecs.shape
-    per = top_k(vecs.reshape(b * k, d).numpy(), pins, kmax).reshape(b, k, -1)
-    ok = valid.numpy()
-    return np.asarray([round_robin_merge([per[i, j] for j in range(k) if ok[i, j]], kmax) for i in range(b)])
+    return top_k(vecs.reshape(b * k, d).numpy(), pins, kmax).reshape(b, k, -1), valid.numpy()
+
+
+def _merged(per: np.ndarray, ok: np.ndarray, kmax: int, k_serve: int) -> np.ndarray:
+    """Multi-embedding retrieval served with the `k_serve` most representative vectors: their results merged round
+    robin with duplicates dropped, as serving does; [U, kmax] pin ids."""
+    return np.asarray(
+        [round_robin_merge([per[i, j] for j in range(k_serve) if ok[i, j]], kmax) for i in range(len(per))]
+    )
 
 
 def _model_recall(model, h: Holdout, cat: Catalog, ks: tuple[int, ...]) -> tuple[dict, np.ndarray]:
@@ -139,12 +145,15 @@ def _model_recall(model, h: Holdout, cat: Catalog, ks: tuple[int, ...]) -> tuple
     users = _user_vectors(model, h.feats)
     # pin ids: the corpus is every pin id
     multi = model.cfg.capsules > 0
-    ranked = _multi_ranked(model, h.feats, pins, kmax, model.cfg.capsules) if multi else top_k(users, pins, kmax)
+    if multi:
+        per, ok = _capsule_searches(model, h.feats, pins, kmax)
+        ranked = _merged(per, ok, kmax, model.cfg.capsules)
+    else:
+        ranked = top_k(users, pins, kmax)
     out = {"overall": _recall(ranked, h.relevant, ks), "segments": {}, "interests": {}}
     if multi:  # the same model served with fewer embeddings: 1 is single-embedding retrieval from it
         out["by_k_serve"] = {
-            str(k): _recall(_multi_ranked(model, h.feats, pins, kmax, k), h.relevant, ks)
-            for k in range(1, model.cfg.capsules + 1)
+            str(k): _recall(_merged(per, ok, kmax, k), h.relevant, ks) for k in range(1, model.cfg.capsules + 1)
         }
     for name, mask in (("core", h.core), ("non-core", ~h.core)):
         out["segments"][name] = _recall(ranked[mask], [r for r, m in zip(h.relevant, mask, strict=True) if m], ks)
