@@ -5,7 +5,7 @@ The variants train with torch alone, so the training half runs wherever a GPU is
 over 50k impressions takes minutes, and the table needs 33 trainings per dataset; the published tables were
 therefore trained on an NVIDIA H200 through the device tool, from data prepared here:
 
-    python -m bench.ranking_eval prepare            # examples + user embeddings into build/rank_<name>/data
+    python -m bench.ranking_eval prepare [NAME...]  # examples + user embeddings into build/rank_<name>/data
     python3 -m components.evaluate.ranking_comparison --data build/rank_<name>/data --out OUT/<name> --device cuda
     python -m bench.ranking_eval publish OUT        # OUT/<name>/ranking_eval.json -> bench/results/
 
@@ -27,20 +27,27 @@ SHARED = ROOT.parent / "shared" / "datasets"
 # are a month of holdout after four months of training impressions
 DATASETS = {
     "world": ("world:medium", 1.0, 3.0),
+    # the same world sizes with short-term intent that shows in the sequence (config.SCENARIOS["intent"])
+    "world_intent": ("world:medium+intent", 1.0, 3.0),
     "ml100k": (f"movielens:{SHARED / 'movielens_100k'}", 30.0, 120.0),
 }
 SEEDS, EPOCHS, BATCH = 3, 2, 512
 
 
-def _available() -> dict:
-    return {n: d for n, d in DATASETS.items() if n == "world" or SHARED.is_dir()}
+def _available(names: list[str] | None = None) -> dict:
+    unknown = set(names or []) - set(DATASETS)
+    if unknown:
+        raise SystemExit(f"unknown datasets {sorted(unknown)}; choose from {list(DATASETS)}")
+    return {
+        n: d for n, d in DATASETS.items() if (not names or n in names) and (n.startswith("world") or SHARED.is_dir())
+    }
 
 
-def prepare_all() -> dict[str, Path]:
+def prepare_all(names: list[str] | None = None) -> dict[str, Path]:
     from components.evaluate.ranking_comparison import prepare
 
     out = {}
-    for name, (source, holdout, ranking) in _available().items():
+    for name, (source, holdout, ranking) in _available(names).items():
         with prepared_dataset(source) as tmp:
             out[name] = prepare(tmp / "dataset", BUILD / f"rank_{name}", holdout, ranking, 200_000, seed=0)
     return out
@@ -62,7 +69,8 @@ def publish(results_dir: Path) -> None:
         )
         # where the variants trained: the examples were prepared on this machine, the training ran on result's device
         result["machine"] = {"trained_on": result["device"]}
-        md = markdown(result).replace("(`homefeed eval ranking`)", f"(`homefeed eval ranking`, {source.split(':')[0]})")
+        label = source if source.startswith("world") else source.split(":")[0]  # no local paths in the README
+        md = markdown(result).replace("(`homefeed eval ranking`)", f"(`homefeed eval ranking`, {label})")
         write_result(f"ranking_eval_{name}", result, md + f"\nReproduce: {result['command']}.\n")
 
 
@@ -81,7 +89,7 @@ def main() -> None:
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["prepare"]:
-        print(prepare_all())
+        print(prepare_all(sys.argv[2:]))
     elif sys.argv[1:2] == ["publish"]:
         publish(Path(sys.argv[2]))
     else:

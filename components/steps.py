@@ -53,8 +53,9 @@ def time_split(dataset_dir: Path, holdout_days: float = 1.0, ranking_days: float
 
 
 def prepare_data(source: str, out_dir: Path, seed: int = 0) -> dict:
-    """The `data` step. `source` is `world:<preset>` (a simulated world, tiny/small/medium/large), `movielens:<folder>`
-    (MovieLens-100K) or `sequences:<file>` (a 'user item' sequence file); returns the dataset's manifest."""
+    """The `data` step. `source` is `world:<preset>` (a simulated world: tiny/small/medium/large, optionally with
+    scenarios, e.g. world:small+intent+drift), `movielens:<folder>` (MovieLens-100K) or `sequences:<file>` (a
+    'user item' sequence file); returns the dataset's manifest."""
     kind, _, arg = source.partition(":")
     out_dir = Path(out_dir)
     if kind == "world":

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from components.data import contracts
 from components.data.dataset import Dataset, write_table
 from components.data.summary import summarize
-from components.data.world.config import PRESETS
+from components.data.world.config import PRESETS, SCENARIOS, preset_knobs
 from homefeed.config import Settings
 from homefeed.context import Ctx, console
 from homefeed.eval_commands import eval_group
@@ -39,7 +39,11 @@ def main(ctx: click.Context, config: Path | None) -> None:
 
 
 @main.command()
-@click.option("--preset", type=click.Choice(sorted(PRESETS)), help="World size (tiny, small = default, medium, large).")
+@click.option(
+    "--preset",
+    help=f"World size ({', '.join(PRESETS)}; small = default), optionally with scenarios: "
+    f"{'+'.join(['medium', *SCENARIOS])}.",
+)
 @click.option("--seed", type=int, help="Random seed; the same seed gives the same files.")
 @click.option("--users", "n_users", type=int, help="Number of users.")
 @click.option("--pins", "n_pins", type=int, help="Number of pins.")
@@ -58,7 +62,10 @@ def _world_config(settings: Settings, preset: str | None, **overrides):
 
     data = settings.world.model_dump()
     if preset:
-        data.update(PRESETS[preset])
+        try:
+            data.update(preset_knobs(preset))
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--preset") from exc
     data.update({k: v for k, v in overrides.items() if v is not None})
     try:
         return WorldConfig(**data)

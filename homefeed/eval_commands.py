@@ -6,6 +6,9 @@ Train and measures them with the popularity baseline on a time-split holdout; it
 retrieval_eval.md and prints the tables. `homefeed eval ids` measures pretrained ID embeddings against dropout and
 the pretraining window (components/evaluate/id_overfitting.py). `homefeed eval seqrec` measures the sequence-aware
 two-tower on a `user item` file with the SASRec protocol against popularity (components/evaluate/seqrec.py).
+`homefeed eval ranking` compares the sequence modules inside Pinnability (components/evaluate/ranking_comparison.py),
+and `homefeed eval freshness` measures a stale ranking model against one retrained on fresh data, day by day
+(components/evaluate/freshness.py).
 """
 
 from __future__ import annotations
@@ -168,6 +171,42 @@ def ranking(obj: Ctx, dataset, source, variants, seeds, ranking_days, max_train,
         run(data, out, {name: known[name] for name in chosen}, seeds, opts, device)
     console.print(Markdown((out / "ranking_eval.md").read_text()))
     console.print(f"written {out / 'ranking_eval.json'}")
+
+
+@eval_group.command("freshness")
+@click.option("--dataset", type=click.Path(exists=True, file_okay=False, path_type=Path), help="A dataset directory.")
+@click.option("--source", help="Data source when no --dataset, e.g. world:small+intent+drift.")
+@click.option(
+    "--variants", default="none,transact_v11", show_default=True, help="Sequence kinds to train, comma-separated."
+)
+@click.option("--first-cut-day", type=click.FloatRange(min=0, min_open=True), default=14.0, show_default=True,
+              help="Day the first (stale) model's training window ends.")  # fmt: skip
+@click.option("--train-days", type=click.FloatRange(min=0, min_open=True), default=7.0, show_default=True)
+@click.option("--retrain-days", type=click.FloatRange(min=0, min_open=True), default=3.5, show_default=True,
+              help="How often the retrained arm gets a new model (3.5 = twice a week, as the seed).")  # fmt: skip
+@click.option("--max-train", type=click.IntRange(min=1), default=40_000, show_default=True)
+@click.option("--epochs", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Output directory.")
+@click.pass_obj
+def freshness(obj: Ctx, dataset, source, variants, first_cut_day, train_days, retrain_days, max_train, epochs, seed,
+              out) -> None:  # fmt: skip
+    """A stale ranking model against one retrained every --retrain-days: HIT@3 repin per day and its share of the
+    ground truth's lift over random (decay and recovery)."""
+    from components.evaluate.freshness import FreshnessOptions, run
+    from models.ranking.sequence import KINDS
+
+    out = out or obj.settings.workspace / "eval" / "freshness"
+    chosen = _chosen_variants(variants, {k: k for k in KINDS})
+    dataset = dataset or _prepared(out, source or obj.settings.pipeline.source, seed)
+    opts = FreshnessOptions(first_cut_day, train_days, retrain_days, tuple(chosen), max_train, epochs, seed=seed)
+    try:
+        with console.status("training the stale and the retrained models, measuring every day"):
+            run(dataset, out, opts, progress=lambda line: console.log(line))
+    except ValueError as exc:  # a schedule that does not fit the data
+        raise click.BadParameter(str(exc), param_hint="--first-cut-day/--train-days") from exc
+    console.print(Markdown((out / "freshness.md").read_text()))
+    console.print(f"written {out / 'freshness.json'}")
 
 
 def _prepared(out: Path, source: str, seed: int) -> Path:

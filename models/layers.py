@@ -49,19 +49,32 @@ class FrozenEmbedding(nn.Module):
 
 
 class CrossNetV2(nn.Module):
-    """DCN v2's cross network: x_{l+1} = x_0 * (W_l x_l + b_l) + x_l, a full-rank W per layer.
+    """DCN v2's cross network: x_{l+1} = x_0 * (W_l x_l + b_l) + x_l, per layer.
 
     Each layer raises the polynomial degree of the feature interactions by one while the residual keeps the lower
     ones, so `layers` cross layers model interactions up to degree layers + 1 at the cost of one matmul each.
+    W_l is full rank by default; with `rank` r it is the DCN v2 paper's low-rank form U_l V_l^T (dim x r, r x dim):
+    2 * dim * r weights instead of dim^2, which is what makes crossing a wide input (a flattened sequence output
+    next to the other features) affordable and trainable.
 
     Example:
         >>> CrossNetV2(12, layers=2)(torch.zeros(3, 12)).shape
         torch.Size([3, 12])
+        >>> CrossNetV2(12, layers=2, rank=4)(torch.zeros(3, 12)).shape
+        torch.Size([3, 12])
     """
 
-    def __init__(self, dim: int, layers: int = 2):
+    def __init__(self, dim: int, layers: int = 2, rank: int | None = None):
         super().__init__()
-        self.layers = nn.ModuleList(nn.Linear(dim, dim) for _ in range(layers))
+        if rank is not None and rank < 1:
+            raise ValueError(f"rank must be >= 1 or None (full rank); got {rank}")
+
+        def weight() -> nn.Module:
+            if rank is None or rank >= dim:
+                return nn.Linear(dim, dim)
+            return nn.Sequential(nn.Linear(dim, rank, bias=False), nn.Linear(rank, dim))
+
+        self.layers = nn.ModuleList(weight() for _ in range(layers))
 
     def forward(self, x0: torch.Tensor) -> torch.Tensor:
         x = x0

@@ -14,7 +14,7 @@ from components.train.examples import Catalog, ranking_examples, read_events
 from components.train.ray_runner import fit_on_ray
 from components.train.worker import TrainingOptions, batches, load_shard, report_epoch
 from models.ranking.pinnability import BLEND, HEADS, Pinnability, PinnabilityConfig, head_loss, load
-from models.ranking.sequence import SequenceConfig
+from models.ranking.sequence import SequenceConfig, trim_padding
 
 
 @dataclass
@@ -32,16 +32,11 @@ INPUTS = ("segment", "user_id", "pin_id", "interest", "seq_pin_ids", "seq_action
 
 
 def _forward(model, b: dict, user_emb: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    return model(
-        b["segment"],
-        user_emb[b["user_id"]],
-        b["pin_id"],
-        b["interest"],
-        b["seq_pin_ids"],
-        b["seq_actions"],
-        b["seq_age_h"],
-        generator=generator,
-    )
+    seq = (b["seq_pin_ids"], b["seq_actions"], b["seq_age_h"])
+    core = getattr(model, "module", model)  # DistributedDataParallel wraps the model under Ray Train
+    if core.cfg.sequence.variable_length:
+        seq = trim_padding(*seq)  # most sequences are far shorter than 100: the same output for less work
+    return model(b["segment"], user_emb[b["user_id"]], b["pin_id"], b["interest"], *seq, generator=generator)
 
 
 def fit_ranking(model, core: Pinnability, rows: dict, user_emb: torch.Tensor, config: dict, rank: int, on_epoch):

@@ -50,6 +50,10 @@ class PinnabilityConfig:
     n_segments: int = 4
     hidden: tuple[int, ...] = (128, 64)
     cross_layers: int = 2
+    # Low-rank DCN v2 (rank of each cross layer's weight; None = full rank). Full rank over TransAct v1.1's
+    # (10 + 1) x 96 outputs plus the other features is 2 x 1,144^2 = 2.6M weights and over v1.0's 100 x 96 about
+    # 190M; rank 64 keeps the crossing of the full feature set at 2 x 2 x 64 x width.
+    cross_rank: int | None = 64
     dropout: float = 0.1
     segment_dim: int = 8
     interest_dim: int = 16
@@ -62,6 +66,7 @@ class PinnabilityConfig:
     @classmethod
     def from_dict(cls, data: dict) -> PinnabilityConfig:
         data = dict(data)
+        data.setdefault("cross_rank", None)  # configs written before the low-rank option were full rank
         data["hidden"] = tuple(data.get("hidden", cls.hidden))
         if isinstance(data.get("sequence"), dict):
             data["sequence"] = SequenceConfig(**data["sequence"])
@@ -80,7 +85,7 @@ class Pinnability(nn.Module):
         self.interest = nn.Embedding(cfg.n_interests, cfg.interest_dim)
         self.sequence = make_sequence_module(cfg.sequence, d)
         in_dim = cfg.segment_dim + user_dim + d + cfg.interest_dim + self.sequence.out_dim
-        self.cross = CrossNetV2(in_dim, cfg.cross_layers)
+        self.cross = CrossNetV2(in_dim, cfg.cross_layers, cfg.cross_rank)
         self.mlp = mlp(in_dim, cfg.hidden, len(HEADS), dropout=cfg.dropout)
 
     def forward(

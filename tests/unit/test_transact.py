@@ -190,8 +190,22 @@ def test_time_window_mask_is_reproducible_with_a_seeded_generator():
     assert not torch.equal(a[0], c[0])
 
 
+def test_mask_probability_masks_that_share_of_the_rows_and_no_other():
+    valid = torch.ones(4_000, 5, dtype=torch.bool)
+    ages = torch.zeros(4_000, 5)
+    ages[:, 0] = 0.1  # one action a few minutes old (hidden by almost any window), the rest far older
+    ages[:, 1:] = 100.0
+    visible, window = time_window_mask(valid, ages, 24.0, torch.Generator().manual_seed(0), probability=0.2)
+    masked = ~visible[:, 0]
+    assert 0.17 < masked.float().mean() < 0.23  # about a fifth of the rows, minus the few windows under 6 minutes
+    assert (window[masked] > 0.1).all() and (window[~masked] <= 0.1).all()
+    assert visible[:, 1:].all()  # older actions stay visible wherever the mask applied
+    with pytest.raises(ValueError, match="mask_probability"):
+        _cfg("transact_v11", mask_probability=1.5)
+
+
 def test_time_window_mask_acts_in_training_only():
-    m = _module("transact_v11", dropout=0.0)
+    m = _module("transact_v11", dropout=0.0, mask_probability=1.0)
     cand, seq, actions, _ = _inputs()
     ages = torch.full((4, L), 100.0)
     ages[0, :2] = 0.0  # row 0 has two actions from the request's moment: any window hides them

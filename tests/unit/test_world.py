@@ -8,7 +8,7 @@ import pytest
 
 from components.data.contracts import SEGMENTS
 from components.data.dataset import Dataset
-from components.data.world.config import DAY_MS, InterestShift, WorldConfig, preset
+from components.data.world.config import DAY_MS, SCENARIOS, InterestShift, WorldConfig, preset
 from components.data.world.simulate import simulate_world
 from components.data.world.truth import GroundTruth
 
@@ -167,3 +167,34 @@ def test_bad_world_settings_are_rejected_with_the_field_named():
         WorldConfig(interest_shift={"day": 40})
     with pytest.raises(ValueError, match="n_userz"):
         WorldConfig(n_userz=3)
+
+
+def test_scenarios_add_behaviour_to_a_size_preset_and_unknown_names_are_refused():
+    cfg = preset("tiny+intent+drift", seed=3)
+    assert (cfg.n_users, cfg.seed) == (preset("tiny").n_users, 3)  # the size and the override survive
+    assert cfg.intent_weight == SCENARIOS["intent"]["intent_weight"] != preset("tiny").intent_weight
+    assert cfg.taste_drift_per_day == SCENARIOS["drift"]["taste_drift_per_day"] > 0
+    assert preset("tiny+intent", intent_weight=2.0).intent_weight == 2.0  # keyword overrides win over scenarios
+    with pytest.raises(ValueError, match="unknown world scenario 'intnet'"):
+        preset("tiny+intnet")
+    with pytest.raises(ValueError, match="unknown world preset 'huge'"):
+        preset("huge+intent")
+
+
+def test_in_the_intent_scenario_the_latest_engagement_reveals_what_gets_repinned(tmp_path):
+    """What F5's "world where short-term intent matters" means, measured on the ground truth: a request's repins
+    share the interest of the user's engagement just before more often there than in the default world."""
+
+    def share(name: str) -> float:
+        simulate_world(preset(name), tmp_path / name)
+        ds = Dataset(tmp_path / name)
+        ev = ds.read("events", columns=["user_id", "pin_id", "action", "ts"])
+        interest = ds.read("pins", columns=["pin_id", "interest_id"]).set_index("pin_id").interest_id
+        eng = ev[ev.action.isin(["click", "repin"])].sort_values(["user_id", "ts"])
+        eng = eng.assign(interest=interest.reindex(eng.pin_id).to_numpy())
+        prev = eng.groupby("user_id").shift(1)
+        recent = (eng.ts - prev.ts < 30 * 60_000) & (eng.action == "repin")
+        return float((eng.interest[recent] == prev.interest[recent]).mean())
+
+    intent, default = share("tiny+intent"), share("tiny")
+    assert intent > default + 0.1, (intent, default)

@@ -1,4 +1,5 @@
-"""Settings of the synthetic Homefeed world. Every field has a default; presets change only the sizes."""
+"""Settings of the synthetic Homefeed world. Every field has a default; presets change the sizes, scenarios the
+behaviour: `preset("medium+intent")` is the medium world with short-term intent that shows in the sequence."""
 
 from __future__ import annotations
 
@@ -128,7 +129,38 @@ PRESETS: dict[str, dict] = {
 }
 
 
+# Scenarios change behaviour knobs and add to any size preset ("small+intent", "medium+intent+drift").
+SCENARIOS: dict[str, dict] = {
+    # Short-term intent that matters and that the realtime sequence reveals (seed 003's premise, F5's test world):
+    # broader tastes (so the long-term taste does not give the intent away), a strong intent term, intents that
+    # last a 45-minute visit, and longer sessions whose earlier engagements show it. On world:tiny the ground
+    # truth's own ranking rises from HIT@3 repin 0.57 without the intent term to 0.81 with it, against 0.67/0.72 in
+    # the default world.
+    "intent": {
+        "interest_concentration": 0.5,
+        "intent_weight": 5.0,
+        "intent_minutes": 45.0,
+        "requests_per_session": 6.0,
+    },
+    # Tastes move towards a second taste at 5% a day: a model trained on the first weeks goes stale (freshness).
+    "drift": {"taste_drift_per_day": 0.05},
+}
+
+
+def preset_knobs(name: str) -> dict:
+    """The settings `size[+scenario...]` names, e.g. "tiny", "medium+intent"; a ValueError names what is unknown."""
+    size, *scenarios = name.split("+")
+    if size not in PRESETS:
+        raise ValueError(f"unknown world preset {size!r} in {name!r}; choose one of {sorted(PRESETS)}")
+    unknown = [s for s in scenarios if s not in SCENARIOS]
+    if unknown:
+        raise ValueError(f"unknown world scenario {unknown[0]!r} in {name!r}; choose from {sorted(SCENARIOS)}")
+    knobs = dict(PRESETS[size])
+    for s in scenarios:
+        knobs.update(SCENARIOS[s])
+    return knobs
+
+
 def preset(name: str, **overrides) -> WorldConfig:
-    if name not in PRESETS:
-        raise ValueError(f"unknown world preset {name!r}; choose one of {sorted(PRESETS)}")
-    return WorldConfig(**{**PRESETS[name], **overrides})
+    """The world `preset_knobs(name)` describes; keyword overrides win."""
+    return WorldConfig(**{**preset_knobs(name), **overrides})
