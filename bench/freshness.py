@@ -1,30 +1,71 @@
 """Freshness (seed 003's engagement decay): a stale ranking model against one retrained twice a week, on the same
-world with and without the drift knob (`python -m bench.freshness`, about 20 minutes on 2 cores).
+world without drift, with slow drift and with a sudden interest shift (`python -m bench.freshness [LABEL...]`, about
+12 minutes a world on 2 cores; named labels are re-run, the others kept from the last results).
 
-Both worlds are world:small with the intent scenario (so the realtime sequence matters, as in the paper); the second
-adds `+drift` (tastes move 5% a day towards a second taste). The monitoring issue (F8) reads the JSON.
+Every world is world:small with the intent scenario (so the realtime sequence matters, as in the paper); `+drift`
+moves tastes 5% a day towards a second taste, `+shift` moves half the users onto 3 long-tail interests on day 17.
+The monitoring issue (F8) reads the JSON.
 """
 
 from __future__ import annotations
 
-from bench.harness import prepared_dataset, write_result
+import json
+import sys
+
+from bench.harness import RESULTS, prepared_dataset, write_result
 from components.evaluate.freshness import FreshnessOptions, markdown, run
 
-WORLDS = {"no drift": "world:small+intent", "drift": "world:small+intent+drift"}
+WORLDS = {"no drift": "world:small+intent", "drift": "world:small+intent+drift", "shift": "world:small+intent+shift"}
 
 
-def main() -> None:
+def main(labels: list[str]) -> None:
+    unknown = set(labels) - set(WORLDS)
+    if unknown:
+        raise SystemExit(f"unknown worlds {sorted(unknown)}; choose from {list(WORLDS)}")
+    previous = RESULTS / "freshness.json"
+    kept = json.loads(previous.read_text())["worlds"] if labels and previous.exists() else {}
     opts = FreshnessOptions()
     results = {}
     for label, source in WORLDS.items():
+        if labels and label not in labels and label in kept:
+            results[label] = kept[label]
+            continue
         with prepared_dataset(source) as tmp:
             result = run(tmp / "dataset", tmp / "freshness", opts)
         result["dataset"] = source  # the temporary path is gone
         results[label] = result
-    md = "\n".join(markdown(r) for r in results.values())
-    md += "\nReproduce: python -m bench.freshness (= homefeed eval freshness on each world).\n"
-    write_result("freshness", {"worlds": results, "command": "python -m bench.freshness"}, md)
+    write_result("freshness", {"worlds": results, "command": "python -m bench.freshness"}, publish(results))
+
+
+def publish(results: dict[str, dict]) -> str:
+    """The markdown: one summary row per world and variant, then each world's days."""
+    rows = []
+    for r in results.values():
+        for kind, s in r["summary"].items():
+            after = s["after_first_retrain"]
+            rows.append(
+                f"| {r['dataset']} | {kind} | {s['stale_first_third']['lift_share']:.3f} | "
+                f"{s['stale_last_third']['lift_share']:.3f} | {after['stale']['lift_share']:.3f} | "
+                f"{after['retrained']['lift_share']:.3f} | {after['stale']['hit@3_repin']:.4f} | "
+                f"{after['retrained']['hit@3_repin']:.4f} |"
+            )
+    summary = f"""### Freshness: a stale ranking model against one retrained twice a week (summary)
+
+Lift share = (HIT@3 repin - random) / (ground truth - random), 1 seed. Decay: the stale model's lift share in the first
+and the last third of the {len(next(iter(results.values()))["days"])} days after its training window; recovery: both
+arms over the days after the first retraining.
+
+| world | sequence | stale, first third | stale, last third | stale after retrain | retrained | HIT@3 repin stale | retrained |
+|---|---|---|---|---|---|---|---|
+{chr(10).join(rows)}
+"""
+    days = "\n".join(markdown(r) for r in results.values())
+    return summary + "\n" + days + "\nReproduce: python -m bench.freshness (= homefeed eval freshness on each world).\n"
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["--markdown"]:  # rewrite the markdown from the last results, training nothing
+        saved = json.loads((RESULTS / "freshness.json").read_text())
+        (RESULTS / "freshness.md").write_text(publish(saved["worlds"]).rstrip() + "\n")
+    else:
+        main(sys.argv[1:])

@@ -95,7 +95,7 @@ def evaluate(
 
 @_component
 def index(dataset: Input[Dataset], retrieval_model: Input[Model], pin_index: Output[Artifact]) -> None:
-    """Pin-tower embeddings of every pin in a Milvus Lite collection partitioned by interest."""
+    """The serving corpus (decayed engagement, signature dedup) as a new Milvus collection version behind an alias."""
     from components import steps
 
     pin_index.metadata.update(steps.index_pins(dataset.path, retrieval_model.path, pin_index.path))

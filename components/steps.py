@@ -16,9 +16,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from components.data.dataset import Dataset
 from components.data.world.config import DAY_MS
+from components.index.corpus import GRANULARITIES, CorpusOptions
 
 INDEX_FILE = "index.json"  # written by `index_pins`, read by the retrieval predictor
 MILVUS_FILE = "milvus.db"
@@ -173,32 +175,54 @@ def flat_metrics(evaluation: dict) -> dict[str, float]:
     return {k: float(v) for k, v in out.items()}
 
 
-def index_pins(dataset_dir: Path, retrieval_dir: Path, out_dir: Path, collection: str = COLLECTION) -> dict:
-    """The `corpus + index` step: the pin-tower embedding of every pin that exists at the dataset's end into a Milvus
-    Lite collection in `out_dir`, with the interest as partition key. `out_dir/index.json` tells a reader where it is (the uri relative to `out_dir`)."""
+def index_pins(
+    dataset_dir: Path,
+    retrieval_dir: Path,
+    out_dir: Path,
+    collection: str = COLLECTION,
+    corpus: CorpusOptions | None = None,
+) -> dict:
+    """The `corpus + index` step, in two parts:
+
+    1. the serving corpus as of the feature store's cut-off (pins eligible by their time-decayed engagement, or new;
+       one per image signature at the training granularity; components/index/corpus.py), written as the next
+       version under `out_dir/corpus`;
+    2. the pin-tower embedding of each corpus pin published as the next Milvus collection version
+       (`{collection}_v<N>`, interest as partition key), and the alias `{collection}_live` moved to it only once
+       it is loaded and its HNSW recall against exact search has passed (components/index/versions.py).
+
+    `out_dir/index.json` tells readers where to search: the alias, never a version (the uri relative to `out_dir`).
+    """
     from components.features.store import default_cutoff
-    from components.index.milvus import build_index
+    from components.index.corpus import build_corpus
+    from components.index.versions import publish_version
     from components.train.examples import Catalog
     from components.train.retrieval import load_two_tower, pin_embeddings
 
     ds, out_dir = Dataset(dataset_dir), Path(out_dir)
     cat = Catalog.load(ds)
     emb = pin_embeddings(load_two_tower(retrieval_dir), cat)
-    pins = ds.read("pins", columns=["pin_id", "interest_id", "image_signature_coarse", "created_ts"])
-    # the corpus as of the same cut-off as the feature store: a pin created later does not exist yet for serving
-    pins = pins[pins.created_ts < default_cutoff(ds.read("events", columns=["ts"]))]
+    # as of the same cut-off as the feature store: a pin created later does not exist yet for serving
+    cutoff = default_cutoff(ds.read("events", columns=["ts"]))
+    built = build_corpus(dataset_dir, out_dir / "corpus", cutoff, corpus)
+    pins = pd.read_parquet(Path(built["path"]) / "corpus.parquet")
     out_dir.mkdir(parents=True, exist_ok=True)
     uri = str((out_dir / MILVUS_FILE).resolve())
-    n = build_index(
-        uri,
-        collection,
-        pins.pin_id.to_numpy(),
-        emb[pins.pin_id.to_numpy()],
-        pins.interest_id.to_numpy(),
-        pins.image_signature_coarse.to_numpy(),
-        pins.created_ts.to_numpy(),
+    ids = pins.pin_id.to_numpy()
+    signature = pins[GRANULARITIES[built["options"]["granularity"]]].to_numpy()
+    published = publish_version(
+        uri, collection, ids, emb[ids], pins.interest_id.to_numpy(), signature, pins.created_ts.to_numpy()
     )
-    info = {"uri": MILVUS_FILE, "collection": collection, "count": n, "dim": int(emb.shape[1]), "metric": "IP"}
+    info = {
+        "uri": MILVUS_FILE,
+        "collection": published["alias"],
+        "version": published["collection"],
+        "count": published["count"],
+        "recall_check": {f"recall@{published['recall_k']}": published["recall"]},
+        "dim": int(emb.shape[1]),
+        "metric": "IP",
+        "corpus": {"version": built["version"], "as_of_ms": built["as_of_ms"], "counts": built["counts"]},
+    }
     (out_dir / INDEX_FILE).write_text(json.dumps(info, indent=2) + "\n")
     return info
 

@@ -139,6 +139,15 @@ def count(uri: str, collection: str) -> int:
     return int(rows[0]["count(*)"])
 
 
+def forget(uri: str, collection: str) -> None:
+    """Drop this process' cached dimension for `collection` (or alias): the next search or count re-reads it.
+
+    Needed when the name starts to mean another collection (an alias moved, a collection dropped behind our back):
+    the cache would otherwise check queries against the old collection's dimension.
+    """
+    _ready.pop((uri, collection), None)
+
+
 def _schema(dim: int):
     schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
     schema.add_field("pin_id", DataType.INT64, is_primary=True)

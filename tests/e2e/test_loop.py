@@ -15,6 +15,7 @@ import pytest
 
 from components.data.dataset import Dataset
 from components.evaluate.metrics import hit_at_k
+from components.index.corpus import read_corpus
 from components.index.milvus import count
 from components.steps import DRIFT_SUMMARY, read_index_info, time_split
 from components.train.examples import Catalog, ranking_examples, read_events
@@ -113,13 +114,17 @@ def test_homefeed_serve_keeps_a_server_running_on_the_run(run, tmp_path):
         process.wait(timeout=30)
 
 
-def test_milvus_holds_every_pin(run):
+def test_milvus_serves_the_corpus_version_through_the_alias(run):
     # after the servers have stopped: Milvus Lite lets one process at a time open the index file
     ds = Dataset(run.path("dataset"))
     end = ds.read("events", columns=["ts"])["ts"].max() + 1
     existing = (ds.read("pins", columns=["created_ts"])["created_ts"] < end).sum()
     info = read_index_info(run.path("pin_index"))
-    assert count(info["uri"], info["collection"]) == existing > 0
+    corpus, manifest = read_corpus(run.path("pin_index") / "corpus")
+    assert (info["collection"], info["version"]) == ("pins_live", "pins_v1")
+    assert count(info["uri"], info["collection"]) == len(corpus) == info["corpus"]["counts"]["served"]
+    assert 0 < len(corpus) < existing == manifest["counts"]["existing"]  # never-engaged old pins are not served
+    assert info["recall_check"]["recall@100"] >= 0.95
 
 
 def test_drift_report_has_the_engagement_rates(run):

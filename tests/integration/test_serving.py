@@ -18,6 +18,7 @@ from fastapi.testclient import TestClient
 from components.data.dataset import Dataset
 from components.features.sequence import ActionLog
 from components.features.store import build_feature_store
+from components.index.corpus import read_corpus
 from components.train.examples import RETRIEVAL_SEQ_LEN, Catalog, sequence_age_hours
 from components.train.ranking import score
 from components.train.retrieval import pin_embeddings, user_embeddings
@@ -152,10 +153,11 @@ def test_retrieval_returns_k_candidates_by_user_pin_affinity_without_hidden_pins
         retrieval.model, cat, log, np.array(users_with_hides), np.full(len(users_with_hides), cutoff)
     )
     pin_vecs = pin_embeddings(retrieval.model, cat)
+    corpus = set(read_corpus(retrieval.index_dir / "corpus")[0].pin_id.tolist())
     for user, prediction, vec, hid in zip(users_with_hides, predictions, user_vecs, hidden, strict=True):
         pins = [c["pin_id"] for c in prediction["candidates"]]
         assert prediction["user_id"] == user and len(pins) == len(set(pins)) == 200
-        assert not hid & set(pins)
+        assert not hid & set(pins) and set(pins) <= corpus
         assert {c["source"] for c in prediction["candidates"]} == {"user_embedding"}
         assert [c["interest_id"] for c in prediction["candidates"]] == cat.pin_interest[pins].tolist()
         np.testing.assert_allclose([c["score"] for c in prediction["candidates"]], pin_vecs[pins] @ vec, atol=1e-5)
@@ -174,7 +176,9 @@ def test_an_interest_filter_returns_every_available_pin_of_those_interests(
     assert response.status_code == 200, response.text
     (prediction,) = response.json()["predictions"]
     (hidden,) = online_users(retrieval.store, [user], cat.n_interests).hidden
-    available = {p for p in np.flatnonzero(np.isin(cat.pin_interest, small)).tolist() if p not in hidden}
+    corpus, _ = read_corpus(retrieval.index_dir / "corpus")  # what may be served: the corpus, not every pin
+    served = corpus.pin_id.to_numpy()
+    available = {p for p in served[np.isin(cat.pin_interest[served], small)].tolist() if p not in hidden}
     assert {c["pin_id"] for c in prediction["candidates"]} == available
     assert len(prediction["candidates"]) == len(available) < 1000
 

@@ -144,6 +144,9 @@ SCENARIOS: dict[str, dict] = {
     },
     # Tastes move towards a second taste at 5% a day: a model trained on the first weeks goes stale (freshness).
     "drift": {"taste_drift_per_day": 0.05},
+    # On day 17 half the users move 60% of their taste onto 3 long-tail interests: a sudden change just after a
+    # model trained on days 7-14 went live (freshness; needs a span over 17 days, so not with `tiny`).
+    "shift": {"interest_shift": {"day": 17, "n_interests": 3, "strength": 0.6, "share_of_users": 0.5}},
 }
 
 
