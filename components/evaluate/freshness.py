@@ -239,9 +239,9 @@ def markdown(r: dict) -> str:
             f"{after['stale']['hit@3_repin']:.4f} | {after['retrained']['hit@3_repin']:.4f} | "
             f"{after['stale']['served_hit@3_hide']:.4f} | {after['retrained']['served_hit@3_hide']:.4f} |"
         )
-    return f"""### Freshness: decay of a stale ranking model and recovery by retraining (`homefeed eval freshness`)
+    return f"""### Freshness day by day on {r["dataset"]} (`homefeed eval freshness`)
 
-Dataset `{r["dataset"]}`. Each model trains on {o["train_days"]:g} days of impressions (at most {o["max_train"]:,},
+Each model trains on {o["train_days"]:g} days of impressions (at most {o["max_train"]:,},
 {o["epochs"]} epochs). The stale arm keeps the model of the window ending on day {o["first_cut_day"]:g}; the retrained
 arm gets a new one every {o["retrain_days"]:g} days (days {", ".join(f"{c:g}" for c in r["retrain_days_from_start"])}).
 Each day: HIT@3 repin, and in brackets the lift share, (model - random) / (ground truth - random).
