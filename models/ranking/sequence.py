@@ -56,11 +56,11 @@ class SequenceConfig:
     time_window_mask: bool = True
     max_window_hours: float = 24.0
     # Share of training rows the mask applies to. The paper masks every row; on world:medium+intent (intents that
-    # live inside a 45-minute visit) that hid the very actions that reveal the intent in almost every training row,
-    # and v1.1 fell 9% below the model without a sequence. Measured over 3 seeds (bench/results/ranking_eval_*):
-    # every row -9.4% HIT@3 repin, half +6.1%, a fifth +7.4%, none +10.9%; the concentration on the last action's
-    # interest falls as the share rises (0.306 without, 0.296 at a fifth, 0.245 every row). A fifth keeps most of
-    # the gain and some of the mask's effect; the comparison table reports the paper's setting beside it.
+    # live inside a 45-minute visit) that hides the very actions that reveal the intent in almost every training
+    # row. HIT@3 repin vs no sequence, 3 seeds (bench/results/ranking_eval_world_intent): every row -9.3%, a fifth
+    # +10.0%, no mask +11.4%; concentration on the last action's interest 0.247, 0.302, 0.307. A one-off sweep on
+    # the same data also tried half the rows (+6.1%) and 1 h / 6 h windows on half (+3.2% / +5.5%). A fifth keeps
+    # most of the gain and some of the mask's effect; the table reports the paper's setting beside it.
     mask_probability: float = 0.2
 
     @property
@@ -232,8 +232,8 @@ class TransAct(nn.Module):
             self.action = nn.Embedding(N_ACTIONS + 1, cfg.action_dim, padding_idx=PAD_INDEX)
             # Rows of unit expected norm, the scale of the (unit) pin embeddings they sit beside: at nn.Embedding's
             # N(0, 1) init a 32-d action vector is ~6x longer than a pin vector, dominates the encoder's LayerNorm
-            # and drowns the candidate-vs-engaged-pin signal (measured: v1.1 at -3% vs no sequence on the intent
-            # world, against +17% for the pin-only transformer).
+            # and drowns the candidate-vs-engaged-pin signal (measured on world:tiny+intent: v1.1 at -3% vs no
+            # sequence with N(0, 1) rows, +20% with these).
             nn.init.normal_(self.action.weight, std=cfg.action_dim**-0.5)
             with torch.no_grad():
                 self.action.weight[PAD_INDEX].zero_()
