@@ -13,7 +13,7 @@ import json
 import sys
 
 from bench.harness import RESULTS, prepared_dataset, write_result
-from components.evaluate.freshness import FreshnessOptions, markdown, run
+from components.evaluate.freshness import SUMMARY_HEAD, FreshnessOptions, markdown, run, summary_cells
 
 WORLDS = {"no drift": "world:small+intent", "drift": "world:small+intent+drift", "shift": "world:small+intent+shift"}
 
@@ -39,24 +39,19 @@ def main(labels: list[str]) -> None:
 
 def publish(results: dict[str, dict]) -> str:
     """The markdown: one summary row per world and variant, then each world's days."""
-    rows = []
-    for r in results.values():
-        for kind, s in r["summary"].items():
-            after = s["after_first_retrain"]
-            rows.append(
-                f"| {r['dataset']} | {kind} | {s['stale_first_third']['lift_share']:.3f} | "
-                f"{s['stale_last_third']['lift_share']:.3f} | {after['stale']['lift_share']:.3f} | "
-                f"{after['retrained']['lift_share']:.3f} | {after['stale']['hit@3_repin']:.4f} | "
-                f"{after['retrained']['hit@3_repin']:.4f} |"
-            )
+    rows = [
+        "| " + " | ".join([r["dataset"], kind, *summary_cells(s)]) + " |"
+        for r in results.values()
+        for kind, s in r["summary"].items()
+    ]
     summary = f"""### Freshness: a stale ranking model against one retrained twice a week (summary)
 
 Lift share = (HIT@3 repin - random) / (ground truth - random), 1 seed. Decay: the stale model's lift share in the first
 and the last third of the {len(next(iter(results.values()))["days"])} days after its training window; recovery: both
 arms over the days after the first retraining.
 
-| world | sequence | stale, first third | stale, last third | stale after retrain | retrained | HIT@3 repin stale | retrained |
-|---|---|---|---|---|---|---|---|
+| world | sequence | {SUMMARY_HEAD} |
+|---|---|---|---|---|---|---|---|---|---|
 {chr(10).join(rows)}
 """
     days = "\n".join(markdown(r) for r in results.values())

@@ -208,6 +208,28 @@ def summarise(days: list[dict], variants) -> dict:
     return out
 
 
+# The columns `summary_cells` fills, after the variant (and, in a multi-world table, the world).
+SUMMARY_HEAD = (
+    "stale, first third | stale, last third | stale after retrain | retrained | HIT@3 repin stale | retrained | "
+    "served hide stale | retrained"
+)
+
+
+def summary_cells(s: dict) -> list[str]:
+    """One variant's `summarise` figures as table cells, in SUMMARY_HEAD's order."""
+    after = s["after_first_retrain"]
+    return [
+        f"{s['stale_first_third']['lift_share']:.3f}",
+        f"{s['stale_last_third']['lift_share']:.3f}",
+        f"{after['stale']['lift_share']:.3f}",
+        f"{after['retrained']['lift_share']:.3f}",
+        f"{after['stale']['hit@3_repin']:.4f}",
+        f"{after['retrained']['hit@3_repin']:.4f}",
+        f"{after['stale']['served_hit@3_hide']:.4f}",
+        f"{after['retrained']['served_hit@3_hide']:.4f}",
+    ]
+
+
 def _mean(rows: list[dict], column: str, metric: str) -> float:
     values = [r[column].get(metric, float("nan")) for r in rows]
     return float(np.nanmean(values)) if values and not np.isnan(values).all() else float("nan")
@@ -230,15 +252,7 @@ def markdown(r: dict) -> str:
                 share = f" ({m['lift_share']:.2f})" if "lift_share" in m else ""
                 cells.append(f"{m['hit@3_repin']:.3f}{share}")
         rows.append("| " + " | ".join(cells) + " |")
-    summary = []
-    for k, s in r["summary"].items():
-        after = s["after_first_retrain"]
-        summary.append(
-            f"| {k} | {s['stale_first_third']['lift_share']:.3f} | {s['stale_last_third']['lift_share']:.3f} | "
-            f"{after['stale']['lift_share']:.3f} | {after['retrained']['lift_share']:.3f} | "
-            f"{after['stale']['hit@3_repin']:.4f} | {after['retrained']['hit@3_repin']:.4f} | "
-            f"{after['stale']['served_hit@3_hide']:.4f} | {after['retrained']['served_hit@3_hide']:.4f} |"
-        )
+    summary = ["| " + " | ".join([k, *summary_cells(s)]) + " |" for k, s in r["summary"].items()]
     return f"""### Freshness day by day on {r["dataset"]} (`homefeed eval freshness`)
 
 Each model trains on {o["train_days"]:g} days of impressions (at most {o["max_train"]:,},
@@ -253,7 +267,7 @@ Each day: HIT@3 repin, and in brackets the lift share, (model - random) / (groun
 Summary (lift share of the stale arm in the first and last third of the days; both arms over the
 {next(iter(r["summary"].values()))["days_after_first_retrain"]} days after the first retraining):
 
-| variant | stale, first third | stale, last third | stale after retrain | retrained | HIT@3 repin stale | retrained | served hide stale | retrained |
+| variant | {SUMMARY_HEAD} |
 |---|---|---|---|---|---|---|---|---|
 {chr(10).join(summary)}
 """
