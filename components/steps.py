@@ -16,7 +16,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from components.data.dataset import Dataset
 from components.data.world.config import DAY_MS
@@ -193,8 +192,7 @@ def index_pins(
 
     `out_dir/index.json` tells readers where to search: the alias, never a version (the uri relative to `out_dir`).
     """
-    from components.features.store import default_cutoff
-    from components.index.corpus import build_corpus
+    from components.index.corpus import build_corpus, read_corpus
     from components.index.versions import publish_version
     from components.train.examples import Catalog
     from components.train.retrieval import load_two_tower, pin_embeddings
@@ -202,10 +200,9 @@ def index_pins(
     ds, out_dir = Dataset(dataset_dir), Path(out_dir)
     cat = Catalog.load(ds)
     emb = pin_embeddings(load_two_tower(retrieval_dir), cat)
-    # as of the same cut-off as the feature store: a pin created later does not exist yet for serving
-    cutoff = default_cutoff(ds.read("events", columns=["ts"]))
-    built = build_corpus(dataset_dir, out_dir / "corpus", cutoff, corpus)
-    pins = pd.read_parquet(Path(built["path"]) / "corpus.parquet")
+    # as of the feature store's cut-off (build_corpus' default): a pin created later does not exist yet for serving
+    built = build_corpus(dataset_dir, out_dir / "corpus", None, corpus)
+    pins, _ = read_corpus(out_dir / "corpus", built["version"])
     out_dir.mkdir(parents=True, exist_ok=True)
     uri = str((out_dir / MILVUS_FILE).resolve())
     ids = pins.pin_id.to_numpy()

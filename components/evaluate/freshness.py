@@ -29,8 +29,8 @@ import numpy as np
 import torch
 
 from components.evaluate.metrics import hit_at_k
-from components.train.ranking import RankingTraining, fit_ranking, score, served_score
-from models.ranking.pinnability import HEADS, Pinnability, PinnabilityConfig
+from components.train.ranking import RankingTraining, score, served_score, train_in_process
+from models.ranking.pinnability import HEADS, PinnabilityConfig
 from models.ranking.sequence import SequenceConfig
 
 DAY_MS = 86_400_000
@@ -93,19 +93,22 @@ def _train_models(dataset: Path, work: Path, cut: int, opts: FreshnessOptions, c
     rows.pop("request_id")
     content = torch.from_numpy(cat.content)
     config = {**asdict(RankingTraining(epochs=opts.epochs, batch_size=opts.batch_size)), "seed": opts.seed}
-    models = {}
-    for kind in opts.variants:
-        torch.manual_seed(opts.seed)
-        cfg = PinnabilityConfig(n_interests=cat.n_interests, sequence=SequenceConfig(kind=kind))
-        model = Pinnability(cfg, content, user_emb.shape[1])
-        model.train()
-        fit_ranking(model, model, rows, user_emb, config, 0, lambda _epoch, _metrics: None)
-        models[kind] = model.eval()
+    models = {
+        kind: train_in_process(
+            PinnabilityConfig(n_interests=cat.n_interests, sequence=SequenceConfig(kind=kind)),
+            content,
+            user_emb,
+            rows,
+            config,
+        )  # fmt: skip
+        for kind in opts.variants
+    }
     return {"cut_ms": cut, "user_emb": user_emb, "models": models, "train_impressions": len(rows["labels"])}
 
 
-def _truth_scores(dataset: Path, ev, held: dict) -> np.ndarray | None:
-    """The ground truth's affinity logit of each held-out impression at its request time (None for real data)."""
+def _truth_scorer(dataset: Path, ev):
+    """A function giving the ground truth's affinity logit of each held-out impression at its request time, or None
+    for real data. The truth and the request times are read once, not once per measured day."""
     path = Path(dataset) / "ground_truth.npz"
     if not path.exists():
         return None
@@ -113,8 +116,12 @@ def _truth_scores(dataset: Path, ev, held: dict) -> np.ndarray | None:
 
     truth = GroundTruth.load(path)
     first = ev[ev.action == "impression"].groupby("request_id")["ts"].min()
-    ts = first.reindex(held["request_id"]).to_numpy().astype(np.int64)
-    return truth.logits(held["user_id"], held["pin_id"], ts)
+
+    def logits(held: dict) -> np.ndarray:
+        ts = first.reindex(held["request_id"]).to_numpy().astype(np.int64)
+        return truth.logits(held["user_id"], held["pin_id"], ts)
+
+    return logits
 
 
 def _measure(probs: np.ndarray, held: dict) -> dict:
@@ -143,6 +150,7 @@ def run(dataset: Path, out_dir: Path, opts: FreshnessOptions, progress=print) ->
     for cut in cuts:
         trained.append(_train_models(dataset, work, cut, opts, ctx))
         progress(f"trained the models of the window ending on day {(cut - start_ms) / DAY_MS:.1f}")
+    truth_logits = _truth_scorer(dataset, ev)
     days = []
     for day_start in range(cuts[0], end_ms - DAY_MS + 1, DAY_MS):
         held = ranking_examples(ev, cat, log, day_start, day_start + DAY_MS, None, opts.seed)
@@ -159,7 +167,7 @@ def run(dataset: Path, out_dir: Path, opts: FreshnessOptions, progress=print) ->
                 "served_hit@3_hide": random_hit_at_k(held["request_id"], held["labels"][:, HIDE]),
             },  # fmt: skip
         }
-        truth = _truth_scores(dataset, ev, held)
+        truth = None if truth_logits is None else truth_logits(held)
         if truth is not None:
             row["ground_truth"] = {
                 "hit@3_repin": hit_at_k(held["request_id"], truth, held["labels"][:, REPIN]),

@@ -37,8 +37,8 @@ import numpy as np
 import torch
 
 from components.evaluate.metrics import auc, hit_at_k, rank_in_request
-from components.train.ranking import RankingTraining, fit_ranking, score, served_score
-from models.ranking.pinnability import HEADS, Pinnability, PinnabilityConfig
+from components.train.ranking import RankingTraining, score, served_score, train_in_process
+from models.ranking.pinnability import HEADS, PinnabilityConfig
 from models.ranking.sequence import SequenceConfig
 
 REFERENCE = "none"
@@ -183,14 +183,8 @@ def run(data_dir: Path, out_dir: Path, variants: dict[str, SequenceConfig], seed
         runs[name] = []
         t0 = time.perf_counter()
         for seed in range(seeds):
-            torch.manual_seed(seed)
-            model = Pinnability(
-                PinnabilityConfig(n_interests=meta["n_interests"], sequence=seq_cfg), content, user_emb.shape[1]
-            ).to(dev)
-            config = {**asdict(opts), "seed": seed}
-            model.train()
-            fit_ranking(model, model, train, user_emb, config, 0, lambda _epoch, _metrics: None)
-            model.eval()
+            cfg = PinnabilityConfig(n_interests=meta["n_interests"], sequence=seq_cfg)
+            model = train_in_process(cfg, content, user_emb, train, {**asdict(opts), "seed": seed}, dev)
             runs[name].append(measure(score(model, user_emb, held), held, pin_interest))
         seconds[name] = round((time.perf_counter() - t0) / seeds, 1)
     rand = np.random.default_rng(0).random((len(held["labels"]), len(HEADS))).astype(np.float32)

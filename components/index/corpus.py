@@ -97,15 +97,16 @@ def select(pins: pd.DataFrame, scores: np.ndarray, as_of_ms: int, opts: CorpusOp
 
 
 def build_corpus(dataset_dir: Path, root: Path, as_of_ms: int | None = None, opts: CorpusOptions | None = None) -> dict:
-    """Select the corpus from a dataset as of `as_of_ms` (default: just after its last event) and write it as the
-    next version under `root`; returns the manifest (with `path`)."""
+    """Select the corpus from a dataset as of `as_of_ms` (default: the feature store's cut-off, just after the last
+    event) and write it as the next version under `root`; returns the manifest (with `path`)."""
     from components.data.dataset import Dataset
+    from components.features.store import default_cutoff
 
     opts = opts or CorpusOptions()
     ds = Dataset(dataset_dir)
     pins = ds.read("pins", columns=["pin_id", "interest_id", "created_ts", *GRANULARITIES.values()])
     events = ds.read("events", columns=["pin_id", "action", "ts"])
-    as_of_ms = int(events.ts.max()) + 1 if as_of_ms is None else int(as_of_ms)
+    as_of_ms = default_cutoff(events) if as_of_ms is None else int(as_of_ms)
     scores = decayed_scores(events, int(pins.pin_id.max()) + 1, as_of_ms, opts.half_life_days)
     table, counts = select(pins, scores, as_of_ms, opts)
     if table.empty:

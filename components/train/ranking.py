@@ -60,6 +60,18 @@ def fit_ranking(model, core: Pinnability, rows: dict, user_emb: torch.Tensor, co
         on_epoch(epoch, {"epoch": epoch, "train_loss": total / max(steps, 1)})
 
 
+def train_in_process(
+    cfg: PinnabilityConfig, content: torch.Tensor, user_emb: torch.Tensor, rows: dict, config: dict, device="cpu"
+) -> Pinnability:
+    """One Pinnability trained in this process (no Ray) on `device`, seeded by config["seed"]; in eval mode.
+    What the offline experiments train per variant and seed (ranking_comparison, freshness)."""
+    torch.manual_seed(config["seed"])
+    model = Pinnability(cfg, content, user_emb.shape[1]).to(device)
+    model.train()
+    fit_ranking(model, model, rows, user_emb, config, 0, lambda _epoch, _metrics: None)
+    return model.eval()
+
+
 def train_loop(config: dict) -> None:
     """One Ray Train worker."""
     import ray.train
