@@ -7,8 +7,8 @@ import sys
 
 from bench.readme import update_readme
 
-# bench.ranking_eval is not in this list: its 66 trainings take hours on 2 CPU cores; its tables were trained on a
-# GPU through the device tool (see its docstring)
+# bench.ranking_eval and bench.ranking_serving are not in this list: the first's 66 trainings take hours on 2 CPU
+# cores, and the second measures a GPU; both ran on an H200 through the device tool (see their docstrings)
 BENCHMARKS = [
     ["bench.world_generation", "--preset", "large"],
     ["bench.demo_loop"],
@@ -18,6 +18,8 @@ BENCHMARKS = [
     ["bench.seqrec_eval"],
     ["bench.id_pretraining"],
     ["bench.ray_training"],
+    ["bench.ann", "--one-graph"],
+    ["bench.serving_latency"],
 ]
 
 

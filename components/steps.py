@@ -186,29 +186,30 @@ def index_pins(
     1. the serving corpus as of the feature store's cut-off (pins eligible by their time-decayed engagement, or new;
        one per image signature at the training granularity; components/index/corpus.py), written as the next
        version under `out_dir/corpus`;
-    2. the pin-tower embedding of each corpus pin published as the next Milvus collection version
+    2. the pin-tower embedding of each corpus pin (batch inference on Ray, components/index/embed.py; its workers,
+       batch size and wall time go to `index.json` as "embedding") published as the next Milvus collection version
        (`{collection}_v<N>`, interest as partition key), and the alias `{collection}_live` moved to it only once
        it is loaded and its HNSW recall against exact search has passed (components/index/versions.py).
 
     `out_dir/index.json` tells readers where to search: the alias, never a version (the uri relative to `out_dir`).
     """
     from components.index.corpus import build_corpus, read_corpus
+    from components.index.embed import embed_pins
     from components.index.versions import publish_version
-    from components.train.examples import Catalog
-    from components.train.retrieval import load_two_tower, pin_embeddings
 
-    ds, out_dir = Dataset(dataset_dir), Path(out_dir)
-    cat = Catalog.load(ds)
-    emb = pin_embeddings(load_two_tower(retrieval_dir), cat)
+    out_dir = Path(out_dir)
     # as of the feature store's cut-off (build_corpus' default): a pin created later does not exist yet for serving
     built = build_corpus(dataset_dir, out_dir / "corpus", None, corpus)
     pins, _ = read_corpus(out_dir / "corpus", built["version"])
+    ids = pins.pin_id.to_numpy()
+    # only the corpus pins, by batch inference of the pin tower on Ray (components/index/embed.py)
+    embedding: dict = {}
+    emb = embed_pins(retrieval_dir, dataset_dir, ids, stats=embedding)
     out_dir.mkdir(parents=True, exist_ok=True)
     uri = str((out_dir / MILVUS_FILE).resolve())
-    ids = pins.pin_id.to_numpy()
     signature = pins[GRANULARITIES[built["options"]["granularity"]]].to_numpy()
     published = publish_version(
-        uri, collection, ids, emb[ids], pins.interest_id.to_numpy(), signature, pins.created_ts.to_numpy()
+        uri, collection, ids, emb, pins.interest_id.to_numpy(), signature, pins.created_ts.to_numpy()
     )
     info = {
         "uri": MILVUS_FILE,
@@ -219,6 +220,7 @@ def index_pins(
         "dim": int(emb.shape[1]),
         "metric": "IP",
         "corpus": {"version": built["version"], "as_of_ms": built["as_of_ms"], "counts": built["counts"]},
+        "embedding": {k: embedding[k] for k in ("engine", "workers", "batch_size", "seconds")},
     }
     (out_dir / INDEX_FILE).write_text(json.dumps(info, indent=2) + "\n")
     return info

@@ -1,7 +1,8 @@
 """`python -m serving {retrieval,ranking,homefeed} ...`: run one predictor's model server (blocks until SIGTERM).
 
     python -m serving retrieval --model-dir D --features-dir F --index-dir I --http-port 8080
-    python -m serving ranking --model-dir D --features-dir F [--device cuda] --http-port 8081
+    python -m serving ranking --model-dir D --features-dir F --index-dir I [--device cuda] [--dtype bf16] \
+        [--compile on] --http-port 8081
     python -m serving homefeed --retrieval-url http://h:8080 --ranking-url http://h:8081 [--candidates 200] \
         --http-port 8082
 
@@ -32,7 +33,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ranking.add_argument("--model-dir", type=Path, required=True, help="the `train ranking` step's output")
     ranking.add_argument("--features-dir", type=Path, required=True, help="the Feast repository (`features` step)")
+    ranking.add_argument("--index-dir", type=Path, required=True, help="the `index` step's output (its corpus)")
     ranking.add_argument("--device", default=None, help="torch device; default cuda when available, else cpu")
+    ranking.add_argument("--dtype", choices=("auto", "fp32", "bf16"), default="auto",
+                         help="auto: bf16 on CUDA, fp32 on CPU")  # fmt: skip
+    ranking.add_argument("--compile", choices=("auto", "on", "off"), default="auto",
+                         help="torch.compile the scoring; auto: on CUDA only")  # fmt: skip
     homefeed = kinds.add_parser("homefeed", help="retrieval then ranking over REST", allow_abbrev=False)
     homefeed.add_argument("--retrieval-url", required=True, help="base URL of the retrieval server")
     homefeed.add_argument("--ranking-url", required=True, help="base URL of the ranking server")
@@ -49,7 +55,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.kind == "retrieval":
         model = server.retrieval_predictor(args.model_dir, args.features_dir, args.index_dir)
     elif args.kind == "ranking":
-        model = server.ranking_predictor(args.model_dir, args.features_dir, device=args.device)
+        compile_ = None if args.compile == "auto" else args.compile == "on"
+        model = server.ranking_predictor(
+            args.model_dir, args.features_dir, args.index_dir, device=args.device, dtype=args.dtype, compile=compile_
+        )
     else:
         model = server.homefeed_predictor(args.retrieval_url, args.ranking_url, candidates=args.candidates)
     server.serve(model, args.http_port)

@@ -1,22 +1,29 @@
 """The homefeed predictor: retrieval, then ranking, over their REST v1 endpoints; the N best pins per user.
 
-Request (KServe v1, `POST /v1/models/homefeed:predict`):
-    {"instances": [{"user_id": 7, "n": 10}]}      `n` defaults to 10, at most the candidate count.
+Request (KServe v1 `POST /v1/models/homefeed:predict`, or v2 `POST /v2/models/homefeed/infer`, serving/v2.py):
+    {"instances": [{"user_id": 7, "n": 10, "interests": [3]}]}
+    `n` defaults to 10, at most the candidate count; `interests` (optional) is passed to retrieval (a filter for a
+    known user, the interests a new user picked for their cold start).
 Response:
-    {"predictions": [{"user_id": 7, "candidates": 200, "hidden_excluded": 1, "unscored": 0,
+    {"predictions": [{"user_id": 7, "mode": "personalized", "reason": null, "candidates": 200,
+                      "hidden_excluded": 1, "unscored": 0,
                       "pins": [{"pin_id", "score", "click", "repin", "hide", "interest_id", "source"}, ...]}]}
     `pins`: the N best distinct pins by ranking score (fewer only when fewer candidates could be scored);
     `interest_id` and `source` come from retrieval, the scores from ranking. `candidates` and `hidden_excluded` are
-    retrieval's figures for the user, `unscored` the candidates ranking had no online features for.
+    retrieval's figures for the user, `unscored` the candidates ranking could not score. `mode` is the weaker of the
+    two hops' (degraded over cold_start over personalized) and `reason` joins theirs.
 
-Both upstream calls carry every instance of the request (one batch each). Errors keep their meaning across the hop:
-an upstream 400 (say, an unknown user) is this request's 400 with the upstream message, which names the same
-instance index because instances are forwarded in order; an upstream that is unreachable, missing or failing is a
-server-side error (HTTP 500), never the client's.
+Both upstream calls carry every instance of the request (one batch each) and the request id (`x-request-id`,
+serving/observe.py), so one feed can be followed through the three logs. Errors keep their meaning across the hop:
+an upstream 400 (a bad field) is this request's 400 with the upstream message, which names the same instance index
+because instances are forwarded in order. A retrieval server that is unreachable, missing or failing is a
+server-side error (HTTP 500), never the client's; a ranking server in that state leaves the feed in retrieval's
+order, flagged `degraded`, since retrieval's candidates are already a feed.
 """
 
 from __future__ import annotations
 
+import time
 from http import HTTPStatus
 
 import httpx
@@ -24,11 +31,36 @@ import kserve
 from kserve.errors import InferenceError, InvalidInput
 from kserve.model import append_forwardable_headers
 
-from serving.payload import integer, v1_instances
+from serving import observe
+from serving.payload import MAX_USER_ID, integer, integer_list, parse, respond
+from serving.v2 import Schema
 
 DEFAULT_CANDIDATES = 200
 DEFAULT_N = 10
-MAX_USER_ID = 2**63  # the upstream predictors know the real range and answer 400 outside it
+MAX_INTERESTS = 1000
+MODES = ("personalized", "cold_start", "degraded")  # weakest last
+SCHEMA = Schema(
+    scalars=("user_id", "n"),
+    lists=("interests",),
+    table="pins",
+    columns={
+        "pin_id": "INT64",
+        "score": "FP32",
+        "click": "FP32",
+        "repin": "FP32",
+        "hide": "FP32",
+        "interest_id": "INT64",
+        "source": "BYTES",
+    },  # fmt: skip
+    values={
+        "user_id": "INT64",
+        "mode": "BYTES",
+        "reason": "BYTES",
+        "candidates": "INT64",
+        "hidden_excluded": "INT64",
+        "unscored": "INT64",
+    },  # fmt: skip
+)
 
 
 class HomefeedPredictor(kserve.Model):
@@ -53,32 +85,57 @@ class HomefeedPredictor(kserve.Model):
         self.ready = True
         return self.ready
 
-    async def predict(self, payload: dict, headers: dict[str, str] | None = None) -> dict:
+    async def predict(self, payload, headers: dict[str, str] | None = None):
+        started, rid = time.perf_counter(), observe.request_id(headers, payload)
+        instances, as_v2 = parse(payload, SCHEMA)
         requests = [
             (integer(inst, i, "user_id", 0, MAX_USER_ID), integer(inst, i, "n", 1, self.candidates + 1, DEFAULT_N))
-            for i, inst in enumerate(v1_instances(payload, self.name))
+            for i, inst in enumerate(instances)
         ]
-        forward = append_forwardable_headers(headers, {"content-type": "application/json"})
+        # retrieval knows the interest range and checks it; here only the shape is checked
+        interests = [
+            integer_list(inst, i, "interests", 0, MAX_USER_ID, MAX_INTERESTS) if "interests" in inst else None
+            for i, inst in enumerate(instances)
+        ]
+        forward = append_forwardable_headers(headers, {"content-type": "application/json", observe.REQUEST_ID: rid})
         # A client per request: an AsyncClient is bound to the event loop it first runs on, and a model can be
         # called from more than one loop (the server's, a test client's).
         async with httpx.AsyncClient(timeout=self.timeout_s, headers=forward) as client:
-            retrieval_body = {"instances": [{"user_id": u, "k": self.candidates} for u, _ in requests]}
-            retrieved = await _predict(client, self.retrieval_url, "retrieval", retrieval_body)
-            with_candidates = [i for i, found in enumerate(retrieved) if found["candidates"]]
-            ranking_body = {
-                "instances": [
-                    {"user_id": requests[i][0], "candidates": [c["pin_id"] for c in retrieved[i]["candidates"]]}
-                    for i in with_candidates
-                ]
-            }
-            ranked = await _predict(client, self.ranking_url, "ranking", ranking_body) if with_candidates else []
-        ranked_of = {i: r for i, r in zip(with_candidates, ranked, strict=True)}
-        empty = {"scores": [], "unscored": []}
-        return {
-            "predictions": [
-                _feed(user_id, n, retrieved[i], ranked_of.get(i, empty)) for i, (user_id, n) in enumerate(requests)
+            with observe.stage(self.name, "upstream"):
+                retrieval_body = {
+                    "instances": [
+                        {"user_id": u, "k": self.candidates, **({"interests": t} if t else {})}
+                        for (u, _), t in zip(requests, interests, strict=True)
+                    ]
+                }
+                retrieved = await _predict(client, self.retrieval_url, "retrieval", retrieval_body)
+                ranked = await self._rank(client, requests, retrieved, rid)
+        predictions = [_feed(user_id, n, retrieved[i], ranked[i]) for i, (user_id, n) in enumerate(requests)]
+        observe.answered(self.name, rid, [p["mode"] for p in predictions], started)
+        return respond(predictions, self.name, rid, as_v2, SCHEMA)
+
+    async def _rank(self, client: httpx.AsyncClient, requests, retrieved: list[dict], rid: str) -> list[dict]:
+        """Ranking's prediction per request (an empty one for a user without candidates); retrieval's own order,
+        flagged degraded, when the ranking server cannot answer."""
+        with_candidates = [i for i, found in enumerate(retrieved) if found["candidates"]]
+        body = {
+            "instances": [
+                {"user_id": requests[i][0], "candidates": [c["pin_id"] for c in retrieved[i]["candidates"]]}
+                for i in with_candidates
             ]
         }
+        out = [{"scores": [], "unscored": [], "mode": found["mode"], "reason": None} for found in retrieved]
+        try:
+            ranked = await _predict(client, self.ranking_url, "ranking", body) if with_candidates else []
+        except InferenceError as exc:  # not InvalidInput: a client's mistake stays a 400
+            observe.dependency_failed(self.name, "ranking", rid, exc)
+            for i in with_candidates:
+                out[i] = {"scores": [_unranked(c) for c in retrieved[i]["candidates"]], "unscored": [],
+                          "mode": "degraded", "reason": "ranking unavailable: retrieval order"}  # fmt: skip
+            return out
+        for i, r in zip(with_candidates, ranked, strict=True):
+            out[i] = r
+        return out
 
 
 async def _predict(client: httpx.AsyncClient, base_url: str, model: str, body: dict) -> list[dict]:
@@ -104,14 +161,23 @@ def _error_message(response: httpx.Response) -> str:
     return str(body.get("error", body)) if isinstance(body, dict) else str(body)
 
 
+def _unranked(candidate: dict) -> dict:
+    """A retrieval candidate in a ranking score's shape: its retrieval score, no head probabilities."""
+    return {"pin_id": candidate["pin_id"], "score": candidate["score"], "click": None, "repin": None, "hide": None}
+
+
 def _feed(user_id: int, n: int, retrieved: dict, ranked: dict) -> dict:
     found = {c["pin_id"]: c for c in retrieved["candidates"]}
     pins = [
         {**s, "interest_id": found[s["pin_id"]]["interest_id"], "source": found[s["pin_id"]]["source"]}
         for s in ranked["scores"][:n]
     ]
+    modes = [retrieved["mode"], ranked["mode"]]
+    reasons = [r for r in (retrieved.get("reason"), ranked.get("reason")) if r]
     return {
         "user_id": user_id,
+        "mode": max(modes, key=MODES.index),
+        "reason": "; ".join(reasons) or None,
         "pins": pins,
         "candidates": len(found),
         "hidden_excluded": retrieved["hidden_excluded"],

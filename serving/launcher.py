@@ -64,7 +64,7 @@ def homefeed_specs(
 ) -> list[ServerSpec]:
     """The three servers of the homefeed, from the pipeline's artifact directories: retrieval, ranking, homefeed."""
     features = str(features_dir)
-    ranking = ["ranking", "--model-dir", str(ranking_dir), "--features-dir", features]
+    ranking = ["ranking", "--model-dir", str(ranking_dir), "--features-dir", features, "--index-dir", str(index_dir)]
     return [
         ServerSpec(
             "retrieval",

@@ -19,21 +19,13 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from feast import FeatureStore
-from kserve.errors import InvalidInput
 
 from components.data.contracts import ACTIONS, SEGMENTS
 from components.features.sequence import PAD_ACTION, PAD_PIN, SEQ_LEN
 from components.features.store import online_user_features
 
 HIDE = ACTIONS.index("hide")
-
-
-class MissingOnlineFeatures(LookupError):
-    """Users the online store has no profile for (never materialized, or unknown ids)."""
-
-    def __init__(self, user_ids: list[int]):
-        self.user_ids = user_ids
-        super().__init__(f"no online features for user id(s) {user_ids}")
+NEW = SEGMENTS.index("new")  # the segment of a user without a profile
 
 
 @dataclass
@@ -47,22 +39,26 @@ class OnlineUsers:
     seq_actions: np.ndarray  # [B, L] int64 codes into contracts.ACTIONS, PAD_ACTION where empty
     seq_ts: np.ndarray  # [B, L] int64 epoch ms, 0 where empty
     hidden: list[frozenset[int]]  # per user: the pins hidden in the online sequence (all of it, not only L)
+    known: np.ndarray  # [B] bool: the store has a profile for the user
 
 
 def online_users(store: FeatureStore, user_ids: list[int], n_interests: int, seq_len: int = SEQ_LEN) -> OnlineUsers:
-    """The inputs of `user_ids` from the online store; raises MissingOnlineFeatures naming users without a profile.
+    """The inputs of `user_ids` from the online store, one row per id; Feast's errors (an unreachable store) propagate.
 
-    A user with a profile but no pushed sequence yet has an empty sequence (a new user who has not acted).
+    A user without a profile (`known` False: signed up after the last materialization, or an id nobody has) gets
+    the `new` segment and no declared interests; their realtime sequence is still read, since the stream processor
+    pushes the actions of a user who just signed up before any batch job has seen them. A user with a profile but
+    no pushed sequence has an empty sequence (a new user who has not acted).
     """
     rows = online_user_features(store, user_ids)
-    missing = rows["segment"].isna().to_numpy()
-    if missing.any():
-        raise MissingOnlineFeatures([int(u) for u in rows["user_id"].to_numpy()[missing]])
+    known = rows["segment"].notna().to_numpy()
     seq_pins = [_list(v) for v in rows["seq_pin_ids"]]
     seq_actions = [_list(v) for v in rows["seq_actions"]]
     return OnlineUsers(
         user_id=rows["user_id"].to_numpy(dtype=np.int64),
-        segment=np.array([_segment_code(s) for s in rows["segment"]], dtype=np.int64),
+        segment=np.array(
+            [_segment_code(s) if k else NEW for s, k in zip(rows["segment"], known, strict=True)], dtype=np.int64
+        ),  # fmt: skip
         declared=_multi_hot(rows["declared_interests"], n_interests),
         seq_pin_ids=_padded(seq_pins, seq_len, PAD_PIN),
         seq_actions=_padded(seq_actions, seq_len, PAD_ACTION),
@@ -71,17 +67,28 @@ def online_users(store: FeatureStore, user_ids: list[int], n_interests: int, seq
             frozenset(p for p, a in zip(pins, acts, strict=True) if a == HIDE)
             for pins, acts in zip(seq_pins, seq_actions, strict=True)
         ],
+        known=known,
     )
 
 
-def request_users(store: FeatureStore, user_ids: list[int], n_interests: int, seq_len: int = SEQ_LEN) -> OnlineUsers:
-    """`online_users` for the users of a request's instances (in instance order): a user without online features is
-    the client's mistake, an InvalidInput (HTTP 400) naming the instance."""
-    try:
-        return online_users(store, user_ids, n_interests, seq_len)
-    except MissingOnlineFeatures as exc:
-        first = exc.user_ids[0]
-        raise InvalidInput(f"instances[{user_ids.index(first)}].user_id: user {first} has no online features") from exc
+def without_features(user_ids: list[int], n_interests: int, seq_len: int = SEQ_LEN) -> OnlineUsers:
+    """The inputs when the online store cannot be read: what `online_users` gives a user it knows nothing about."""
+    b = len(user_ids)
+    return OnlineUsers(
+        user_id=np.asarray(user_ids, dtype=np.int64),
+        segment=np.full(b, NEW, dtype=np.int64),
+        declared=np.zeros((b, n_interests), dtype=np.float32),
+        seq_pin_ids=np.full((b, seq_len), PAD_PIN, dtype=np.int64),
+        seq_actions=np.full((b, seq_len), PAD_ACTION, dtype=np.int64),
+        seq_ts=np.zeros((b, seq_len), dtype=np.int64),
+        hidden=[frozenset()] * b,
+        known=np.zeros(b, dtype=bool),
+    )
+
+
+def declared_interests(users: OnlineUsers, row: int) -> tuple[int, ...]:
+    """The interests user `row` declared (empty for a user without a profile)."""
+    return tuple(int(i) for i in np.flatnonzero(users.declared[row]))
 
 
 def _list(value) -> list[int]:
@@ -99,7 +106,7 @@ def _segment_code(segment: str) -> int:
 
 def _multi_hot(declared: pd.Series, n_interests: int) -> np.ndarray:
     out = np.zeros((len(declared), n_interests), dtype=np.float32)
-    for i, interests in enumerate(declared):
+    for i, interests in enumerate(declared):  # a user without a profile has a null cell: no interests
         ids = _list(interests)
         if any(not 0 <= x < n_interests for x in ids):
             raise ValueError(f"the online store declares interests {ids}, outside the model's [0, {n_interests})")

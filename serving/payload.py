@@ -1,8 +1,11 @@
-"""Reading KServe v1 request bodies: every client mistake becomes `kserve.errors.InvalidInput` (HTTP 400).
+"""Reading request bodies: every client mistake becomes `kserve.errors.InvalidInput` (HTTP 400).
 
-Messages name the instance and the field (`instances[2].user_id: expected an integer in [0, 300), got 'a'`), so a
-client with a batch of many instances knows which one to fix. JSON booleans are not integers here, and neither are
-floats such as 3.0: an id that arrives as either is a client bug worth reporting.
+Both protocols end as one list of instances (v1 as sent, v2 through serving/v2.py), and a response goes back in the
+protocol the request came in. Messages name the instance and the field (`instances[2].user_id: expected an integer
+in [0, 300), got 'a'`), so a client with a batch of many instances knows which one to fix. A field the predictor does
+not read is an error too, not silently dropped: a misspelt `intrests` would otherwise serve an unfiltered feed. JSON
+booleans are not integers here, and neither are floats such as 3.0: an id that arrives as either is a client bug
+worth reporting.
 """
 
 from __future__ import annotations
@@ -11,25 +14,54 @@ from collections import Counter
 from typing import Any
 
 from kserve.errors import InvalidInput
-from kserve.protocol.infer_type import InferRequest
+from kserve.protocol.infer_type import InferRequest, InferResponse
+
+from serving import v2
+
+MAX_INSTANCES = 256  # users per request: a bigger batch is a client that should split it
+# Any non-negative 64-bit id is a well-formed user id: one the model does not know is a new user (cold start), not
+# a client mistake.
+MAX_USER_ID = 2**63
 
 
-def v1_instances(payload: Any, model_name: str) -> list[dict]:
-    """The `instances` of a v1 body: a non-empty list of JSON objects."""
+def parse(payload: Any, schema: v2.Schema) -> tuple[list[dict], bool]:
+    """The instances of a v1 body or a v2 request, and whether it was v2."""
     if isinstance(payload, InferRequest):
-        raise InvalidInput(
-            f"{model_name} speaks the v1 protocol only for now: POST /v1/models/{model_name}:predict with "
-            '{"instances": [...]}'
-        )
+        found = v2.instances(payload, schema)
+        _check_count(len(found), "inputs.user_id")
+        return found, True
+    return v1_instances(payload, schema.fields), False
+
+
+def respond(predictions: list[dict], model_name: str, rid: str, as_v2: bool, schema: v2.Schema) -> dict | InferResponse:
+    return v2.response(model_name, rid, predictions, schema) if as_v2 else {"predictions": predictions}
+
+
+def v1_instances(payload: Any, fields: tuple[str, ...]) -> list[dict]:
+    """The `instances` of a v1 body: a non-empty list of JSON objects with no field outside `fields`."""
     if not isinstance(payload, dict) or "instances" not in payload:
         raise InvalidInput(f'instances: missing; expected a JSON object {{"instances": [...]}}, got {_show(payload)}')
+    extra = sorted(set(payload) - {"instances"})
+    if extra:
+        raise InvalidInput(f"{extra[0]}: unknown field; a v1 body holds only `instances`")
     instances = payload["instances"]
     if not isinstance(instances, list) or not instances:
         raise InvalidInput(f"instances: expected a non-empty list of objects, got {_show(instances)}")
+    _check_count(len(instances), "instances")
     for i, instance in enumerate(instances):
         if not isinstance(instance, dict):
             raise InvalidInput(f"instances[{i}]: expected an object, got {_show(instance)}")
+        unknown = [k for k in instance if k not in fields]
+        if unknown:
+            raise InvalidInput(
+                f"instances[{i}].{str(unknown[0])[:40]}: unknown field; expected some of {', '.join(fields)}"
+            )
     return instances
+
+
+def _check_count(n: int, where: str) -> None:
+    if n > MAX_INSTANCES:
+        raise InvalidInput(f"{where}: {n} users in one request, at most {MAX_INSTANCES}; split the batch")
 
 
 def integer(instance: dict, index: int, name: str, lo: int, hi: int, default: int | None = None) -> int:

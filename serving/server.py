@@ -1,7 +1,7 @@
 """Build the three predictors from artifact directories and serve one with `kserve.ModelServer`.
 
 `serve` is what `python -m serving` and a KServe custom-predictor container run: load, then the ModelServer's REST
-endpoints (v1 and v2, health, metrics) on one port. gRPC is off: every client here speaks REST v1.
+endpoints (v1 and v2, health, metrics) on one port. gRPC is off: every client here speaks REST.
 
 `rest_app` builds the same REST application in-process, for tests (FastAPI's TestClient) and benchmarks.
 
@@ -39,12 +39,22 @@ def retrieval_predictor(model_dir: Path, features_dir: Path, index_dir: Path) ->
     return RetrievalPredictor(model_dir, features_dir, index_dir)
 
 
-def ranking_predictor(model_dir: Path, features_dir: Path, device: str | None = None) -> RankingPredictor:
+def ranking_predictor(
+    model_dir: Path,
+    features_dir: Path,
+    index_dir: Path,
+    device: str | None = None,
+    dtype: str = "auto",
+    compile: bool | None = None,
+) -> RankingPredictor:
+    from components.steps import INDEX_FILE
+
     _require(model_dir, "ranking model", *MODEL_FILES, "user_embeddings.npy")
     _require(features_dir, "feature repository", "feature_store.yaml")
+    _require(index_dir, "index", INDEX_FILE)
     from serving.ranking import RankingPredictor  # after the checks: a wrong directory fails before torch loads
 
-    return RankingPredictor(model_dir, features_dir, device=device)
+    return RankingPredictor(model_dir, features_dir, index_dir, device=device, dtype=dtype, compile=compile)
 
 
 def homefeed_predictor(retrieval_url: str, ranking_url: str, candidates: int = DEFAULT_CANDIDATES) -> HomefeedPredictor:
@@ -53,6 +63,9 @@ def homefeed_predictor(retrieval_url: str, ranking_url: str, candidates: int = D
 
 def serve(model: kserve.Model, http_port: int) -> None:
     """Load `model` and serve it on `http_port` (all interfaces) until SIGTERM or SIGINT. Blocks."""
+    from serving.observe import configure_logging
+
+    configure_logging()
     model.load()
     kserve.ModelServer(http_port=http_port, enable_grpc=False, workers=1).start([model])
 

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+from components.process import stop
+
 SQLITE = "sqlite"
 SQLITE_PATH = "data/online_store.db"  # relative to the repository, like the sources' paths
 
@@ -116,9 +118,4 @@ def local_redis(log_dir: Path, timeout_s: float = 10.0) -> Iterator[str]:
             time.sleep(0.05)
         yield f"redis://127.0.0.1:{port}/0"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc, grace_s=5)

@@ -88,6 +88,7 @@ def search(
     k: int,
     interests: list[int] | None = None,
     ef: int | None = None,
+    timeout: float | None = None,
 ) -> list[list[dict]]:
     """Top-`k` pins for each of Q query vectors, best first.
 
@@ -95,6 +96,7 @@ def search(
         queries: [Q, d] float32, d equal to the collection's embedding dimension.
         interests: when given, only pins of these interests are returned (and Milvus prunes partitions by them).
         ef: HNSW search breadth, >= k; default max(k, 64). Larger is slower and closer to exact.
+        timeout: seconds before the call fails (pymilvus' own retries included); None waits as pymilvus does.
 
     Returns:
         Q lists of {"pin_id", "score", "interest_id", "image_signature"}. `score` is Milvus' distance for the
@@ -116,6 +118,7 @@ def search(
         filter=_interest_filter(interests),
         output_fields=_OUTPUT_FIELDS,
         search_params={"params": {"ef": ef if ef is not None else max(k, DEFAULT_EF)}},
+        timeout=timeout,
     )
     return [
         [

@@ -19,6 +19,9 @@ Input contract of `Pinnability.forward` (B = pairs, L = sequence length, newest 
     generator   torch.Generator | None   draws the time windows in training
 Output: logits [B, 3] in HEADS order.
 
+`Pinnability.score_grouped` is the serving form of the same eval-mode function: per-user inputs once ([U, ...]) and
+per-pair inputs with `user_row` ([B]), so nothing that depends on the user alone is computed once per candidate.
+
 Plain torch only (no torchrec), so the model runs on the GPU machine's torch build.
 """
 
@@ -33,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.layers import CrossNetV2, FrozenEmbedding, mlp
-from models.ranking.sequence import SequenceConfig, make_sequence_module, model_actions
+from models.ranking.sequence import SequenceConfig, grouped_sequence, make_sequence_module, model_actions
 
 HEADS = ("click", "repin", "hide")
 HEAD_WEIGHTS = {"click": 1.0, "repin": 2.0, "hide": 1.0}  # repin is the engagement the seed optimises for
@@ -104,6 +107,39 @@ class Pinnability(nn.Module):
             cand, self.content(seq_pin_ids), model_actions(seq_pin_ids, seq_actions), seq_age_h, generator
         )
         x = torch.cat([self.segment(segment), user_emb, cand, self.interest(interest), seq], dim=-1)
+        return self.mlp(self.cross(x))
+
+    def score_grouped(
+        self,
+        segment: torch.Tensor,
+        user_emb: torch.Tensor,
+        seq_pin_ids: torch.Tensor,
+        seq_actions: torch.Tensor,
+        pin_ids: torch.Tensor,
+        interest: torch.Tensor,
+        user_row: torch.Tensor,
+    ) -> torch.Tensor:
+        """Eval-mode logits [B, 3] for B (user, candidate) pairs of U users, equal to `forward` on the inputs expanded
+        per pair (segment[user_row], ...) up to float rounding.
+
+        Per user (U rows): segment [U], user_emb [U, u], seq_pin_ids [U, L], seq_actions [U, L] (the data's padding).
+        Per pair (B rows): pin_ids [B], interest [B], user_row [B] (index into the U users).
+
+        A serving request is one user and up to 1,000 candidates: the segment and user embeddings, the sequence's
+        content lookups, action codes and masks are computed once per user, and so is the whole sequence module when
+        it ignores the candidate (everything but early-fusion TransAct); see `grouped_sequence`. Only the crossing
+        and the MLP, which mix user and candidate features, always run per pair.
+        Eval mode only: training draws the time-window mask and dropout per pair, which a shared per-user
+        computation cannot reproduce.
+        """
+        if self.training:
+            raise RuntimeError("score_grouped is eval-only (call model.eval()); training uses forward")
+        cand = self.content(pin_ids)
+        seq = grouped_sequence(
+            self.sequence, cand, self.content(seq_pin_ids), model_actions(seq_pin_ids, seq_actions), user_row
+        )
+        per_user = torch.cat([self.segment(segment), user_emb], dim=-1)[user_row]
+        x = torch.cat([per_user, cand, self.interest(interest), seq], dim=-1)
         return self.mlp(self.cross(x))
 
 

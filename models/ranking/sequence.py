@@ -21,6 +21,10 @@ PAD_INDEX its own row, so padding is distinct from every real action even if imp
 
 What the modules guarantee: padded positions are never read (not attended, not pooled, not convolved, not fed to
 a recurrent cell), and a row without any valid action gives a finite output (zeros for the sequence part).
+
+Serving scores one user's sequence against up to 1,000 candidates. `reads_candidate` (an attribute of every module)
+says whether the output depends on `cand` at all; `grouped_sequence` uses it to run a module once per user instead of
+once per (user, candidate) pair, and `TransAct.forward_grouped` shares what it can of early fusion's per-pair encoder.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 KINDS = ("none", "avgpool", "cnn", "rnn", "lstm", "transformer", "transact_v10", "transact_v11")
@@ -148,6 +153,8 @@ def _masked_max(h: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
 class NoSequence(nn.Module):
     """The "without sequence" baseline every relative number of the paper is measured against."""
 
+    reads_candidate = False  # the output is a function of the sequence alone
+
     out_dim = 0
 
     def forward(self, cand, seq_emb, seq_actions, seq_age_h=None, generator=None) -> torch.Tensor:
@@ -156,6 +163,8 @@ class NoSequence(nn.Module):
 
 class AvgPool(nn.Module):
     """Mean of the engaged pins' embeddings over the valid positions."""
+
+    reads_candidate = False  # the output is a function of the sequence alone
 
     def __init__(self, pin_dim: int):
         super().__init__()
@@ -173,6 +182,8 @@ class ConvPool(nn.Module):
     Padded inputs are zeroed before the convolution, so a valid position next to padding reads zeros (the same as
     the convolution's own edge padding), never the padded embeddings.
     """
+
+    reads_candidate = False  # the output is a function of the sequence alone
 
     def __init__(self, pin_dim: int, kernel: int = 3):
         super().__init__()
@@ -192,6 +203,8 @@ class Recurrent(nn.Module):
     The valid positions are gathered oldest first and left-aligned; the cell is causal, so its output at step n-1
     (n = the row's valid count) has read exactly the valid actions and no padding.
     """
+
+    reads_candidate = False  # the output is a function of the sequence alone
 
     def __init__(self, pin_dim: int, cell: str):
         super().__init__()
@@ -253,31 +266,138 @@ class TransAct(nn.Module):
         cfg = self.cfg
         return time_window_mask(valid, seq_age_h, cfg.max_window_hours, generator, cfg.mask_probability)[0]
 
-    def tokens(self, cand, seq_emb, seq_actions) -> torch.Tensor:
-        parts = []
-        if self.cfg.early_fusion:
-            parts.append(cand.unsqueeze(1).expand(-1, seq_emb.shape[1], -1))
-        if self.action is not None:
-            parts.append(self.action(seq_actions))
-        parts.append(seq_emb)
-        return torch.cat(parts, dim=-1)
+    @property
+    def reads_candidate(self) -> bool:
+        """Only early fusion puts the candidate into the tokens; without it the encoder sees the sequence alone."""
+        return self.cfg.early_fusion
 
-    def forward(self, cand, seq_emb, seq_actions, seq_age_h=None, generator=None) -> torch.Tensor:
-        if self.version == "v10":  # a fixed flattened size: every input has seq_len positions
-            seq_emb = _fit_length(seq_emb, self.cfg.seq_len)
-            seq_actions = _fit_length(seq_actions, self.cfg.seq_len, PAD_INDEX)
-            seq_age_h = None if seq_age_h is None else _fit_length(seq_age_h, self.cfg.seq_len)
-        visible = self.visible(seq_actions, seq_age_h, generator)
+    def sequence_tokens(self, seq_emb, seq_actions) -> torch.Tensor:
+        """The candidate-independent part of every token: [action emb, engaged pin emb] (or the pin emb alone)."""
+        parts = [] if self.action is None else [self.action(seq_actions)]
+        return torch.cat([*parts, seq_emb], dim=-1)
+
+    def tokens(self, cand, seq_emb, seq_actions) -> torch.Tensor:
+        rest = self.sequence_tokens(seq_emb, seq_actions)
+        if not self.cfg.early_fusion:
+            return rest
+        return torch.cat([cand.unsqueeze(1).expand(-1, seq_emb.shape[1], -1), rest], dim=-1)
+
+    def fit_length(self, seq_emb, seq_actions, seq_age_h=None):
+        """v1.0 flattens a fixed number of tokens, so its inputs are cut or padded to seq_len; v1.1 takes any L."""
+        if self.version != "v10":
+            return seq_emb, seq_actions, seq_age_h
+        length = self.cfg.seq_len
+        age = None if seq_age_h is None else _fit_length(seq_age_h, length)
+        return _fit_length(seq_emb, length), _fit_length(seq_actions, length, PAD_INDEX), age
+
+    def readout(self, h, visible) -> torch.Tensor:
+        """Encoder output [B, L, D] -> the module output: hidden positions zeroed, then v1.0 / v1.1 reduction."""
         hidden = ~visible
-        # a row with nothing visible would give attention an all -inf row (NaN): let it attend everywhere instead;
-        # its tokens are zeroed below, so what they attended to never reaches the output
-        attn_pad = hidden & ~hidden.all(dim=1, keepdim=True)
-        h = self.encoder(self.tokens(cand, seq_emb, seq_actions), src_key_padding_mask=attn_pad)
         h = h.masked_fill(hidden.unsqueeze(-1), 0.0)
         if self.version == "v10":
             return h.flatten(1)
         first = _fit_length(h[:, : self.cfg.first_k], self.cfg.first_k)
         return torch.cat([first.flatten(1), _masked_max(h, visible)], dim=-1)
+
+    def forward(self, cand, seq_emb, seq_actions, seq_age_h=None, generator=None) -> torch.Tensor:
+        seq_emb, seq_actions, seq_age_h = self.fit_length(seq_emb, seq_actions, seq_age_h)
+        visible = self.visible(seq_actions, seq_age_h, generator)
+        h = self.encoder(self.tokens(cand, seq_emb, seq_actions), src_key_padding_mask=_attention_padding(visible))
+        return self.readout(h, visible)
+
+    def forward_grouped(self, cand, seq_emb, seq_actions, user_row) -> torch.Tensor:
+        """Eval-mode output for B pairs from per-user sequences, equal to
+        `forward(cand, seq_emb[user_row], seq_actions[user_row])` up to float rounding.
+
+        cand [B, d] per pair; seq_emb [U, L, d] and seq_actions [U, L] per user; user_row [B] in [0, U).
+        The sequence tokens, the visibility and padding masks are built once per user. With early fusion every
+        encoder position still depends on the candidate, so the encoder runs per pair; but its first operation, the
+        Q/K/V projection, is linear, so the sequence tokens' share of it is computed once per user as well and only
+        the candidate's share (one vector per pair, not per position) is added by broadcast (`_split_first_layer`).
+        """
+        if self.training:
+            raise RuntimeError("forward_grouped is eval-only (training draws a time-window mask per pair)")
+        seq_emb, seq_actions, _ = self.fit_length(seq_emb, seq_actions)
+        visible = seq_actions != PAD_INDEX  # eval mode: no time-window mask
+        rest = self.sequence_tokens(seq_emb, seq_actions)  # [U, L, D - d]
+        if not self.reads_candidate:
+            h = self.encoder(rest, src_key_padding_mask=_attention_padding(visible))
+            return self.readout(h, visible)[user_row]
+        pad = _attention_padding(visible)[user_row]
+        layers = list(self.encoder.layers)
+        if _splittable(layers[0]):
+            h = _split_first_layer(layers[0], cand, rest, user_row, pad)
+            layers = layers[1:]
+        else:  # a layer variant whose first op is not the bare projection (e.g. norm_first): no sharing
+            h = torch.cat([cand.unsqueeze(1).expand(-1, rest.shape[1], -1), rest[user_row]], dim=-1)
+        for layer in layers:
+            h = layer(h, src_key_padding_mask=pad)
+        if self.encoder.norm is not None:
+            h = self.encoder.norm(h)
+        return self.readout(h, visible[user_row])
+
+
+def _attention_padding(visible: torch.Tensor) -> torch.Tensor:
+    """[B, L] key padding mask (True = not attended) from the visible positions.
+
+    A row with nothing visible would give attention an all -inf row (NaN): it attends everywhere instead; its
+    tokens are zeroed by `TransAct.readout`, so what they attended to never reaches the output.
+    """
+    hidden = ~visible
+    return hidden & ~hidden.all(dim=1, keepdim=True)
+
+
+def _splittable(layer: nn.Module) -> bool:
+    """True when `_split_first_layer` reproduces `layer` exactly: a post-norm nn.TransformerEncoderLayer whose
+    attention starts with one packed Q/K/V projection of its input (no bias_k / zero-attention extras)."""
+    if type(layer) is not nn.TransformerEncoderLayer or layer.norm_first:
+        return False
+    attn = layer.self_attn
+    return attn.batch_first and attn._qkv_same_embed_dim and attn.bias_k is None and not attn.add_zero_attn
+
+
+def _split_first_layer(layer, cand, rest, user_row, key_padding) -> torch.Tensor:
+    """`layer(cat([cand over L, rest[user_row]]), src_key_padding_mask=key_padding)` in eval mode, with the rest's
+    share of the Q/K/V projection computed once per user.
+
+    W [cand; r] + b = W_c cand + (W_r r + b): per user [U, L, 3D] for the sequence part, per pair [B, 3D] for the
+    candidate (constant over positions), summed by broadcast. The rest of the layer follows
+    nn.TransformerEncoderLayer's post-norm path: x = norm1(x + SA(x)); x = norm2(x + FF(x)).
+    """
+    attn = layer.self_attn
+    d_cand = cand.shape[-1]
+    weight = attn.in_proj_weight
+    qkv = F.linear(rest, weight[:, d_cand:], attn.in_proj_bias)[user_row]  # gather makes a fresh per-pair tensor
+    qkv += F.linear(cand, weight[:, :d_cand]).unsqueeze(1)
+    x = torch.cat([cand.unsqueeze(1).expand(-1, rest.shape[1], -1), rest[user_row]], dim=-1)  # the residual input
+    x = layer.norm1(x + layer.dropout1(_packed_attention(qkv, key_padding, attn)))
+    ff = layer.linear2(layer.dropout(layer.activation(layer.linear1(x))))
+    return layer.norm2(x + layer.dropout2(ff))
+
+
+def _packed_attention(qkv: torch.Tensor, key_padding: torch.Tensor, attn: nn.MultiheadAttention) -> torch.Tensor:
+    """Multi-head attention from packed projections [B, L, 3D], as nn.MultiheadAttention computes it (eval mode):
+    the boolean key padding mask becomes an additive -inf mask, scaled dot product per head, out projection."""
+    batch, length = qkv.shape[:2]
+    heads = attn.num_heads
+    q, k, v = (t.unflatten(-1, (heads, -1)).transpose(1, 2) for t in qkv.chunk(3, dim=-1))
+    mask = torch.zeros(key_padding.shape, dtype=q.dtype, device=q.device).masked_fill(key_padding, float("-inf"))
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None, :])
+    return attn.out_proj(out.transpose(1, 2).reshape(batch, length, -1))
+
+
+def grouped_sequence(module: nn.Module, cand, seq_emb, seq_actions, user_row) -> torch.Tensor:
+    """Eval-mode module output for B pairs from U users' sequences: `module(cand, seq_emb[user_row], ...)`.
+
+    A module that ignores the candidate runs once per user and its output is expanded by index; early-fusion
+    TransAct shares what it can per user (`TransAct.forward_grouped`).
+    """
+    if module.training:
+        raise RuntimeError("grouped scoring is eval-only")
+    if module.reads_candidate:
+        return module.forward_grouped(cand, seq_emb, seq_actions, user_row)
+    no_cand = seq_emb.new_zeros(seq_emb.shape[0], seq_emb.shape[-1])  # never read: a per-user stand-in
+    return module(no_cand, seq_emb, seq_actions)[user_row]
 
 
 def make_sequence_module(cfg: SequenceConfig, pin_dim: int) -> nn.Module:

@@ -1,16 +1,11 @@
 """The pin index on real Milvus Lite: in-process (`.db` uri) and as a `milvus-lite server` reached over gRPC."""
 
-import socket
-import subprocess
-import sys
-import time
-
 import numpy as np
 import pytest
 
 from components.data.dataset import Dataset
 from components.index import build_index, count, search
-from components.index.client import client_for
+from components.index.client import client_for, local_milvus
 
 pytestmark = pytest.mark.integration
 
@@ -127,31 +122,10 @@ def test_bad_input_is_refused_with_the_argument_named(index, pins, tmp_path):
     assert count(uri, "pins") == len(pins)  # nothing was touched by the refused calls
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def lite_server(tmp_path):
-    port = _free_port()
-    cmd = [sys.executable, "-m", "milvus_lite", "server", "--data-dir", str(tmp_path / "data"), "--port", str(port)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"milvus-lite server did not start: {proc.stderr.read().decode()}") from None
-                time.sleep(0.2)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    with local_milvus(tmp_path / "data") as uri:
+        yield uri
 
 
 def test_the_same_functions_work_against_a_milvus_lite_server(lite_server, pins):

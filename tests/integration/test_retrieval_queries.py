@@ -12,7 +12,7 @@ from components.index.milvus import search
 from components.train.examples import RETRIEVAL_SEQ_LEN
 from components.train.retrieval import RetrievalTraining, train_retrieval
 from models.retrieval.multi_embedding import round_robin_merge, top_representative
-from serving.online import request_users
+from serving.online import online_users
 from serving.server import retrieval_predictor
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -32,7 +32,7 @@ def predictor(tiny_world, tiny_artifacts, tmp_path_factory):
 
 
 def _busiest_users(model, n: int) -> list[int]:
-    users = request_users(model.store, list(range(model.model.cfg.n_users)), model.model.cfg.n_interests)
+    users = online_users(model.store, list(range(model.model.cfg.n_users)), model.model.cfg.n_interests)
     return [int(u) for u in np.argsort(-(users.seq_pin_ids >= 0).sum(1), kind="stable")[:n]]
 
 
@@ -40,7 +40,7 @@ def test_one_query_per_capsule_merged_round_robin(predictor):
     users = _busiest_users(predictor, 3)
     k = 40
     out = predictor.predict({"instances": [{"user_id": u, "k": k} for u in users]})["predictions"]
-    online = request_users(predictor.store, users, predictor.model.cfg.n_interests, RETRIEVAL_SEQ_LEN)
+    online = online_users(predictor.store, users, predictor.model.cfg.n_interests, RETRIEVAL_SEQ_LEN)
     inputs = [torch.from_numpy(getattr(online, f)) for f in ("user_id", "segment", "declared", "seq_pin_ids")]
     with torch.no_grad():
         vecs, valid, weights = predictor.model.user.multi(*inputs)
@@ -68,7 +68,7 @@ def test_conditional_queries_one_per_interest_with_that_interest_as_filter(predi
     assert {c["source"] for c in pred["candidates"]} == {"interest_1", "interest_3"}
     # round robin: the top two candidates come one from each interest's query
     assert {pred["candidates"][0]["source"], pred["candidates"][1]["source"]} == {"interest_1", "interest_3"}
-    online = request_users(predictor.store, [user], predictor.model.cfg.n_interests, RETRIEVAL_SEQ_LEN)
+    online = online_users(predictor.store, [user], predictor.model.cfg.n_interests, RETRIEVAL_SEQ_LEN)
     conditioned = predictor.user_vectors(online, np.zeros(1, dtype=np.int64), np.asarray([3]))
     top = search(predictor.index["uri"], predictor.index["collection"], conditioned, 5, interests=[3])[0]
     first = next(c for c in pred["candidates"] if c["source"] == "interest_3")

@@ -5,7 +5,6 @@ and the homefeed over real loopback processes started by the launcher."""
 from __future__ import annotations
 
 import contextlib
-import shutil
 import socket
 
 import httpx
@@ -14,6 +13,7 @@ import numpy as np
 import psutil
 import pytest
 from fastapi.testclient import TestClient
+from servers import serving_stack
 
 from components.data.dataset import Dataset
 from components.features.sequence import ActionLog
@@ -24,7 +24,7 @@ from components.train.ranking import score
 from components.train.retrieval import pin_embeddings, user_embeddings
 from models.ranking.pinnability import BLEND
 from serving.__main__ import build_parser
-from serving.launcher import ServerFailed, ServerSpec, homefeed_specs, running_servers
+from serving.launcher import ServerFailed, ServerSpec, running_servers
 from serving.online import HIDE, online_users
 from serving.server import homefeed_predictor, ranking_predictor, rest_app, retrieval_predictor
 
@@ -53,7 +53,7 @@ def retrieval(tiny_artifacts):
 
 @pytest.fixture(scope="module")
 def ranking(tiny_artifacts):
-    model = ranking_predictor(tiny_artifacts["ranking"], tiny_artifacts["features"], device="cpu")
+    model = ranking_predictor(tiny_artifacts["ranking"], tiny_artifacts["features"], tiny_artifacts["index"], "cpu")
     model.load()
     return model
 
@@ -108,7 +108,8 @@ def test_ranking_scores_from_online_features_equal_offline_scoring(ranking, offl
     cat, log, cutoff = offline["cat"], offline["log"], offline["cutoff"]
     rng = np.random.default_rng(0)
     users = rng.choice(cat.n_users, size=12, replace=False)
-    pins = np.stack([rng.choice(offline["pins"], size=25, replace=False) for _ in users])
+    corpus = ranking.corpus.pin_id  # ranking scores the pins retrieval can serve
+    pins = np.stack([rng.choice(corpus, size=25, replace=False) for _ in users])
     answer = ranking.predict(
         {"instances": [{"user_id": int(u), "candidates": p.tolist()} for u, p in zip(users, pins, strict=True)]}
     )
@@ -128,6 +129,7 @@ def test_ranking_scores_from_online_features_equal_offline_scoring(ranking, offl
     expected = score(ranking.model, ranking.user_emb, examples).reshape(len(users), pins.shape[1], 3)
     for i, prediction in enumerate(answer["predictions"]):
         assert prediction["user_id"] == users[i] and prediction["unscored"] == []
+        assert prediction["mode"] == "personalized" and prediction["reason"] is None
         got = {s["pin_id"]: s for s in prediction["scores"]}
         assert sorted(got) == sorted(pins[i].tolist())
         for j, pin in enumerate(pins[i]):
@@ -190,7 +192,7 @@ BAD_REQUESTS = [
     ("retrieval", {"instances": [{"user_id": "7"}]}, "instances[0].user_id"),
     ("retrieval", {"instances": [{"user_id": 1.5}]}, "instances[0].user_id"),
     ("retrieval", {"instances": [{"user_id": True}]}, "instances[0].user_id"),
-    ("retrieval", {"instances": [{"user_id": 1}, {"user_id": 10**6}]}, "instances[1].user_id"),
+    ("retrieval", {"instances": [{"user_id": 1}, {"user_id": 2**63}]}, "instances[1].user_id"),
     ("retrieval", {"instances": [{"user_id": -1}]}, "instances[0].user_id"),
     ("retrieval", {"instances": [{"user_id": 1, "k": 0}]}, "instances[0].k"),
     ("retrieval", {"instances": [{"user_id": 1, "k": 1001}]}, "instances[0].k"),
@@ -199,17 +201,24 @@ BAD_REQUESTS = [
     ("retrieval", {"instances": []}, "instances"),
     ("retrieval", {"instances": [7]}, "instances[0]"),
     ("retrieval", {"users": [1]}, "instances"),
+    ("retrieval", {"instances": [{"user_id": 1, "intrests": [2]}]}, "instances[0].intrests"),
+    ("retrieval", {"instances": [{"user_id": 1}], "k": 5}, "k"),
+    ("retrieval", {"instances": [{"user_id": 1}] * 257}, "instances"),
     ("ranking", {"instances": [{"user_id": 1}]}, "instances[0].candidates"),
     ("ranking", {"instances": [{"user_id": 1, "candidates": []}]}, "instances[0].candidates"),
     ("ranking", {"instances": [RANKING_USER, {"user_id": 1, "candidates": [5, -1]}]}, "instances[1].candidates[1]"),
     ("ranking", {"instances": [{"user_id": 1, "candidates": [10**7]}]}, "instances[0].candidates[0]"),
     ("ranking", {"instances": [{"user_id": 1, "candidates": ["4"]}]}, "instances[0].candidates[0]"),
     ("ranking", {"instances": [{"user_id": 1, "candidates": [4, 4]}]}, "instances[0].candidates"),
-    ("ranking", {"instances": [{"user_id": 10**6, "candidates": [4]}]}, "instances[0].user_id"),
+    ("ranking", {"instances": [{"user_id": -3, "candidates": [4]}]}, "instances[0].user_id"),
+    ("ranking", {"instances": [{"user_id": 1, "candidates": list(range(1001))}]}, "instances[0].candidates"),
+    ("ranking", {"instances": [{"user_id": 1, "candidates": [4], "k": 3}]}, "instances[0].k"),
     ("homefeed", {"instances": [{"n": 3}]}, "instances[0].user_id"),
     ("homefeed", {"instances": [{"user_id": 1, "n": 0}]}, "instances[0].n"),
     ("homefeed", {"instances": [{"user_id": 1, "n": 51}]}, "instances[0].n"),
     ("homefeed", {"instances": [{"user_id": 1, "n": "10"}]}, "instances[0].n"),
+    ("homefeed", {"instances": [{"user_id": 1, "interests": [1.5]}]}, "instances[0].interests[0]"),
+    ("homefeed", {"instances": [{"user_id": 1, "feed": "home"}]}, "instances[0].feed"),
 ]
 
 
@@ -221,41 +230,119 @@ def test_a_bad_request_is_a_400_naming_the_field(client, model, body, field):
     assert response.json()["error"].startswith(f"{field}:")
 
 
+def _v2(name: str, data: list, shape: list[int] | None = None, datatype: str = "INT64") -> dict:
+    flat = np.asarray(data).ravel().tolist()
+    return {"name": name, "shape": shape or [len(data)], "datatype": datatype, "data": flat}
+
+
+def _outputs(response: httpx.Response) -> dict[str, np.ndarray]:
+    assert response.status_code == 200, response.text
+    return {o["name"]: np.array(o["data"]).reshape(o["shape"]) for o in response.json()["outputs"]}
+
+
 @slow
-@pytest.mark.parametrize("model", ["retrieval", "ranking"])
-def test_a_v2_request_is_a_400_that_says_v1_is_spoken(client, model):
-    body = {"inputs": [{"name": "user_id", "shape": [1], "datatype": "INT64", "data": [1]}]}
-    response = client.post(f"/v2/models/{model}/infer", json=body)
+def test_v2_requests_get_the_v1_answers_as_tensors(client, users_with_hides):
+    users = users_with_hides[:3]
+    v1 = _predict(client, "retrieval", [{"user_id": u, "k": 30, "interests": [1, 2]} for u in users]).json()
+    interests = [[1, 2]] * len(users)
+    body = {"id": "req-7", "inputs": [_v2("user_id", users), _v2("k", [30], [1]), _v2("interests", interests, [3, 2])]}
+    response = client.post("/v2/models/retrieval/infer", json=body)
+    out = _outputs(response)
+    assert response.json()["id"] == "req-7"
+    for i, prediction in enumerate(v1["predictions"]):
+        n = len(prediction["candidates"])
+        assert n > 0 and out["candidates_count"][i] == n
+        assert out["pin_id"][i, :n].tolist() == [c["pin_id"] for c in prediction["candidates"]]
+        assert (out["pin_id"][i, n:] == -1).all()
+        assert out["source"][i, :n].tolist() == [c["source"] for c in prediction["candidates"]]
+        np.testing.assert_allclose(out["score"][i, :n], [c["score"] for c in prediction["candidates"]], rtol=1e-6)
+        assert out["mode"][i] == prediction["mode"] and out["hidden_excluded"][i] == prediction["hidden_excluded"]
+
+    # ranking: rows right-padded with -1 hold fewer candidates
+    padded = np.where(np.arange(20) < [[15], [20], [5]], out["pin_id"][:, :20], -1)
+    instances = [{"user_id": u, "candidates": row[row >= 0].tolist()} for u, row in zip(users, padded, strict=True)]
+    v1 = _predict(client, "ranking", instances).json()
+    body = {"inputs": [_v2("user_id", users), _v2("candidates", padded, [3, 20])]}
+    out = _outputs(client.post("/v2/models/ranking/infer", json=body))
+    for i, prediction in enumerate(v1["predictions"]):
+        n = len(prediction["scores"])
+        assert n == len(instances[i]["candidates"]) == out["scores_count"][i]
+        assert out["pin_id"][i, :n].tolist() == [s["pin_id"] for s in prediction["scores"]]
+        np.testing.assert_allclose(out["repin"][i, :n], [s["repin"] for s in prediction["scores"]], rtol=1e-6)
+        assert (out["repin"][i, n:] == 0).all()
+
+
+V2_BAD = [
+    ("retrieval", [_v2("k", [5])], "inputs.user_id"),
+    ("retrieval", [_v2("user_id", [1]), _v2("kk", [5])], "inputs.kk"),
+    ("retrieval", [_v2("user_id", [1.5], datatype="FP32")], "inputs.user_id"),
+    ("retrieval", [_v2("user_id", [1, 2], [3])], "inputs.user_id"),
+    ("retrieval", [_v2("user_id", [1, 2]), _v2("k", [5, 5, 5])], "inputs.k"),
+    ("retrieval", [_v2("user_id", [1]), _v2("k", [0])], "instances[0].k"),
+    ("ranking", [_v2("user_id", [1]), _v2("candidates", [1, 2])], "inputs.candidates"),
+    ("ranking", [_v2("user_id", [1]), _v2("candidates", [[1, 1]], [1, 2])], "instances[0].candidates"),
+]
+
+
+@slow
+@pytest.mark.parametrize(("model", "inputs", "field"), V2_BAD)
+def test_a_bad_v2_request_is_a_400_naming_the_input(client, model, inputs, field):
+    response = client.post(f"/v2/models/{model}/infer", json={"inputs": inputs})
     assert response.status_code == 400, response.text
-    assert f"/v1/models/{model}:predict" in response.json()["error"]
+    assert response.json()["error"].startswith(f"{field}:")
+
+
+def _popular(corpus, n: int, interest: int | None = None) -> list[int]:
+    """The corpus' `n` best-scored pins (of `interest`), ties by pin id: the definition the fallback must follow."""
+    rows = np.arange(len(corpus)) if interest is None else np.flatnonzero(corpus.interest == interest)
+    return corpus.pin_id[rows[np.lexsort((corpus.pin_id[rows], -corpus.score[rows]))]][:n].tolist()
 
 
 @slow
-def test_unknown_users_are_400s_and_unknown_candidates_are_reported_unscored(tiny_artifacts, offline, tmp_path):
+def test_new_users_cold_start_from_popular_pins_of_their_interests(tiny_artifacts, offline, tmp_path):
     """A store built a week into the data has not seen the users who signed up or pins created after then."""
     early = int(offline["events"]["ts"].min()) + 7 * DAY_MS
     build_feature_store(tiny_artifacts["data"], tmp_path / "features", as_of_ts=early)
     ds = Dataset(tiny_artifacts["data"])
     late_user = int(ds.read("users").query("signup_ts >= @early")["user_id"].iloc[0])
-    late_pin = int(ds.read("pins").query("created_ts >= @early")["pin_id"].iloc[0])
-    retrieval = retrieval_predictor(tiny_artifacts["retrieval"], tmp_path / "features", tiny_artifacts["index"])
-    ranking = ranking_predictor(tiny_artifacts["ranking"], tmp_path / "features", device="cpu")
+    art = tiny_artifacts
+    retrieval = retrieval_predictor(art["retrieval"], tmp_path / "features", art["index"])
+    ranking = ranking_predictor(art["ranking"], tmp_path / "features", art["index"], "cpu")
     retrieval.load()
     ranking.load()
     client = TestClient(rest_app(retrieval, ranking))
     known = int(ds.read("users").query("signup_ts < @early")["user_id"].iloc[0])
-    old_pin = int(ds.read("pins").query("created_ts < @early")["pin_id"].iloc[0])
+    corpus = retrieval.corpus
+    stranger = 10**12  # an id no model or store has seen
+    sizes = np.bincount(corpus.interest)
+    wanted = [int(i) for i in np.argsort(-sizes, kind="stable")[:2]]  # two interests with at least 10 pins each
+    assert sizes[wanted].min() >= 10
 
-    response = _predict(client, "retrieval", [{"user_id": known}, {"user_id": late_user}])
-    assert response.status_code == 400
-    assert response.json()["error"] == f"instances[1].user_id: user {late_user} has no online features"
-    response = _predict(client, "ranking", [{"user_id": late_user, "candidates": [old_pin]}])
-    assert response.status_code == 400
-    assert response.json()["error"] == f"instances[0].user_id: user {late_user} has no online features"
-    response = _predict(client, "ranking", [{"user_id": known, "candidates": [late_pin, old_pin]}])
+    instances = [{"user_id": known, "k": 20}, {"user_id": late_user, "k": 20},
+                 {"user_id": stranger, "k": 20, "interests": wanted}]  # fmt: skip
+    response = _predict(client, "retrieval", instances)
     assert response.status_code == 200, response.text
-    (prediction,) = response.json()["predictions"]
-    assert prediction["unscored"] == [late_pin] and [s["pin_id"] for s in prediction["scores"]] == [old_pin]
+    mine, late, new = response.json()["predictions"]
+    assert mine["mode"] == "personalized" and late["mode"] == new["mode"] == "cold_start"
+    # the stranger's feed: the most popular corpus pins of the interests asked for, alternating between them
+    expected = [p for pair in zip(*(_popular(corpus, 10, i) for i in wanted), strict=True) for p in pair]
+    assert [c["pin_id"] for c in new["candidates"]] == expected
+    assert {c["source"] for c in new["candidates"]} == {f"popular_interest_{i}" for i in wanted}
+    # a user the store does not know and who asked for nothing: the most popular pins overall
+    assert [c["pin_id"] for c in late["candidates"]] == _popular(corpus, 20)
+
+    outside = int(np.setdiff1d(np.arange(ranking.n_pins), corpus.pin_id)[0])  # a real pin the corpus left out
+    pins = [c["pin_id"] for c in mine["candidates"][:5]]
+    response = _predict(client, "ranking", [{"user_id": stranger, "candidates": [outside, *pins]},
+                                            {"user_id": known, "candidates": pins}])  # fmt: skip
+    assert response.status_code == 200, response.text
+    cold, warm = response.json()["predictions"]
+    assert cold["mode"] == "cold_start" and warm["mode"] == "personalized"
+    assert cold["unscored"] == [outside] and warm["unscored"] == []
+    assert sorted(s["pin_id"] for s in cold["scores"]) == sorted(pins)
+    # the stranger is scored as the average user, not as the known one
+    cold_scores = {s["pin_id"]: s["score"] for s in cold["scores"]}
+    assert any(abs(cold_scores[s["pin_id"]] - s["score"]) > 1e-6 for s in warm["scores"])
 
 
 @slow
@@ -281,12 +368,8 @@ def test_our_command_line_flags_cannot_be_read_by_kserves_parser():
 
 @pytest.fixture(scope="module")
 def stack(tiny_artifacts, tmp_path_factory):
-    """The three servers as processes on loopback; retrieval reads a copy of the index (this process locks it)."""
-    root = tmp_path_factory.mktemp("stack")
-    index = shutil.copytree(tiny_artifacts["index"], root / "index", ignore=shutil.ignore_patterns("LOCK"))
-    art = tiny_artifacts
-    specs = homefeed_specs(art["retrieval"], art["ranking"], art["features"], index, candidates=200, device="cpu")
-    with running_servers(specs, root / "logs") as urls:
+    """The three servers as processes on loopback."""
+    with serving_stack(tiny_artifacts, tmp_path_factory.mktemp("stack"), candidates=200) as urls:
         yield urls
 
 
@@ -320,9 +403,9 @@ def test_homefeed_serves_the_n_best_ranked_candidates_none_of_them_hidden(stack,
 
 @slow
 def test_homefeed_passes_an_upstream_400_on_with_its_message(stack):
-    response = _post(stack["homefeed"], "homefeed", [{"user_id": 1}, {"user_id": 10**6}])
+    response = _post(stack["homefeed"], "homefeed", [{"user_id": 1}, {"user_id": 2, "interests": [10**4]}])
     assert response.status_code == 400
-    assert response.json()["error"].startswith("retrieval rejected the request: instances[1].user_id:")
+    assert response.json()["error"].startswith("retrieval rejected the request: instances[1].interests[0]:")
 
 
 def _serving_processes() -> dict[int, psutil.Process]:
@@ -351,6 +434,7 @@ def test_the_launcher_leaves_no_process_behind(tmp_path, body_raises):
 
 @slow
 def test_the_launcher_reports_a_server_that_dies_while_loading(tmp_path):
-    spec = ServerSpec("ranking", ["ranking", "--model-dir", str(tmp_path / "absent"), "--features-dir", str(tmp_path)])
+    absent = ["--model-dir", str(tmp_path / "absent"), "--features-dir", str(tmp_path), "--index-dir", str(tmp_path)]
+    spec = ServerSpec("ranking", ["ranking", *absent])
     with pytest.raises(ServerFailed, match="is not a ranking model directory"), running_servers([spec], tmp_path):
         pass
