@@ -106,13 +106,15 @@ def test_homefeed_serve_keeps_a_server_running_on_the_run(run, tmp_path):
     try:
         url = f"http://127.0.0.1:{port}"
         wait_until_ready(url, "ranking", timeout_s=120, process=process, log=tmp_path / "serve.log")
-        ds = Dataset(run.path("dataset"))
-        ev = ds.read("events", columns=["user_id", "pin_id"])
-        user, pins = int(ev.user_id.iloc[-1]), sorted({int(p) for p in ev.pin_id.iloc[-3:]})  # both exist by then
+        ev = Dataset(run.path("dataset")).read("events", columns=["user_id"])
+        user = int(ev.user_id.iloc[-1])
+        # ranking scores pins of the serving corpus (retrieval's candidates come from it)
+        pins = sorted(read_corpus(run.path("pin_index") / "corpus")[0].pin_id.tolist()[:3])
         body = {"instances": [{"user_id": user, "candidates": pins}]}
         response = httpx.post(f"{url}/v1/models/ranking:predict", json=body, timeout=30)
         assert response.status_code == 200, response.text
-        assert sorted(s["pin_id"] for s in response.json()["predictions"][0]["scores"]) == pins
+        (prediction,) = response.json()["predictions"]
+        assert sorted(s["pin_id"] for s in prediction["scores"]) == pins and prediction["unscored"] == []
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=30)

@@ -402,6 +402,20 @@ def test_homefeed_serves_the_n_best_ranked_candidates_none_of_them_hidden(stack,
 
 
 @slow
+def test_homefeed_cold_starts_a_new_user_from_the_interests_they_picked(stack, ranking):
+    wanted = [int(i) for i in np.unique(ranking.corpus.interest)[:2]]
+    response = _post(stack["homefeed"], "homefeed", [{"user_id": 10**12, "n": 10, "interests": wanted}])
+    assert response.status_code == 200, response.text
+    (feed,) = response.json()["predictions"]
+    assert feed["mode"] == "cold_start" and len(feed["pins"]) == 10
+    assert {p["interest_id"] for p in feed["pins"]} <= set(wanted)
+    assert {p["source"] for p in feed["pins"]} <= {f"popular_interest_{i}" for i in wanted}
+    # ranked by the model (as the average user), not left in popularity order
+    assert [p["score"] for p in feed["pins"]] == sorted((p["score"] for p in feed["pins"]), reverse=True)
+    assert all(p["repin"] is not None for p in feed["pins"])
+
+
+@slow
 def test_homefeed_passes_an_upstream_400_on_with_its_message(stack):
     response = _post(stack["homefeed"], "homefeed", [{"user_id": 1}, {"user_id": 2, "interests": [10**4]}])
     assert response.status_code == 400

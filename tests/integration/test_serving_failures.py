@@ -1,11 +1,12 @@
-"""The predictors when a dependency fails, on real components stopped under them: a `milvus-lite server` and a
-`redis-server` (the Feast online store) killed between two requests, and a homefeed whose ranking server is not
-there. Each answers 200 with a feed flagged `degraded`, counts the failure in /metrics, and recovers nothing it
-should not: a client mistake is still a 400. Also: image-signature dedup in the retrieval merge, on an index built
+"""The predictors as server processes on loopback when a dependency fails, on real components stopped under them: a
+`milvus-lite server` and a `redis-server` (the Feast online store) stopped between two requests, and a homefeed whose
+ranking server is not there. Each answers 200 with a feed flagged `degraded`, counts the failure in /metrics, and
+still refuses a client's mistake with a 400. Also: image-signature dedup in the retrieval merge, on an index built
 so that pins share signatures."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import socket
@@ -13,7 +14,7 @@ import socket
 import httpx
 import numpy as np
 import pytest
-from fastapi.testclient import TestClient
+from feast import FeatureStore
 from prometheus_client.parser import text_string_to_metric_families
 
 from components.data.dataset import Dataset
@@ -27,8 +28,8 @@ from components.train.examples import RETRIEVAL_SEQ_LEN, Catalog
 from components.train.retrieval import load_two_tower, pin_embeddings
 from serving.corpus import ServingCorpus
 from serving.launcher import ServerSpec, running_servers
-from serving.online import declared_interests, online_users
-from serving.server import ranking_predictor, rest_app, retrieval_predictor
+from serving.online import OnlineUsers, declared_interests, online_users
+from serving.server import retrieval_predictor
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -47,16 +48,6 @@ def _index_at(uri: str, artifacts: dict, out_dir, signatures=None):
     return out_dir
 
 
-def _busy_users(predictor, n: int) -> list[int]:
-    cfg = predictor.model.cfg
-    users = online_users(predictor.store, list(range(cfg.n_users)), cfg.n_interests)
-    return [int(u) for u in np.argsort(-(users.seq_pin_ids >= 0).sum(1), kind="stable")[:n]]
-
-
-def _predict(client: TestClient, model: str, instances: list[dict]) -> httpx.Response:
-    return client.post(f"/v1/models/{model}:predict", json={"instances": instances})
-
-
 def _metric(text: str, name: str, **labels) -> float:
     """A sample's value from a /metrics page (0 when absent)."""
     for family in text_string_to_metric_families(text):
@@ -66,76 +57,94 @@ def _metric(text: str, name: str, **labels) -> float:
     return 0.0
 
 
+def _failures(url: str, model: str, dependency: str) -> float:
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    return _metric(text, "homefeed_dependency_failures_total", model=model, dependency=dependency)
+
+
+def _server(kind: str, art: dict, features, index) -> ServerSpec:
+    model = ["--model-dir", str(art[kind]), "--features-dir", str(features), "--index-dir", str(index)]
+    return ServerSpec(kind, [kind, *model, *(["--device", "cpu"] if kind == "ranking" else [])])
+
+
+def _post(url: str, model: str, instances: list[dict]) -> httpx.Response:
+    return httpx.post(f"{url}/v1/models/{model}:predict", json={"instances": instances}, timeout=60)
+
+
+def _online(art: dict, features) -> tuple[list[int], OnlineUsers]:
+    """The three users with the longest online sequences, and their online inputs (read in this process)."""
+    cat = Catalog.load(Dataset(art["data"]))
+    store = FeatureStore(repo_path=str(features))
+    users = online_users(store, list(range(cat.n_users)), cat.n_interests)
+    busiest = [int(u) for u in np.argsort(-(users.seq_pin_ids >= 0).sum(1), kind="stable")[:3]]
+    return busiest, online_users(store, busiest, cat.n_interests)
+
+
 def test_milvus_down_gives_popular_pins_flagged_degraded(tiny_artifacts, tmp_path):
-    with local_milvus(tmp_path / "milvus") as uri:
-        index = _index_at(uri, tiny_artifacts, tmp_path / "index")
-        retrieval = retrieval_predictor(tiny_artifacts["retrieval"], tiny_artifacts["features"], index)
-        retrieval.load()
-        client = TestClient(rest_app(retrieval))
-        users = _busy_users(retrieval, 3)
-        before = _predict(client, "retrieval", [{"user_id": u, "k": 30} for u in users])
-        assert before.status_code == 200, before.text
-        assert {p["mode"] for p in before.json()["predictions"]} == {"personalized"}
-        failures = _metric(
-            client.get("/metrics").text, "homefeed_dependency_failures_total", model="retrieval", dependency="milvus"
-        )
-    # the server is stopped: the same request is answered from the corpus' popular pins
-    after = _predict(client, "retrieval", [{"user_id": u, "k": 30} for u in users] + [{"user_id": 1, "k": 10,
-                                                                                       "interests": [2]}])  # fmt: skip
-    assert after.status_code == 200, after.text
+    """A retrieval server searching a `milvus-lite server`, which is stopped between two requests."""
+    art = tiny_artifacts
+    users, online = _online(art, art["features"])
+    with contextlib.ExitStack() as milvus:
+        index = _index_at(milvus.enter_context(local_milvus(tmp_path / "milvus")), art, tmp_path / "index")
+        with running_servers([_server("retrieval", art, art["features"], index)], tmp_path / "logs") as urls:
+            url = urls["retrieval"]
+            before = _post(url, "retrieval", [{"user_id": u, "k": 30} for u in users])
+            assert before.status_code == 200, before.text
+            assert {p["mode"] for p in before.json()["predictions"]} == {"personalized"}
+            assert _failures(url, "retrieval", "milvus") == 0
+            milvus.close()  # the Milvus server stops; the retrieval server does not know yet
+            after = _post(url, "retrieval", [{"user_id": u, "k": 30} for u in users] + [{"user_id": 1, "k": 10,
+                                                                                          "interests": [2]}])  # fmt: skip
+            assert after.status_code == 200, after.text
+            assert _failures(url, "retrieval", "milvus") == 1
+            # a client mistake is still the client's
+            assert _post(url, "retrieval", [{"user_id": 1, "k": 0}]).status_code == 400
     predictions = after.json()["predictions"]
     assert {p["mode"] for p in predictions} == {"degraded"}
     assert {p["reason"] for p in predictions} == {"ann index unavailable"}
     # the popular pins of the interests each user declared (the store still answers), hidden pins left out
-    users_in = online_users(retrieval.store, users, retrieval.model.cfg.n_interests)
+    corpus = ServingCorpus.load(index)
     for i, prediction in enumerate(predictions[:3]):
-        declared = declared_interests(users_in, i)
+        declared = declared_interests(online, i)
         assert declared  # the fallback is narrowed by them, not only the overall list
-        popular = retrieval.corpus.popular(30 + len(users_in.hidden[i]), declared)
-        expected = [h["pin_id"] for h in popular if h["pin_id"] not in users_in.hidden[i]][:30]
+        popular = corpus.popular(30 + len(online.hidden[i]), declared)
+        expected = [h["pin_id"] for h in popular if h["pin_id"] not in online.hidden[i]][:30]
         assert [c["pin_id"] for c in prediction["candidates"]] == expected
     assert {c["interest_id"] for c in predictions[3]["candidates"]} == {2}
-    assert (
-        _metric(
-            client.get("/metrics").text, "homefeed_dependency_failures_total", model="retrieval", dependency="milvus"
-        )
-        == failures + 1
-    )
-    # a client mistake is still the client's
-    assert _predict(client, "retrieval", [{"user_id": 1, "k": 0}]).status_code == 400
 
 
 @pytest.mark.skipif(not redis_available(), reason="redis-server is not installed (Debian package redis-server)")
 def test_feature_store_down_ranks_without_the_sequence_flagged_degraded(tiny_artifacts, tmp_path):
+    """Retrieval and ranking servers on a Feast store whose Redis online store is stopped between two requests."""
     art = tiny_artifacts
-    with local_redis(tmp_path / "redis") as url:
-        build_feature_store(art["data"], tmp_path / "features", online_store=url)
-        retrieval = retrieval_predictor(art["retrieval"], tmp_path / "features", art["index"])
-        ranking = ranking_predictor(art["ranking"], tmp_path / "features", art["index"], "cpu")
-        retrieval.load()
-        ranking.load()
-        client = TestClient(rest_app(retrieval, ranking))
-        users = _busy_users(retrieval, 2)
-        pins = [h["pin_id"] for h in retrieval.corpus.popular(40)]
+    features = tmp_path / "features"
+    with contextlib.ExitStack() as redis:
+        build_feature_store(art["data"], features, online_store=redis.enter_context(local_redis(tmp_path / "redis")))
+        users, _ = _online(art, features)
+        pins = [h["pin_id"] for h in ServingCorpus.load(art["index"]).popular(40)]
         instances = [{"user_id": u, "candidates": pins} for u in users]
-        before = _predict(client, "ranking", instances)
-        assert before.status_code == 200, before.text
-        assert {p["mode"] for p in before.json()["predictions"]} == {"personalized"}
-    # redis is stopped: ranking goes on without the realtime sequence, retrieval falls back to popular pins
-    after = _predict(client, "ranking", instances)
+        index = shutil.copytree(art["index"], tmp_path / "index", ignore=shutil.ignore_patterns("LOCK"))
+        specs = [_server("retrieval", art, features, index), _server("ranking", art, features, index)]
+        with running_servers(specs, tmp_path / "logs") as urls:
+            before = _post(urls["ranking"], "ranking", instances)
+            assert before.status_code == 200, before.text
+            assert {p["mode"] for p in before.json()["predictions"]} == {"personalized"}
+            redis.close()  # Redis stops under both servers
+            after = _post(urls["ranking"], "ranking", instances)
+            found = _post(urls["retrieval"], "retrieval", [{"user_id": users[0], "k": 20}])
+            assert _failures(urls["ranking"], "ranking", "feast") == 1
+            assert _failures(urls["retrieval"], "retrieval", "feast") == 1
+    # ranking goes on without the realtime sequence, retrieval falls back to popular pins
     assert after.status_code == 200, after.text
     for old, new in zip(before.json()["predictions"], after.json()["predictions"], strict=True):
         assert new["mode"] == "degraded" and "without the realtime sequence" in new["reason"]
         assert sorted(s["pin_id"] for s in new["scores"]) == sorted(pins)
         old_scores = {s["pin_id"]: s["score"] for s in old["scores"]}
         assert any(abs(old_scores[s["pin_id"]] - s["score"]) > 1e-4 for s in new["scores"])  # the sequence mattered
-    found = _predict(client, "retrieval", [{"user_id": users[0], "k": 20}])
-    assert found.status_code == 200 and found.json()["predictions"][0]["mode"] == "degraded"
-    assert found.json()["predictions"][0]["reason"] == "feature store unavailable"
-    assert (
-        _metric(client.get("/metrics").text, "homefeed_dependency_failures_total", model="ranking", dependency="feast")
-        >= 1
-    )
+    assert found.status_code == 200, found.text
+    (prediction,) = found.json()["predictions"]
+    assert prediction["mode"] == "degraded" and prediction["reason"] == "feature store unavailable"
+    assert [c["pin_id"] for c in prediction["candidates"]] == pins[:20]  # popular overall: no profile to narrow it
 
 
 def test_one_image_takes_one_slot_in_the_merge(tiny_artifacts, tmp_path):
@@ -145,7 +154,7 @@ def test_one_image_takes_one_slot_in_the_merge(tiny_artifacts, tmp_path):
     corpus = ServingCorpus.load(art["index"])
     plain = retrieval_predictor(art["retrieval"], art["features"], art["index"])
     plain.load()
-    user = _busy_users(plain, 1)[0]
+    user = _online(art, art["features"])[0][0]
     cfg = plain.model.cfg
     vector = plain.user_vectors(online_users(plain.store, [user], cfg.n_interests, RETRIEVAL_SEQ_LEN))[0]
     emb = pin_embeddings(plain.model, Catalog.load(Dataset(art["data"])))[corpus.pin_id]
