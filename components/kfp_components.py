@@ -94,11 +94,26 @@ def evaluate(
 
 
 @_component
-def index(dataset: Input[Dataset], retrieval_model: Input[Model], pin_index: Output[Artifact]) -> None:
+def index(
+    dataset: Input[Dataset],
+    retrieval_model: Input[Model],
+    half_life_days: float,
+    hnsw_m: int,
+    hnsw_ef_construction: int,
+    pin_index: Output[Artifact],
+) -> None:
     """The serving corpus (decayed engagement, signature dedup) as a new Milvus collection version behind an alias."""
     from components import steps
+    from components.index.corpus import CorpusOptions
 
-    pin_index.metadata.update(steps.index_pins(dataset.path, retrieval_model.path, pin_index.path))
+    info = steps.index_pins(
+        dataset.path,
+        retrieval_model.path,
+        pin_index.path,
+        corpus=CorpusOptions(half_life_days=half_life_days),
+        hnsw={"M": hnsw_m, "efConstruction": hnsw_ef_construction},
+    )
+    pin_index.metadata.update(info)
 
 
 @_component

@@ -180,6 +180,7 @@ def index_pins(
     out_dir: Path,
     collection: str = COLLECTION,
     corpus: CorpusOptions | None = None,
+    hnsw: dict | None = None,
 ) -> dict:
     """The `corpus + index` step, in two parts:
 
@@ -192,9 +193,11 @@ def index_pins(
        it is loaded and its HNSW recall against exact search has passed (components/index/versions.py).
 
     `out_dir/index.json` tells readers where to search: the alias, never a version (the uri relative to `out_dir`).
+    `hnsw`: the build parameters (`M`, `efConstruction`; Milvus' defaults otherwise), recorded there too.
     """
     from components.index.corpus import build_corpus, read_corpus
     from components.index.embed import embed_pins
+    from components.index.milvus import HNSW_DEFAULTS
     from components.index.versions import publish_version
 
     out_dir = Path(out_dir)
@@ -209,7 +212,7 @@ def index_pins(
     uri = str((out_dir / MILVUS_FILE).resolve())
     signature = pins[GRANULARITIES[built["options"]["granularity"]]].to_numpy()
     published = publish_version(
-        uri, collection, ids, emb, pins.interest_id.to_numpy(), signature, pins.created_ts.to_numpy()
+        uri, collection, ids, emb, pins.interest_id.to_numpy(), signature, pins.created_ts.to_numpy(), hnsw=hnsw
     )
     info = {
         "uri": MILVUS_FILE,
@@ -219,6 +222,7 @@ def index_pins(
         "recall_check": {f"recall@{published['recall_k']}": published["recall"]},
         "dim": int(emb.shape[1]),
         "metric": "IP",
+        "hnsw": {**HNSW_DEFAULTS, **(hnsw or {})},
         "corpus": {"version": built["version"], "as_of_ms": built["as_of_ms"], "counts": built["counts"]},
         "embedding": {k: embedding[k] for k in ("engine", "workers", "batch_size", "seconds")},
     }

@@ -39,6 +39,8 @@ def homefeed_training(
     retrieval_epochs: int = DEFAULTS.retrieval_epochs,
     ranking_epochs: int = DEFAULTS.ranking_epochs,
     ranking_max_examples: int = DEFAULTS.ranking_max_examples,
+    hnsw_m: int = DEFAULTS.hnsw_m,
+    hnsw_ef_construction: int = DEFAULTS.hnsw_ef_construction,
     reference_days: float = DEFAULTS.reference_days,
     current_days: float = DEFAULTS.current_days,
 ) -> Outputs:
@@ -65,7 +67,13 @@ def homefeed_training(
         holdout_days=holdout_days,
         ranking_days=ranking_days,
     ).set_display_name("evaluate")
-    index = c.index(dataset=dataset, retrieval_model=retrieval.outputs["model"]).set_display_name("corpus + index")
+    index = c.index(
+        dataset=dataset,
+        retrieval_model=retrieval.outputs["model"],
+        half_life_days=half_life_days,
+        hnsw_m=hnsw_m,
+        hnsw_ef_construction=hnsw_ef_construction,
+    ).set_display_name("corpus + index")
     monitor = c.monitor(dataset=dataset, reference_days=reference_days, current_days=current_days)
     monitor.set_display_name("monitor")
     # Training steps run Ray with two workers; the rest fit in one core. Requests size the pods on a cluster.
