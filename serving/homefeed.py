@@ -94,7 +94,9 @@ class HomefeedPredictor(kserve.Model):
         ]
         # retrieval knows the interest range and checks it; here only the shape is checked
         interests = [
-            integer_list(inst, i, "interests", 0, MAX_USER_ID, MAX_INTERESTS) if "interests" in inst else None
+            integer_list(inst, i, "interests", 0, MAX_USER_ID, MAX_INTERESTS)
+            if inst.get("interests") is not None
+            else None
             for i, inst in enumerate(instances)
         ]
         forward = append_forwardable_headers(headers, {"content-type": "application/json", observe.REQUEST_ID: rid})

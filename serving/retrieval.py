@@ -105,15 +105,17 @@ class RetrievalPredictor(kserve.Model):
             except Exception as exc:  # noqa: BLE001 -- any failure of the store is answered by the fallback
                 observe.dependency_failed(self.name, "feast", rid, exc)
                 users, reason = without_features(ids, cfg.n_interests, RETRIEVAL_SEQ_LEN), "feature store unavailable"
+        # who would be personalized; without features nobody is, and every user's answer is degraded
         known = users.known & (users.user_id < cfg.n_users)
         personal = [i for i in range(len(requests)) if known[i]] if reason is None else []
+        degraded = set(range(len(requests))) if reason else set()
         found: dict[int, list[list[dict]]] = {}
         if personal:
             try:
                 found = self._search(users, requests, personal)
             except Exception as exc:  # noqa: BLE001 -- Milvus down, timed out or refusing: fall back, say so
                 observe.dependency_failed(self.name, "milvus", rid, exc)
-                reason = "ann index unavailable"
+                reason, degraded = "ann index unavailable", set(personal)  # cold starts never needed Milvus
         predictions = []
         for i, r in enumerate(requests):
             hidden, fetch = users.hidden[i], r["k"] + len(users.hidden[i])
@@ -123,7 +125,7 @@ class RetrievalPredictor(kserve.Model):
                 mode = "personalized"
             else:
                 hits = self.corpus.popular(fetch, r["interests"] or declared_interests(users, i) or None)
-                mode = "degraded" if reason else "cold_start"
+                mode = "degraded" if i in degraded else "cold_start"
             predictions.append({**_candidates(r["user_id"], hits, hidden, r["k"]), "mode": mode,
                                 "reason": reason if mode == "degraded" else None})  # fmt: skip
         return predictions

@@ -93,15 +93,16 @@ def test_milvus_down_gives_popular_pins_flagged_degraded(tiny_artifacts, tmp_pat
             assert {p["mode"] for p in before.json()["predictions"]} == {"personalized"}
             assert _failures(url, "retrieval", "milvus") == 0
             milvus.close()  # the Milvus server stops; the retrieval server does not know yet
-            after = _post(url, "retrieval", [{"user_id": u, "k": 30} for u in users] + [{"user_id": 1, "k": 10,
-                                                                                          "interests": [2]}])  # fmt: skip
+            extra = [{"user_id": 1, "k": 10, "interests": [2]}, {"user_id": 10**12, "k": 5}]  # the last: a new user
+            after = _post(url, "retrieval", [{"user_id": u, "k": 30} for u in users] + extra)
             assert after.status_code == 200, after.text
             assert _failures(url, "retrieval", "milvus") == 1
             # a client mistake is still the client's
             assert _post(url, "retrieval", [{"user_id": 1, "k": 0}]).status_code == 400
-    predictions = after.json()["predictions"]
+    *predictions, new_user = after.json()["predictions"]
     assert {p["mode"] for p in predictions} == {"degraded"}
     assert {p["reason"] for p in predictions} == {"ann index unavailable"}
+    assert new_user["mode"] == "cold_start" and new_user["reason"] is None  # never needed Milvus
     # the popular pins of the interests each user declared (the store still answers), hidden pins left out
     corpus = ServingCorpus.load(index)
     for i, prediction in enumerate(predictions[:3]):
