@@ -242,7 +242,9 @@ def decide(
 
     deploy = all(c.ok for c in checks)
     failed = [c.metric for c in checks if not c.ok]
-    reasons.append(f"not deployed: {', '.join(failed)} did not pass" if failed else "deployed: every gated metric passed")
+    reasons.append(
+        f"not deployed: {', '.join(failed)} did not pass" if failed else "deployed: every gated metric passed"
+    )
     return Decision(deploy, reasons, checks, challenger, champion_d)
 
 
