@@ -196,15 +196,19 @@ class S3Storage:
     def put(self, key: str, data: bytes, **conditions: str) -> None:
         self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, **conditions)
 
-    def _get(self, key: str) -> tuple[bytes, str]:
+    def _object(self, key: str) -> dict:
+        """get_object's answer for `key`; FileNotFoundError when the store has no such object."""
         from botocore.exceptions import ClientError
 
         try:
-            r = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
+            return self.client.get_object(Bucket=self.bucket, Key=self._key(key))
         except ClientError as e:
             if self._code(e) in self._MISSING:
                 raise FileNotFoundError(f"{self.describe(key)}: not found") from None
             raise
+
+    def _get(self, key: str) -> tuple[bytes, str]:
+        r = self._object(key)
         return r["Body"].read(), r.get("ETag", "")
 
     def get(self, key: str) -> bytes:
@@ -266,14 +270,7 @@ class S3Storage:
             self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=f)
 
     def get_file(self, key: str, dest: Path) -> None:
-        from botocore.exceptions import ClientError
-
-        try:
-            r = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
-        except ClientError as e:
-            if self._code(e) in self._MISSING:
-                raise FileNotFoundError(f"{self.describe(key)}: not found") from None
-            raise
+        r = self._object(key)
         dest.parent.mkdir(parents=True, exist_ok=True)
         with open(dest, "wb") as f:
             for chunk in iter(lambda: r["Body"].read(_CHUNK), b""):
