@@ -80,9 +80,10 @@ def dependency_failed(model: str, dependency: str, rid: str, exc: BaseException)
 
 def answered(model: str, rid: str, modes: list[str], started: float, **fields) -> None:
     """Count the users of a request by mode and write the request's log line."""
-    for mode, n in Tally(modes).items():
+    counts = Tally(modes)
+    for mode, n in counts.items():
         ANSWERS.labels(model, mode).inc(n)
     extra = " ".join(f"{k}={v}" for k, v in fields.items())
-    summary = ",".join(f"{m}:{n}" for m, n in sorted(Tally(modes).items()))
+    summary = ",".join(f"{m}:{n}" for m, n in sorted(counts.items()))
     ms = (time.perf_counter() - started) * 1000
     log.info("request_id=%s model=%s users=%d modes=%s ms=%.1f %s", rid, model, len(modes), summary, ms, extra)

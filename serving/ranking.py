@@ -86,7 +86,8 @@ class RankingPredictor(kserve.Model):
         model, user_emb = load_pinnability(self.model_dir)
         mode = "reduce-overhead" if self.compile and self.device.type == "cuda" else None
         self.scorer = Scorer(model, self.device, self.dtype, compile=self.compile, grouped=True, compile_mode=mode)
-        self.scorer.warmup(WARM_CANDIDATES)
+        if self.compile or self.device.type == "cuda":  # compiles and CUDA's lazy init; eager CPU has neither
+            self.scorer.warmup(WARM_CANDIDATES)
         self.model, self.user_emb = self.scorer.model, user_emb.to(self.device)
         # an unknown user is scored as the average known one: the centre of the space the model was trained on
         self.mean_user = self.user_emb.mean(dim=0)

@@ -31,14 +31,11 @@ _UNKNOWN_SHOWN = 10  # unknown ids named in the error; the rest are counted
 
 
 def _pin_interest(dataset_dir: Path, n_pins: int) -> np.ndarray:
-    """[n_pins] interest id per pin id, as `Catalog.pin_interest` builds it (0 where a pin id has no row), read
-    from the pins table alone: an actor needs nothing else of the catalogue."""
-    pins = Dataset(dataset_dir).read("pins", columns=["pin_id", "interest_id"])
-    interest = np.zeros(n_pins, dtype=np.int64)
-    ids = pins.pin_id.to_numpy()
-    keep = ids < n_pins  # pins newer than the model cannot be asked for (embed_pins refuses them)
-    interest[ids[keep]] = pins.interest_id.to_numpy()[keep]
-    return interest
+    """[n_pins] interest id per pin id, read from the pins table alone: an actor needs nothing else of the
+    catalogue (pins newer than the model cannot be asked for: embed_pins refuses them)."""
+    from components.train.examples import pin_interests
+
+    return pin_interests(Dataset(dataset_dir).read("pins", columns=["pin_id", "interest_id"]), n_pins)
 
 
 class _PinTower:

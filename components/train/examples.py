@@ -40,14 +40,23 @@ class Catalog:
         has = pins.embedding.notna().to_numpy()
         if has.any():
             content[pins.pin_id.to_numpy()[has]] = np.stack(pins.embedding.to_numpy()[has])
-        interest = np.zeros(n_pins, dtype=np.int64)
-        interest[pins.pin_id.to_numpy()] = pins.interest_id.to_numpy()
+        interest = pin_interests(pins, n_pins)
         segment = np.zeros(n_users, dtype=np.int64)
         segment[users.user_id.to_numpy()] = pd.Categorical(users.segment, categories=SEGMENTS).codes
         declared = np.zeros((n_users, k), dtype=np.float32)
         for uid, interests in zip(users.user_id.to_numpy(), users.declared_interests, strict=True):
             declared[uid, list(interests)] = 1.0
         return cls(n_users, n_pins, k, content, interest, segment, declared)
+
+
+def pin_interests(pins: pd.DataFrame, n_pins: int) -> np.ndarray:
+    """[n_pins] interest id per pin id from a pins table (pin_id, interest_id); 0 where a pin id has no row. Pins
+    with ids >= n_pins (newer than a model's table) are left out."""
+    interest = np.zeros(n_pins, dtype=np.int64)
+    ids = pins.pin_id.to_numpy()
+    keep = ids < n_pins
+    interest[ids[keep]] = pins.interest_id.to_numpy()[keep]
+    return interest
 
 
 def user_features(cat: Catalog, log: ActionLog, users: np.ndarray, at_ts: np.ndarray) -> dict[str, np.ndarray]:
