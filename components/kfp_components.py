@@ -42,15 +42,37 @@ def features(
 
 
 @_component
+def window(dataset: Input[Dataset], window_days: float, end_days_ago: float, windowed: Output[Dataset]) -> None:
+    """The last `window_days` of events (ending `end_days_ago` before the log's end): a retraining run's data."""
+    from components.data.window import window_dataset
+
+    manifest = window_dataset(dataset.path, windowed.path, window_days, end_days_ago)
+    windowed.metadata.update({"events": manifest["rows"]["events"], **manifest["window"]})
+
+
+@_component
 def train_retrieval(
-    dataset: Input[Dataset], holdout_days: float, ranking_days: float, epochs: int, seed: int, model: Output[Model]
+    dataset: Input[Dataset],
+    holdout_days: float,
+    ranking_days: float,
+    epochs: int,
+    seed: int,
+    ray_backend: str,
+    ray_workers: int,
+    job_id: str,
+    model: Output[Model],
 ) -> None:
-    """The two-tower retrieval model, trained on Ray Train."""
-    from components import steps
+    """The two-tower retrieval model, trained on Ray Train: a local Ray, or a KubeRay RayJob (`ray_backend`)."""
+    from dataclasses import asdict
+
+    from components import remote, steps
 
     split = steps.time_split(dataset.path, holdout_days, ranking_days)
-    summary = steps.train_retrieval_step(dataset.path, model.path, split, epochs, seed)
-    model.metadata.update({k: summary[k] for k in ("train_examples", "train_loss")})
+    kwargs = {"dataset_dir": dataset.path, "out_dir": model.path, "split": asdict(split), "epochs": epochs,
+              "seed": seed, "workers": ray_workers}  # fmt: skip
+    backend = remote.RayBackend(ray_backend, ray_workers)
+    summary = remote.run_step("train_retrieval", kwargs, backend, job_id, ["dataset_dir"], ["out_dir"], print)
+    model.metadata.update({k: summary[k] for k in ("train_examples", "train_loss")} | {"ray_backend": ray_backend})
 
 
 @_component
@@ -62,16 +84,26 @@ def train_ranking(
     epochs: int,
     max_examples: int,
     seed: int,
+    ray_backend: str,
+    ray_workers: int,
+    gpus: int,
+    job_id: str,
     model: Output[Model],
 ) -> None:
-    """Pinnability with the TransAct realtime-sequence module, trained on Ray Train."""
-    from components import steps
+    """Pinnability with the TransAct realtime-sequence module, trained on Ray Train: a local Ray, or a KubeRay RayJob
+    whose workers have `gpus` GPUs each (`ray_backend`)."""
+    from dataclasses import asdict
+
+    from components import remote, steps
 
     split = steps.time_split(dataset.path, holdout_days, ranking_days)
-    summary = steps.train_ranking_step(
-        dataset.path, retrieval_model.path, model.path, split, epochs, max_examples, seed
-    )
-    model.metadata.update({k: summary[k] for k in ("train_examples", "train_loss")})
+    kwargs = {"dataset_dir": dataset.path, "retrieval_dir": retrieval_model.path, "out_dir": model.path,
+              "split": asdict(split), "epochs": epochs, "max_examples": max_examples, "seed": seed,
+              "workers": ray_workers}  # fmt: skip
+    backend = remote.RayBackend(ray_backend, ray_workers, gpus)
+    inputs = ["dataset_dir", "retrieval_dir"]
+    summary = remote.run_step("train_ranking", kwargs, backend, job_id, inputs, ["out_dir"], print)
+    model.metadata.update({k: summary[k] for k in ("train_examples", "train_loss")} | {"ray_backend": ray_backend})
 
 
 @_component
@@ -117,6 +149,62 @@ def index(
 
 
 @_component
+def gate(
+    dataset: Input[Dataset],
+    evaluation: Input[Artifact],
+    holdout_days: float,
+    ranking_days: float,
+    registry: str,
+    gate_policy: str,
+    run_id: str,
+    decision: Output[Artifact],
+    gate_metrics: Output[Metrics],
+) -> bool:
+    """Champion/challenger: both metric sets (the champion re-evaluated on this holdout) and the verdict, as KFP
+    Metrics and a decision.json; returns whether to deploy."""
+    from components import release, steps
+
+    split = steps.time_split(dataset.path, holdout_days, ranking_days)
+    record = release.gate_step(dataset.path, evaluation.path, decision.path, split, registry, run_id, gate_policy)
+    for name, value in record["metrics"].items():
+        gate_metrics.log_metric(name, value)
+    decision.metadata.update({"deploy": record["deploy"], "champion_version": record["champion_version"] or 0,
+                              "basis": record["basis"], "verdict": record["reasons"][-1]})  # fmt: skip
+    return bool(record["deploy"])
+
+
+@_component
+def deploy(
+    retrieval_model: Input[Model],
+    ranking_model: Input[Model],
+    pin_index: Input[Artifact],
+    evaluation: Input[Artifact],
+    feature_store: Input[Artifact],
+    decision: Input[Artifact],
+    registry: str,
+    target: str,
+    run_id: str,
+    deployment: Output[Artifact],
+) -> None:
+    """Register the bundle, roll it out (local servers or KServe InferenceServices), then promote it to champion."""
+    from components import release
+
+    summary = release.deploy_step(
+        retrieval_model.path,
+        ranking_model.path,
+        pin_index.path,
+        evaluation.path,
+        feature_store.path,
+        decision.path,
+        deployment.path,
+        registry,
+        target,
+        run_id,
+    )
+    deployment.metadata.update({k: summary[k] for k in ("version", "target", "storage_uri")})
+
+
+@_component
 def monitor(
     dataset: Input[Dataset],
     reference_days: float,
@@ -135,3 +223,18 @@ def monitor(
         {"drift_detected": summary["drift_detected"]}
         | {f"{a}_relative_change": v["relative_change"] for a, v in summary["actions"].items()}
     )
+
+
+@_component
+def champion(
+    registry: str,
+    retrieval_model: Output[Model],
+    ranking_model: Output[Model],
+    evaluation: Output[Artifact],
+    decision: Output[Artifact],
+) -> None:
+    """The serving champion's models from the registry, for a run that refreshes its corpus and index only."""
+    from components import release
+
+    info = release.champion_step(registry, retrieval_model.path, ranking_model.path, evaluation.path, decision.path)
+    decision.metadata.update({"champion_version": info["version"]})

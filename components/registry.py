@@ -450,14 +450,19 @@ class Registry:
             raise FileNotFoundError(f"model {name!r} is not registered in {self.uri}")
         self._append(name, {"event": "decision", "at": _now(), **decision})
 
-    def fetch(self, name: str, version: int, dest_dir: Path) -> Path:
+    def fetch(self, name: str, version: int, dest_dir: Path, only: tuple[str, ...] = ()) -> Path:
         """Copy a version's artifacts into `dest_dir` (absent or empty: mixing with older files would deploy a
-        hybrid), checking each file's sha256 against version.json. Returns `dest_dir`."""
+        hybrid), checking each file's sha256 against version.json. Returns `dest_dir`.
+
+        `only`: top-level folders or files to copy (e.g. ("retrieval", "ranking") of a bundle); all when empty."""
         info = self.version(name, version)
         dest_dir = Path(dest_dir)
         if dest_dir.exists() and any(dest_dir.iterdir()):
             raise FileExistsError(f"{dest_dir} is not empty: fetch {name} v{version} into a fresh directory")
-        for rel, digest in info.files.items():
+        files = {rel: d for rel, d in info.files.items() if not only or rel.split("/", 1)[0] in only}
+        if only and not files:
+            raise FileNotFoundError(f"{name} v{version} has none of {list(only)}")
+        for rel, digest in files.items():
             dest = dest_dir.joinpath(*rel.split("/"))
             self.storage.get_file(f"{name}/versions/v{version}/{rel}", dest)
             if _sha256(dest) != digest:

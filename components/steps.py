@@ -53,6 +53,10 @@ def time_split(dataset_dir: Path, holdout_days: float = 1.0, ranking_days: float
     return TimeSplit(ranking_start, train_end, end)
 
 
+def _split(split: TimeSplit | dict) -> TimeSplit:
+    return TimeSplit(**split) if isinstance(split, dict) else split
+
+
 def prepare_data(source: str, out_dir: Path, seed: int = 0) -> dict:
     """The `data` step. `source` is `world:<preset>` (a simulated world: tiny/small/medium/large, optionally with
     scenarios, e.g. world:small+intent+drift), `movielens:<folder>` (MovieLens-100K) or `sequences:<file>` (a
@@ -116,23 +120,30 @@ def build_features(dataset_dir: Path, out_dir: Path, half_life_days: float = 7.0
     }
 
 
-def train_retrieval_step(dataset_dir: Path, out_dir: Path, split: TimeSplit, epochs: int, seed: int = 0) -> dict:
-    """The `train retrieval` step: the two-tower model on Ray Train, on everything before the holdout."""
+def train_retrieval_step(
+    dataset_dir: Path, out_dir: Path, split: TimeSplit | dict, epochs: int, seed: int = 0, workers: int = 2
+) -> dict:
+    """The `train retrieval` step: the two-tower model on Ray Train (`workers` workers), on everything before the
+    holdout. `split` may be a dict (a call that came as JSON, components/remote.py)."""
     from components.train.retrieval import RetrievalTraining, train_retrieval
 
-    return train_retrieval(dataset_dir, out_dir, split.train_end_ms, RetrievalTraining(epochs=epochs, seed=seed))
+    split = _split(split)
+    opts = RetrievalTraining(epochs=epochs, seed=seed, num_workers=workers)
+    return train_retrieval(dataset_dir, out_dir, split.train_end_ms, opts)
 
 
 def train_ranking_step(
     dataset_dir: Path,
     retrieval_dir: Path,
     out_dir: Path,
-    split: TimeSplit,
+    split: TimeSplit | dict,
     epochs: int,
     max_examples: int,
     seed: int = 0,
+    workers: int = 2,
 ) -> dict:
-    """The `train ranking` step: Pinnability with the realtime sequence on Ray Train, on the ranking window.
+    """The `train ranking` step: Pinnability with the realtime sequence on Ray Train (`workers` workers), on the
+    ranking window.
 
     The retrieval user tower's embedding of each user as of the window's start stands in for the pretrained user
     embedding (PinnerSAGE in the seed); it is computed before the window, so no example sees its own outcome."""
@@ -140,7 +151,7 @@ def train_ranking_step(
     from components.train.ranking import RankingTraining, train_ranking
     from components.train.retrieval import load_two_tower, user_embeddings
 
-    ds, out_dir = Dataset(dataset_dir), Path(out_dir)
+    ds, out_dir, split = Dataset(dataset_dir), Path(out_dir), _split(split)
     cat = Catalog.load(ds)
     _, log = read_events(ds)
     users = np.arange(cat.n_users)
@@ -148,7 +159,7 @@ def train_ranking_step(
     emb_path = out_dir / "work" / "user_embeddings.npy"
     emb_path.parent.mkdir(parents=True, exist_ok=True)
     np.save(emb_path, emb)
-    opts = RankingTraining(epochs=epochs, max_examples=max_examples, seed=seed)
+    opts = RankingTraining(epochs=epochs, max_examples=max_examples, seed=seed, num_workers=workers)
     return train_ranking(dataset_dir, out_dir, emb_path, split.ranking_start_ms, split.train_end_ms, opts)
 
 

@@ -9,6 +9,7 @@ to the users' interests and recent actions as the online store holds them, then 
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -133,6 +134,19 @@ def steps_table(steps: list[dict], total_s: float) -> Table:
     return table
 
 
+def demo_params(settings: Settings) -> dict:
+    """The settings' pipeline parameters for a demo run: a registry of the demo's own, emptied first (so its gate
+    always deploys the model it just trained, and the run's pin index exists), and no deploy target (the demo starts
+    and stops its own servers rather than leaving the local deployment running)."""
+    params = settings.pipeline.model_dump()
+    if not params["registry"]:
+        registry = (settings.workspace / "demo" / "registry").resolve()
+        shutil.rmtree(registry, ignore_errors=True)
+        params["registry"] = str(registry)
+    params["deploy_target"] = params["deploy_target"] or "none"
+    return params
+
+
 def run_demo(settings: Settings, console: Console) -> dict:
     """The demo end to end; returns what it wrote to demo.json."""
     from homefeed.pipeline_commands import drift_table, metrics_table, run_pipeline
@@ -140,7 +154,7 @@ def run_demo(settings: Settings, console: Console) -> dict:
     from serving.launcher import running_servers
 
     t0 = time.perf_counter()
-    run = run_pipeline(settings.pipeline.model_dump(), settings.runs_dir)
+    run = run_pipeline(demo_params(settings), settings.runs_dir)
     dataset, features = run.path("dataset"), run.path("feature_store")
     users = pick_users(dataset)
     t_serve = time.perf_counter()

@@ -13,37 +13,118 @@ from rich.table import Table
 from homefeed.context import Ctx, console
 from pipelines.params import PipelineParams
 
+PIPELINE_NAMES = ("homefeed_training", "homefeed_retraining", "embedding_refresh")
+RETRAIN_CRON = "0 0 3 * * 1,4"  # KFP cron, seconds first: 03:00 on Mondays and Thursdays (seed 003: twice a week)
+_pipeline_option = click.option(
+    "--pipeline", "name", type=click.Choice(PIPELINE_NAMES), default="homefeed_training", show_default=True
+)
+_set_option = click.option(
+    "--set", "overrides", multiple=True, metavar="NAME=VALUE", help="Override a pipeline parameter."
+)
+
 
 @click.group()
 def pipeline() -> None:
-    """Compile or run the homefeed_training Kubeflow pipeline."""
+    """Compile, run, submit or schedule the Kubeflow pipelines."""
 
 
 @pipeline.command("compile")
+@_pipeline_option
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Where to write the IR YAML.")
-@click.option("--golden", is_flag=True, help="Rewrite the committed golden file (review its diff).")
+@click.option("--golden", is_flag=True, help="Rewrite every pipeline's committed golden file (review the diff).")
 @click.pass_obj
-def compile_cmd(obj: Ctx, out: Path | None, golden: bool) -> None:
-    """Compile homefeed_training to IR YAML for a Kubeflow Pipelines cluster."""
-    from pipelines.compile import GOLDEN, compile_pipeline
+def compile_cmd(obj: Ctx, name: str, out: Path | None, golden: bool) -> None:
+    """Compile a pipeline to IR YAML for a Kubeflow Pipelines cluster."""
+    from pipelines.compile import compile_pipeline
+    from pipelines.compile import golden as golden_path
 
-    target = GOLDEN if golden else out or obj.settings.workspace / "pipelines" / "homefeed_training.yaml"
-    console.print(f"[bold green]compiled[/] homefeed_training to {compile_pipeline(target)}")
+    targets = {n: golden_path(n) for n in PIPELINE_NAMES} if golden else {
+        name: out or obj.settings.workspace / "pipelines" / f"{name}.yaml"
+    }  # fmt: skip
+    for n, target in targets.items():
+        console.print(f"[bold green]compiled[/] {n} to {compile_pipeline(target, n)}")
 
 
 @pipeline.command("run")
-@click.option("--local", "run_local_", is_flag=True, help="Run on this machine with kfp.local (required for now).")
+@click.option(
+    "--local", "run_local_", is_flag=True, help="Run on this machine with kfp.local (`submit` for a cluster)."
+)
+@_pipeline_option
 @click.option("--source", help="world:<preset>, movielens:<folder> or sequences:<file>.")
-@click.option("--set", "overrides", multiple=True, metavar="NAME=VALUE", help="Override a pipeline parameter.")
+@_set_option
 @click.pass_obj
-def run_cmd(obj: Ctx, run_local_: bool, source: str | None, overrides: tuple[str, ...]) -> None:
-    """Run homefeed_training; artifacts land in a versioned directory under <workspace>/runs."""
+def run_cmd(obj: Ctx, run_local_: bool, name: str, source: str | None, overrides: tuple[str, ...]) -> None:
+    """Run a pipeline locally; artifacts land in a versioned directory under <workspace>/runs. A model that passes the
+    gate is registered under <workspace>/registry and served by local model servers (unless deploy_target says
+    otherwise)."""
+    from pipelines.local import local_defaults
+
     if not run_local_:
-        raise click.UsageError("only local runs exist so far: pass --local (cluster submission comes with F7)")
-    params = pipeline_params(obj.settings.pipeline, source, overrides)
-    run = run_pipeline(params, obj.settings.runs_dir)
-    console.print(metrics_table(run.artifacts["metrics"]["metadata"]))
+        raise click.UsageError("pass --local to run here, or use `homefeed pipeline submit --host URL` for a cluster")
+    params = local_defaults(pipeline_params(obj.settings.pipeline, source, overrides), obj.settings.workspace)
+    run = run_pipeline(params, obj.settings.runs_dir, name)
+    if "metrics" in run.artifacts:
+        console.print(metrics_table(run.artifacts["metrics"]["metadata"]))
+    if "decision" in run.artifacts:
+        console.print(decision_line(run.artifacts["decision"]["metadata"]))
     console.print(f"artifacts: {run.run_dir} (run.json lists each output)")
+
+
+@pipeline.command("submit")
+@click.option("--host", required=True, help="The Kubeflow Pipelines API, e.g. http://ml-pipeline-ui.kubeflow:80.")
+@_pipeline_option
+@click.option("--experiment", default="homefeed", show_default=True)
+@click.option("--namespace", help="Kubeflow profile namespace (multi-user installs).")
+@_set_option
+@click.pass_obj
+def submit_cmd(obj: Ctx, host: str, name: str, experiment: str, namespace: str | None, overrides) -> None:
+    """Submit one run of a pipeline to a Kubeflow Pipelines cluster (kfp.Client)."""
+    from pipelines import remote
+
+    params, package = _cluster_package(obj, name, overrides)
+    try:
+        run = remote.submit(remote.client(host, namespace), package, params, experiment=experiment, run_name=name)
+    except (RuntimeError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    console.print(f"[bold green]submitted[/] {name} to {host}: {run}")
+
+
+@pipeline.command("schedule")
+@click.option("--host", required=True, help="The Kubeflow Pipelines API, e.g. http://ml-pipeline-ui.kubeflow:80.")
+@click.option("--pipeline", "name", type=click.Choice(PIPELINE_NAMES), default="homefeed_retraining", show_default=True)
+@click.option("--cron", default=RETRAIN_CRON, show_default=True, help="KFP cron (6 fields, seconds first).")
+@click.option("--experiment", default="homefeed", show_default=True)
+@click.option("--namespace", help="Kubeflow profile namespace (multi-user installs).")
+@_set_option
+@click.pass_obj
+def schedule_cmd(obj: Ctx, host: str, name: str, cron: str, experiment: str, namespace: str | None, overrides) -> None:
+    """Create a recurring run (default: homefeed_retraining twice a week) on a Kubeflow Pipelines cluster."""
+    from pipelines import remote
+
+    params, package = _cluster_package(obj, name, overrides)
+    try:
+        job = remote.schedule(
+            remote.client(host, namespace), package, params, name=f"{name}-recurring", cron=cron, experiment=experiment
+        )
+    except (RuntimeError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    console.print(f"[bold green]scheduled[/] {name} on {host} ({cron}): {job}")
+
+
+def _cluster_package(obj: Ctx, name: str, overrides: tuple[str, ...]) -> tuple[dict, Path]:
+    """The validated parameters of a cluster run and the compiled package; a cluster run must name its registry
+    and deploy target (local paths mean nothing to its pods)."""
+    from pipelines.compile import compile_pipeline, parameter_names
+
+    params = pipeline_params(obj.settings.pipeline, None, overrides)
+    params = {k: v for k, v in params.items() if k in parameter_names(name)}
+    missing = [k for k in ("registry", "deploy_target") if k in params and not params[k]]
+    if missing:
+        raise click.UsageError(
+            f"a cluster run needs {' and '.join(missing)}: e.g. --set registry=s3://models/homefeed "
+            "--set deploy_target=kserve:homefeed (or set them under `pipeline:` in the settings)"
+        )
+    return params, compile_pipeline(obj.settings.workspace / "pipelines" / f"{name}.yaml", name)
 
 
 def pipeline_params(base: PipelineParams, source: str | None, overrides: tuple[str, ...]) -> dict:
@@ -62,14 +143,14 @@ def pipeline_params(base: PipelineParams, source: str | None, overrides: tuple[s
         raise click.UsageError(f"invalid pipeline parameters: {exc}") from exc
 
 
-def run_pipeline(params: dict, runs_dir: Path):
-    """Run the pipeline locally, one line per finished step, and return the LocalRun."""
+def run_pipeline(params: dict, runs_dir: Path, name: str = "homefeed_training"):
+    """Run pipeline `name` locally, one line per finished step, and return the LocalRun."""
     from pipelines.local import run_local
 
     # kfp.local's output is redirected into the run's log while it runs, and a Console without a file of its own
     # writes to whatever sys.stdout is at the time: this one keeps writing to the terminal
     out = Console(file=sys.stdout)
-    out.print(f"[bold]homefeed_training[/] on {params['source']} (logs: {runs_dir}/<run>/pipeline.log)")
+    out.print(f"[bold]{name}[/] on {params['source']} (logs: {runs_dir}/<run>/pipeline.log)")
     status = out.status("starting")
 
     def started(name: str) -> None:
@@ -81,7 +162,7 @@ def run_pipeline(params: dict, runs_dir: Path):
 
     with status:
         try:
-            run = run_local(params, runs_dir, on_step=finished, on_start=started)
+            run = run_local(params, runs_dir, on_step=finished, on_start=started, name=name)
         except RuntimeError as exc:
             raise click.ClickException(str(exc)) from exc
     out.print(f"[bold green]pipeline succeeded[/] in {run.seconds:.1f} s: run {run.run_id}")
@@ -97,6 +178,13 @@ def metrics_table(metrics: dict) -> Table:
         kind, base = ("popularity", f"{name}_popularity") if name.startswith("recall") else ("random", f"{name}_random")
         table.add_row(name, f"{metrics[name]:.3f}", f"{metrics.get(base, float('nan')):.3f}", kind)
     return table
+
+
+def decision_line(meta: dict) -> str:
+    """The gate's verdict in one line (the decision artifact's metadata)."""
+    champion = f"champion v{meta['champion_version']}" if meta.get("champion_version") else "no champion yet"
+    colour = "green" if meta.get("deploy") else "yellow"
+    return f"gate: [{colour}]{meta.get('verdict', '?')}[/] ({champion}; compared on {meta.get('basis', '?')})"
 
 
 @click.command()

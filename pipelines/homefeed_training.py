@@ -1,8 +1,13 @@
-"""The `homefeed_training` pipeline: data → features → retrieval → ranking → evaluate, index and monitor.
+"""The `homefeed_training` pipeline: data → features → retrieval → ranking → evaluate → gate → (corpus + index →
+deploy), with the engagement-drift report alongside.
 
 One definition for every target: pipelines/local.py runs it with kfp.local on this machine, pipelines/compile.py
 writes the IR YAML a Kubeflow cluster runs. Parameters are the knobs a user turns per run; their types, defaults and
-bounds live in pipelines/params.py. (No `from __future__ import annotations`: KFP reads the live annotations.)
+bounds live in pipelines/params.py. The stages shared with the other pipelines live in pipelines/stages.py.
+(No `from __future__ import annotations`: KFP reads the live annotations.)
+
+The index and deploy steps run only when the gate passes, so they are not pipeline outputs (KFP allows a conditional
+output only through dsl.OneOf, which kfp.local cannot run yet); a local run still lists them in run.json.
 """
 
 from typing import NamedTuple
@@ -11,6 +16,7 @@ from kfp import dsl
 from kfp.dsl import HTML, Artifact, Dataset, Metrics, Model
 
 from components import kfp_components as c
+from pipelines import stages
 from pipelines.params import DEFAULTS
 
 PIPELINE_NAME = "homefeed-training"
@@ -23,12 +29,13 @@ class Outputs(NamedTuple):
     ranking_model: Model
     evaluation: Artifact
     metrics: Metrics
-    pin_index: Artifact
+    decision: Artifact
+    gate_metrics: Metrics
     drift: Artifact
     drift_html: HTML
 
 
-@dsl.pipeline(name=PIPELINE_NAME, description="Train, evaluate and index the Homefeed retrieval and ranking models.")
+@dsl.pipeline(name=PIPELINE_NAME, description="Train, evaluate, gate, index and deploy the Homefeed models.")
 def homefeed_training(
     source: str = DEFAULTS.source,
     seed: int = DEFAULTS.seed,
@@ -43,52 +50,28 @@ def homefeed_training(
     hnsw_ef_construction: int = DEFAULTS.hnsw_ef_construction,
     reference_days: float = DEFAULTS.reference_days,
     current_days: float = DEFAULTS.current_days,
+    registry: str = DEFAULTS.registry,
+    deploy_target: str = DEFAULTS.deploy_target,
+    gate_policy: str = DEFAULTS.gate_policy,
+    ray_backend: str = DEFAULTS.ray_backend,
+    ray_workers: int = DEFAULTS.ray_workers,
+    ranking_gpus: int = DEFAULTS.ranking_gpus,
 ) -> Outputs:
-    data = c.data(source=source, seed=seed).set_display_name("data")
+    params = dict(locals())  # every parameter, by name, for the shared stages
+    data = stages.small(c.data(source=source, seed=seed).set_display_name("data"))
     dataset = data.outputs["dataset"]
-    features = c.features(dataset=dataset, half_life_days=half_life_days, online_store=online_store)
-    features.set_display_name("features")
-    retrieval = c.train_retrieval(
-        dataset=dataset, holdout_days=holdout_days, ranking_days=ranking_days, epochs=retrieval_epochs, seed=seed
-    ).set_display_name("train retrieval")
-    ranking = c.train_ranking(
-        dataset=dataset,
-        retrieval_model=retrieval.outputs["model"],
-        holdout_days=holdout_days,
-        ranking_days=ranking_days,
-        epochs=ranking_epochs,
-        max_examples=ranking_max_examples,
-        seed=seed,
-    ).set_display_name("train ranking")
-    evaluation = c.evaluate(
-        dataset=dataset,
-        retrieval_model=retrieval.outputs["model"],
-        ranking_model=ranking.outputs["model"],
-        holdout_days=holdout_days,
-        ranking_days=ranking_days,
-    ).set_display_name("evaluate")
-    index = c.index(
-        dataset=dataset,
-        retrieval_model=retrieval.outputs["model"],
-        half_life_days=half_life_days,
-        hnsw_m=hnsw_m,
-        hnsw_ef_construction=hnsw_ef_construction,
-    ).set_display_name("corpus + index")
+    tasks = stages.train_gate_release(dataset, params)
     monitor = c.monitor(dataset=dataset, reference_days=reference_days, current_days=current_days)
-    monitor.set_display_name("monitor")
-    # Training steps run Ray with two workers; the rest fit in one core. Requests size the pods on a cluster.
-    for task in (retrieval, ranking):
-        task.set_cpu_request("2").set_memory_request("4G").set_memory_limit("8G")
-    for task in (data, features, evaluation, index, monitor):
-        task.set_cpu_request("1").set_memory_request("2G").set_memory_limit("4G")
+    stages.small(monitor.set_display_name("monitor"))
     return Outputs(
         dataset=dataset,
-        feature_store=features.outputs["feature_store"],
-        retrieval_model=retrieval.outputs["model"],
-        ranking_model=ranking.outputs["model"],
-        evaluation=evaluation.outputs["evaluation"],
-        metrics=evaluation.outputs["metrics"],
-        pin_index=index.outputs["pin_index"],
+        feature_store=tasks["features"].outputs["feature_store"],
+        retrieval_model=tasks["retrieval"].outputs["model"],
+        ranking_model=tasks["ranking"].outputs["model"],
+        evaluation=tasks["evaluate"].outputs["evaluation"],
+        metrics=tasks["evaluate"].outputs["metrics"],
+        decision=tasks["gate"].outputs["decision"],
+        gate_metrics=tasks["gate"].outputs["gate_metrics"],
         drift=monitor.outputs["drift"],
         drift_html=monitor.outputs["drift_html"],
     )

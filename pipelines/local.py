@@ -1,11 +1,12 @@
-"""Run `homefeed_training` on this machine with kfp.local, in a versioned run directory.
+"""Run a pipeline (pipelines/compile.py PIPELINES) on this machine with kfp.local, in a versioned run directory.
 
 ```
 <runs_dir>/<run_id>/
   pipeline.yaml   the IR YAML of this run's pipeline (what a cluster would run)
   pipeline.log    every task's log, as kfp.local streams it
   artifacts/      kfp.local's pipeline root: <pipeline>-<time>/<task>/<output>
-  run.json        parameters, status, per-step wall times and every output artifact's path and metadata
+  run.json        parameters, status, per-step wall times and every output artifact's path and metadata (the
+                  pipeline's outputs, and those of steps that ran under a condition, e.g. pin_index, deployment)
 <runs_dir>/latest -> <run_id>
 ```
 kfp.local prints each task's full executor input and log to stdout; that goes to pipeline.log, and the caller gets a
@@ -26,8 +27,7 @@ from pathlib import Path
 
 from kfp import local
 
-from pipelines.compile import compile_pipeline
-from pipelines.homefeed_training import PIPELINE_NAME, homefeed_training
+from pipelines.compile import compile_pipeline, parameter_names, pipeline
 
 RUN_FILE = "run.json"
 LATEST = "latest"
@@ -106,6 +106,16 @@ class _StepWatcher:
         self.log.flush()
 
 
+def _conditional_outputs(root: Path, known: dict) -> dict[str, dict]:
+    """Outputs of steps that are not pipeline outputs (those under a dsl.If), found in kfp.local's layout
+    `<root>/<pipeline>-<time>/<task>/<output>`; a name two steps share is left out rather than guessed."""
+    found: dict[str, list[Path]] = {}
+    for path in sorted(root.glob("*/*/*")):
+        if path.name not in known:
+            found.setdefault(path.name, []).append(path.resolve())
+    return {name: {"path": str(paths[0]), "metadata": {}} for name, paths in found.items() if len(paths) == 1}
+
+
 def _new_run_dir(runs_dir: Path) -> tuple[str, Path]:
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     for n in range(1000):
@@ -124,20 +134,36 @@ def _point_latest(runs_dir: Path, run_id: str) -> None:
     tmp.replace(link)  # atomic: a reader sees the old run or the new one, never no link
 
 
+def local_defaults(params: dict, workspace: Path) -> dict:
+    """`params` with the release settings a local run leaves empty filled in: the registry under `workspace`, and
+    the local model servers (serving/deployment.py) as the deploy target."""
+    workspace = Path(workspace).resolve()
+    out = dict(params)
+    if "registry" in out and not out["registry"]:
+        out["registry"] = str(workspace / "registry")
+    if "deploy_target" in out and not out["deploy_target"]:
+        out["deploy_target"] = f"local:{workspace / 'serving'}"
+    return out
+
+
 def run_local(
     params: dict,
     runs_dir: Path,
     on_step: Callable[[StepTime], None] | None = None,
     on_start: Callable[[str], None] | None = None,
+    name: str = "homefeed_training",
 ) -> LocalRun:
-    """Run homefeed_training with `params` (its keyword arguments) through kfp.local's SubprocessRunner.
+    """Run pipeline `name` with `params` through kfp.local's SubprocessRunner; parameters the pipeline does not
+    declare are left out (the settings hold every pipeline's).
 
     Raises RuntimeError naming the failed step and the log when a step fails; run.json records the failure too.
     """
+    fn = pipeline(name)
+    params = {k: v for k, v in params.items() if k in parameter_names(name)}
     runs_dir = Path(runs_dir).resolve()
     run_id, run_dir = _new_run_dir(runs_dir)
-    run = LocalRun(run_id, run_dir, PIPELINE_NAME, dict(params), started=datetime.now(UTC).isoformat())
-    compile_pipeline(run_dir / "pipeline.yaml")
+    run = LocalRun(run_id, run_dir, name, dict(params), started=datetime.now(UTC).isoformat())
+    compile_pipeline(run_dir / "pipeline.yaml", name)
     # use_venv=False: the tasks run in this environment, which has the project installed (a venv per task would
     # have to pip-install torch and the rest for every step).
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(run_dir / "artifacts"))
@@ -150,12 +176,13 @@ def run_local(
                 # code is this environment's; kfp.local warns about both on every task.
                 warnings.filterwarnings("ignore", message=r"Task '.*': settings \[", category=UserWarning)
                 warnings.filterwarnings("ignore", message="You may be attemping to run", category=RuntimeWarning)
-                task = homefeed_training(**params)
+                task = fn(**params)
             run.status = "succeeded"
             run.artifacts = {
-                name: {"path": str(Path(a.path).resolve()), "metadata": dict(a.metadata)}
-                for name, a in task.outputs.items()
+                output: {"path": str(Path(a.path).resolve()), "metadata": dict(a.metadata)}
+                for output, a in task.outputs.items()
             }
+            run.artifacts |= _conditional_outputs(run_dir / "artifacts", run.artifacts)
         except Exception as exc:
             failed = next((s.name for s in watcher.steps if s.status != "SUCCESS"), "unknown")
             run.status, run.error = "failed", f"step {failed!r} failed: {exc}"

@@ -1,5 +1,5 @@
-"""The parameters of `homefeed_training`, typed and validated: one definition for the pipeline's defaults, the
-settings file (`pipeline:` in homefeed.yaml) and the CLI (`--set name=value`)."""
+"""The parameters of the pipelines, typed and validated: one definition for the pipelines' defaults, the settings
+file (`pipeline:` in homefeed.yaml) and the CLI (`--set name=value`). Each pipeline takes the subset it declares."""
 
 from __future__ import annotations
 
@@ -28,6 +28,50 @@ class PipelineParams(BaseModel):
     hnsw_ef_construction: int = Field(200, ge=8, le=2048, description="HNSW build breadth (Milvus `efConstruction`)")
     reference_days: float = Field(7.0, gt=0, description="drift report: the reference window before the current")
     current_days: float = Field(1.0, gt=0, description="drift report: the latest window")
+    # retraining: the fresh window a run trains and evaluates on
+    window_days: float = Field(14.0, gt=0, description="homefeed_retraining: the last days of events it uses")
+    end_days_ago: float = Field(0.0, ge=0, description="homefeed_retraining: end the window this many days early")
+    # release: the gate, the registry and where a passing model goes
+    registry: str = Field(
+        "", description="model registry: a path or s3://bucket/prefix (empty: <workspace>/registry for local runs)"
+    )
+    deploy_target: str = Field(
+        "", description="local:<dir>, kserve:<namespace> or none (empty: <workspace>/serving for local runs)"
+    )
+    gate_policy: str = Field("", description="gate rules as JSON (components/gate.py); empty: the default policy")
+    # where training runs
+    ray_backend: str = Field("local", description="local (a Ray instance in the step) or kuberay (a RayJob)")
+    ray_workers: int = Field(2, ge=1, le=64, description="Ray Train workers per training step")
+    ranking_gpus: int = Field(0, ge=0, le=8, description="GPUs for ranking training (per Ray worker on KubeRay)")
+
+    @field_validator("ray_backend")
+    @classmethod
+    def _known_backend(cls, value: str) -> str:
+        from components.remote import BACKENDS
+
+        if value not in BACKENDS:
+            raise ValueError(f"ray_backend must be one of {BACKENDS}")
+        return value
+
+    @field_validator("deploy_target")
+    @classmethod
+    def _known_target(cls, value: str) -> str:
+        from components.release import DeployTarget
+
+        if value:
+            DeployTarget.parse(value)
+        return value
+
+    @field_validator("gate_policy")
+    @classmethod
+    def _valid_policy(cls, value: str) -> str:
+        import json
+
+        from components.gate import GatePolicy
+
+        if value.strip():
+            GatePolicy.from_dict(json.loads(value))
+        return value
 
     @field_validator("online_store")
     @classmethod

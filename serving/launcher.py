@@ -106,12 +106,28 @@ def running_servers(specs: Sequence[ServerSpec], log_dir: Path, timeout_s: float
     Raises ServerFailed if one exits or is not ready within `timeout_s` (the servers load concurrently). The servers
     are stopped however the block ends, an exception in it included.
     """
+    servers = start_servers(specs, log_dir, timeout_s=timeout_s)
+    try:
+        yield {s.name: s.url for s in servers}
+    finally:
+        stop_servers(servers)
+
+
+def start_servers(
+    specs: Sequence[ServerSpec], log_dir: Path, ports: Sequence[int] | None = None, timeout_s: float = 120.0
+) -> list[RunningServer]:
+    """Start every server of `specs` (on `ports`, else on free ones) and return them once all are ready; they keep
+    running until stopped (`stop_servers`, or `stop_pids` from another process). If one fails, all are stopped and
+    ServerFailed is raised."""
     names = [s.name for s in specs]
     if len(set(names)) < len(names):
         raise ValueError(f"server names must be distinct, got {names}")
+    ports = list(ports) if ports is not None else free_ports(len(specs))
+    if len(ports) != len(specs):
+        raise ValueError(f"{len(specs)} servers need {len(specs)} ports, got {ports}")
     log_dir = Path(log_dir)
     log_dir.mkdir(parents=True, exist_ok=True)
-    urls = {s.name: f"http://{HOST}:{port}" for s, port in zip(specs, free_ports(len(specs)), strict=True)}
+    urls = {s.name: f"http://{HOST}:{port}" for s, port in zip(specs, ports, strict=True)}
     servers: list[RunningServer] = []
     try:
         for spec in specs:
@@ -121,9 +137,10 @@ def running_servers(specs: Sequence[ServerSpec], log_dir: Path, timeout_s: float
         for server in servers:
             left = max(deadline - time.monotonic(), 0.0)
             wait_until_ready(server.url, server.name, left, process=server.process, log=server.log)
-        yield urls
-    finally:
+    except BaseException:
         stop_servers(servers)
+        raise
+    return servers
 
 
 def start_server(name: str, args: Sequence[str], url: str, log: Path) -> RunningServer:
@@ -188,6 +205,39 @@ def stop_servers(servers: Sequence[RunningServer], grace_s: float = STOP_GRACE_S
             server.process.wait()
         # the leader is gone; whatever it started in its group has no one else to stop it
         _signal_group(server.process, signal.SIGKILL)
+
+
+def stop_pids(pids: Sequence[int], grace_s: float = STOP_GRACE_S) -> None:
+    """Stop servers this process did not start (a deployment's recorded pids): SIGTERM to each one's process group,
+    SIGKILL after `grace_s`. A pid that no longer runs `python -m serving` (exited, or reused by another program) is
+    left alone."""
+    ours = [pid for pid in pids if _is_server(pid)]
+    for pid in ours:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while any(_alive(pid) for pid in ours) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for pid in ours:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+
+
+def _is_server(pid: int) -> bool:
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return b"-m" in cmdline and b"serving" in cmdline
+
+
+def _alive(pid: int) -> bool:
+    """Running and not a zombie (an exited child of a process that has not reaped it yet counts as gone)."""
+    try:
+        status = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return status.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
 def _url_or_arg(arg: str, urls: dict[str, str]) -> str:

@@ -10,6 +10,8 @@ worth reporting.
 
 from __future__ import annotations
 
+import contextlib
+import json
 from collections import Counter
 from typing import Any
 
@@ -39,6 +41,11 @@ def respond(predictions: list[dict], model_name: str, rid: str, as_v2: bool, sch
 
 def v1_instances(payload: Any, fields: tuple[str, ...]) -> list[dict]:
     """The `instances` of a v1 body: a non-empty list of JSON objects with no field outside `fields`."""
+    if isinstance(payload, bytes | bytearray):
+        # kserve hands over the raw body when the request has no JSON content type (curl -d without -H): read it
+        # as JSON all the same, so the answer is about the body, not the header
+        with contextlib.suppress(ValueError, UnicodeDecodeError):  # not JSON: the check below names it
+            payload = json.loads(payload)
     if not isinstance(payload, dict) or "instances" not in payload:
         raise InvalidInput(f'instances: missing; expected a JSON object {{"instances": [...]}}, got {_show(payload)}')
     extra = sorted(set(payload) - {"instances"})

@@ -21,6 +21,8 @@ def ensure_ray(num_cpus: int | None = None, address: str | None = None) -> None:
 
     if ray.is_initialized():
         return
+    # Inside a KubeRay RayJob the submitter sets RAY_ADDRESS: join that cluster (it brings its own resources).
+    address = address or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, log_to_driver=False)
     else:
@@ -30,16 +32,22 @@ def ensure_ray(num_cpus: int | None = None, address: str | None = None) -> None:
 def fit_on_ray(
     loop: Callable[[dict], None], config: dict, out_dir: Path, name: str, num_workers: int = 2
 ) -> tuple[dict, Path]:
-    """Train with `num_workers` CPU workers; copy the last checkpoint into `out_dir`. Returns (metrics, out_dir)."""
+    """Train with `num_workers` workers; copy the last checkpoint into `out_dir`. Returns (metrics, out_dir).
+
+    The workers use the GPUs the Ray cluster has (a KubeRay worker group with `nvidia.com/gpu`), shared evenly, and
+    run on CPU where it has none (this machine)."""
+    import ray
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     ensure_ray()
     out_dir = Path(out_dir).resolve()
+    gpus = float(ray.cluster_resources().get("GPU", 0))
+    per_worker = {"GPU": min(1.0, gpus / num_workers)} if gpus else None
     trainer = TorchTrainer(
         loop,
         train_loop_config=config,
-        scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=False),
+        scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=gpus > 0, resources_per_worker=per_worker),
         run_config=RunConfig(storage_path=str(out_dir.parent / "ray_runs"), name=name),
     )
     result = trainer.fit()

@@ -22,7 +22,7 @@ from components.train.examples import Catalog, ranking_examples, read_events
 from components.train.ranking import load_pinnability, score
 from components.train.retrieval import load_two_tower, pin_embeddings
 from homefeed.serve_commands import server_specs
-from pipelines.compile import GOLDEN
+from pipelines.compile import golden
 from pipelines.local import load_run, run_local
 from pipelines.params import PipelineParams
 from serving.launcher import free_ports, running_servers, wait_until_ready
@@ -36,7 +36,9 @@ PARAMS = PipelineParams(source="world:tiny", retrieval_epochs=2, ranking_epochs=
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     runs = tmp_path_factory.mktemp("runs")
-    done = run_local(PARAMS.model_dump(), runs)
+    # a registry of the test's own (the gate then deploys: no champion yet); the servers are started by the tests
+    release = {"registry": str(tmp_path_factory.mktemp("registry")), "deploy_target": "none"}
+    done = run_local(PARAMS.model_dump() | release, runs)
     assert load_run(runs).run_id == done.run_id  # `latest` points at it
     return done
 
@@ -44,12 +46,13 @@ def run(tmp_path_factory):
 def test_every_step_ran_and_the_run_is_versioned(run):
     assert run.status == "succeeded"
     assert {s.name for s in run.steps} == {
-        "data", "features", "train-retrieval", "train-ranking", "evaluate", "index", "monitor"
+        "data", "features", "train-retrieval", "train-ranking", "evaluate", "gate", "index", "deploy", "monitor"
     }  # fmt: skip
     assert all(s.status == "SUCCESS" and s.seconds > 0 for s in run.steps)
-    assert (run.run_dir / "pipeline.yaml").read_text() == GOLDEN.read_text()
+    assert (run.run_dir / "pipeline.yaml").read_text() == golden("homefeed_training").read_text()
     assert "Task 'train-ranking' finished" in (run.run_dir / "pipeline.log").read_text()
-    for name in set(run.artifacts) - {"metrics"}:  # KFP Metrics live in the artifact's metadata, not in a file
+    # KFP Metrics live in the artifact's metadata, not in a file
+    for name in set(run.artifacts) - {"metrics", "gate_metrics"}:
         assert run.path(name).exists() and run.path(name).is_relative_to(run.run_dir), name
 
 

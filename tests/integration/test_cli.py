@@ -73,13 +73,14 @@ def test_bad_settings_file_is_a_usage_error(tmp_path):
     assert result.exit_code == 2 and "n_pins" in result.output
 
 
-def test_pipeline_compile_writes_the_golden_ir(tmp_path):
-    from pipelines.compile import GOLDEN
+@pytest.mark.parametrize("name", ["homefeed_training", "homefeed_retraining", "embedding_refresh"])
+def test_pipeline_compile_writes_the_golden_ir(tmp_path, name):
+    from pipelines.compile import golden
 
     out = tmp_path / "p.yaml"
-    result = CliRunner().invoke(main, ["pipeline", "compile", "--out", str(out)])
+    result = CliRunner().invoke(main, ["pipeline", "compile", "--pipeline", name, "--out", str(out)])
     assert result.exit_code == 0, result.output
-    assert out.read_text() == GOLDEN.read_text()
+    assert out.read_text() == golden(name).read_text()
 
 
 @pytest.mark.parametrize(
@@ -88,6 +89,11 @@ def test_pipeline_compile_writes_the_golden_ir(tmp_path):
         (["pipeline", "run"], "pass --local"),
         (["pipeline", "run", "--local", "--set", "epochs=3"], "NAME one of source"),
         (["pipeline", "run", "--local", "--set", "retrieval_epochs=0"], "retrieval_epochs"),
+        (["pipeline", "run", "--local", "--set", "ray_backend=slurm"], "ray_backend must be one of"),
+        (["pipeline", "run", "--local", "--set", "deploy_target=k8s:x"], "deploy target must be"),
+        (["pipeline", "run", "--local", "--set", 'gate_policy={"recall@10": {}}'], "recall@10.direction: required"),
+        (["pipeline", "run", "--local", "--pipeline", "nope"], "Invalid value for '--pipeline'"),
+        (["pipeline", "submit", "--host", "http://127.0.0.1:9"], "a cluster run needs registry and deploy_target"),
     ],
 )
 def test_pipeline_run_refuses_bad_parameters_before_running(tmp_path, monkeypatch, args, message):

@@ -1,4 +1,6 @@
-"""The pipeline as a cluster sees it: the compiled IR matches the committed golden file, and its parameters are
+"""The pipelines as a cluster sees them: each compiled IR matches its committed golden file; the steps are wired as
+designed (release steps only under the gate's condition); the Kubernetes settings (the workspace PVC on training
+steps, the registry Secret on the release steps, GPU and resource requests) are in the IR; and the parameters are
 exactly the typed PipelineParams (names, types and defaults)."""
 
 from __future__ import annotations
@@ -8,36 +10,90 @@ import inspect
 import pytest
 import yaml
 
-from pipelines.compile import GOLDEN, compile_pipeline
-from pipelines.homefeed_training import homefeed_training
+from pipelines.compile import PIPELINES, compile_pipeline, golden
 from pipelines.params import DEFAULTS, PipelineParams
+from pipelines.stages import REGISTRY_SECRET
 
 pytestmark = pytest.mark.unit
 
-STEPS = {"data", "features", "train-retrieval", "train-ranking", "evaluate", "index", "monitor"}
+TRAIN = {"features", "train-retrieval", "train-ranking", "evaluate", "gate"}
+TOP_LEVEL = {
+    "homefeed_training": {"data", "monitor", "condition-1"} | TRAIN,
+    "homefeed_retraining": {"data", "window", "condition-1"} | TRAIN,
+    "embedding_refresh": {"data", "features", "champion", "index", "deploy"},
+}
 
 
-def test_compiled_pipeline_matches_golden(tmp_path):
-    out = compile_pipeline(tmp_path / "homefeed_training.yaml")
-    assert out.read_text() == GOLDEN.read_text(), (
-        "the compiled pipeline differs from pipelines/golden/homefeed_training.yaml; if the change is intended, "
+def load(name: str) -> tuple[dict, dict]:
+    """The pipeline spec and the Kubernetes platform spec of a golden file (two YAML documents)."""
+    spec, platform = yaml.safe_load_all(golden(name).read_text())
+    return spec, platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+
+
+@pytest.mark.parametrize("name", PIPELINES)
+def test_compiled_pipeline_matches_golden(tmp_path, name):
+    out = compile_pipeline(tmp_path / f"{name}.yaml", name)
+    assert out.read_text() == golden(name).read_text(), (
+        f"the compiled pipeline differs from pipelines/golden/{name}.yaml; if the change is intended, "
         "run `homefeed pipeline compile --golden` and review the diff"
     )
 
 
-def test_golden_has_every_step_wired_to_its_inputs():
-    ir = yaml.safe_load(GOLDEN.read_text())
-    tasks = ir["root"]["dag"]["tasks"]
-    assert set(tasks) == STEPS
-    assert tasks["train-ranking"]["dependentTasks"] == ["data", "train-retrieval"]
-    assert set(tasks["evaluate"]["dependentTasks"]) == {"data", "train-retrieval", "train-ranking"}
-    images = {e["container"]["image"] for e in ir["deploymentSpec"]["executors"].values()}
+@pytest.mark.parametrize("name", PIPELINES)
+def test_golden_steps_and_one_pinned_image(name):
+    spec, _ = load(name)
+    assert set(spec["root"]["dag"]["tasks"]) == TOP_LEVEL[name]
+    images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
     assert len(images) == 1 and not images.pop().endswith(":latest")
 
 
-def test_pipeline_parameters_are_the_typed_params():
-    signature = inspect.signature(homefeed_training.pipeline_func)
-    assert list(signature.parameters) == list(PipelineParams.model_fields)
-    for name, param in signature.parameters.items():
-        assert param.default == getattr(DEFAULTS, name), name
-        assert param.annotation is PipelineParams.model_fields[name].annotation, name
+@pytest.mark.parametrize("name", ["homefeed_training", "homefeed_retraining"])
+def test_index_and_deploy_run_only_when_the_gate_passes(name):
+    spec, _ = load(name)
+    tasks = spec["root"]["dag"]["tasks"]
+    condition = tasks["condition-1"]
+    assert condition["triggerPolicy"]["condition"] == (
+        "inputs.parameter_values['pipelinechannel--gate-Output'] == true"
+    )
+    assert condition["dependentTasks"] == ["gate"] or "gate" in condition["dependentTasks"]
+    inner = spec["components"][condition["componentRef"]["name"]]["dag"]["tasks"]
+    assert set(inner) == {"index", "deploy"}
+    assert inner["deploy"]["dependentTasks"] == ["index"]
+    assert set(tasks["gate"]["dependentTasks"]) >= {"evaluate"}
+    assert set(tasks["train-ranking"]["dependentTasks"]) >= {"train-retrieval"}
+
+
+@pytest.mark.parametrize("name", ["homefeed_training", "homefeed_retraining"])
+def test_cluster_settings_are_in_the_ir(name):
+    spec, k8s = load(name)
+    for step in ("train-retrieval", "train-ranking"):
+        (mount,) = k8s[f"exec-{step}"]["pvcMount"]
+        assert mount["mountPath"] == "/mnt/homefeed-work" and mount["constant"] == "homefeed-work"
+    for step in ("gate", "deploy"):
+        (secret,) = k8s[f"exec-{step}"]["secretAsEnv"]
+        assert secret["secretName"] == REGISTRY_SECRET and secret["optional"] is True
+        assert {e["envVar"] for e in secret["keyToEnv"]} == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+                                                              "AWS_ENDPOINT_URL"}  # fmt: skip
+    resources = spec["deploymentSpec"]["executors"]["exec-train-ranking"]["container"]["resources"]
+    assert resources["accelerator"]["resourceType"] == "nvidia.com/gpu"
+    assert "pipelinechannel--ranking_gpus" in resources["accelerator"]["resourceCount"]  # a run parameter
+    assert resources["memoryLimit"] == 8.0 and resources["cpuRequest"] == 2.0
+    # the training steps are told where to run and get a unique id to name their RayJob
+    params = spec["root"]["dag"]["tasks"]["train-ranking"]["inputs"]["parameters"]
+    assert params["ray_backend"]["componentInputParameter"] == "ray_backend"
+    assert params["job_id"]["runtimeValue"]["constant"] == "{{$.pipeline_task_uuid}}"
+
+
+@pytest.mark.parametrize("name", PIPELINES)
+def test_pipeline_parameters_are_typed_params(name):
+    fields = PipelineParams.model_fields
+    signature = inspect.signature(PIPELINES[name].pipeline_func)
+    assert set(signature.parameters) <= set(fields)
+    for param_name, param in signature.parameters.items():
+        assert param.default == getattr(DEFAULTS, param_name), param_name
+        assert param.annotation is fields[param_name].annotation, param_name
+
+
+def test_every_typed_param_is_used_by_some_pipeline():
+    used = set().union(*(inspect.signature(p.pipeline_func).parameters for p in PIPELINES.values()))
+    assert used == set(PipelineParams.model_fields)

@@ -1,0 +1,200 @@
+"""The release steps after evaluation: the champion/challenger gate, and the deploy of a model bundle.
+
+A release is one *bundle* in the registry (components/registry.py) under the model name `homefeed`:
+
+    retrieval/  ranking/  index/  evaluation.json
+
+registered by the deploy step, so every version in the registry was deployed at some point, and the champion
+pointer always names the version that serves. Every gate decision, passed or not, goes to the registry's history.
+
+The gate compares like with like: the champion's models are fetched and evaluated on the challenger's holdout, since
+a retraining run evaluates on a fresher window than the one the champion was measured on. If the champion cannot be
+evaluated there (its bundle is unreadable, or its ID tables do not cover this dataset), its registered figures are
+used and the decision's `basis` says so.
+
+Deploy targets (`DeployTarget.parse`):
+    local:<dir>        restart the local model servers on the new bundle (serving/deployment.py)
+    kserve:<namespace> patch the InferenceServices' storageUri to the version in an s3:// registry, wait until Ready
+    none               register and promote only
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from components.gate import GatePolicy, decide
+from components.registry import Registry
+
+MODEL_NAME = "homefeed"
+BUNDLE_PARTS = ("retrieval", "ranking", "index")
+EVALUATION_FILE = "evaluation.json"
+DECISION_FILE = "decision.json"
+# The InferenceServices a cluster deploy moves to the new version (manifests/, F9); both load the whole bundle.
+INFERENCE_SERVICES = ("homefeed-retrieval", "homefeed-ranking")
+
+
+@dataclass(frozen=True)
+class DeployTarget:
+    kind: str  # local | kserve | none
+    where: str = ""  # the deployment directory (local) or namespace (kserve)
+
+    @classmethod
+    def parse(cls, raw: str) -> DeployTarget:
+        kind, _, where = raw.partition(":")
+        if kind == "none" and not where:
+            return cls("none")
+        if kind in ("local", "kserve") and where:
+            return cls(kind, where)
+        raise ValueError(f"deploy target must be local:<dir>, kserve:<namespace> or none; got {raw!r}")
+
+
+def gate_step(
+    dataset_dir: Path,
+    evaluation_dir: Path,
+    out_dir: Path,
+    split,
+    registry_uri: str,
+    run_id: str,
+    policy: str = "",
+    model_name: str = MODEL_NAME,
+) -> dict:
+    """Decide whether the evaluated challenger may replace the champion; writes and returns the decision.
+
+    `policy`: a JSON object of gate rules (components/gate.py GatePolicy.from_dict); empty for the default policy.
+    The returned dict is `Decision.to_dict()` plus `champion_version`, `basis`, `metrics` (Decision.as_metrics())
+    and `run_id`; it is recorded in the registry's history when the model has versions there.
+    """
+    from components.steps import evaluate, flat_metrics
+
+    rules = GatePolicy.from_dict(json.loads(policy)) if policy.strip() else GatePolicy.default()
+    registry = Registry(_required(registry_uri))
+    challenger = flat_metrics(json.loads((Path(evaluation_dir) / EVALUATION_FILE).read_text()))
+    champ = registry.champion(model_name)
+    basis, champion_metrics = "no champion", None
+    if champ is not None:
+        basis, champion_metrics = "registered metrics", champ.metrics
+        with tempfile.TemporaryDirectory(prefix="champion-") as tmp:
+            try:
+                models = registry.fetch(model_name, champ.version, Path(tmp) / "bundle", only=("retrieval", "ranking"))
+                result = evaluate(dataset_dir, models / "retrieval", models / "ranking", Path(tmp) / "eval", split)
+                basis, champion_metrics = "re-evaluated on this holdout", flat_metrics(result)
+            except Exception as exc:  # any failure: fall back to the recorded figures, and say why
+                basis = f"registered metrics (re-evaluation failed: {type(exc).__name__}: {exc})"
+    decision = decide(challenger, champion_metrics, rules)
+    record = {
+        **decision.to_dict(),
+        "champion_version": None if champ is None else champ.version,
+        "basis": basis,
+        "policy": rules.to_dict(),
+        "metrics": decision.as_metrics(),
+        "run_id": run_id,
+    }
+    if champ is not None:
+        registry.record(model_name, record)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / DECISION_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    return record
+
+
+def deploy_step(
+    retrieval_dir: Path,
+    ranking_dir: Path,
+    index_dir: Path,
+    evaluation_dir: Path,
+    features_dir: Path,
+    gate_dir: Path,
+    out_dir: Path,
+    registry_uri: str,
+    target: str,
+    run_id: str,
+    model_name: str = MODEL_NAME,
+    timeout_s: float = 600.0,
+) -> dict:
+    """Register the bundle as a new version, roll it out to `target`, then promote it to champion.
+
+    Promotion comes last: if the rollout fails, the champion pointer still names the version that serves.
+    Refuses a bundle whose gate decision was not to deploy (the pipeline's condition should already have).
+    """
+    target_ = DeployTarget.parse(target)
+    decision = json.loads((Path(gate_dir) / DECISION_FILE).read_text())
+    if not decision["deploy"]:
+        raise RuntimeError(f"the gate did not pass this model: {decision['reasons'][-1]}")
+    registry = Registry(_required(registry_uri))
+    if target_.kind == "kserve" and not registry.uri.startswith("s3://"):
+        raise ValueError(
+            f"a kserve deploy needs an s3:// registry the storage initializer can read, not {registry.uri}"
+        )
+    with tempfile.TemporaryDirectory(prefix="bundle-") as tmp:
+        bundle = Path(tmp)
+        for part, src in zip(BUNDLE_PARTS, (retrieval_dir, ranking_dir, index_dir), strict=True):
+            # LOCK: Milvus Lite's lock file belongs to whoever has the file open, not to the data; work/ and
+            # ray_runs/ are training scratch (the model's own files are at the top of its folder)
+            shutil.copytree(src, bundle / part, ignore=shutil.ignore_patterns("LOCK", "work", "ray_runs"))
+        shutil.copyfile(Path(evaluation_dir) / EVALUATION_FILE, bundle / EVALUATION_FILE)
+        version = registry.register(model_name, bundle, decision["challenger"], run_id)
+    info = registry.version(model_name, version)
+    rollout = _roll_out(target_, registry, model_name, version, Path(features_dir), timeout_s)
+    registry.promote(model_name, version, f"{decision['reasons'][-1]} ({decision['basis']}); run {run_id}")
+    summary = {"version": version, "target": target, "storage_uri": info.uri, "rollout": rollout}
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "deployment.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def _roll_out(
+    target: DeployTarget, registry: Registry, name: str, version: int, features_dir: Path, timeout_s: float
+) -> dict:
+    if target.kind == "none":
+        return {}
+    if target.kind == "local":
+        from serving import deployment
+
+        dest = deployment.release_dir(target.where, version)
+        if not dest.exists():
+            registry.fetch(name, version, dest, only=BUNDLE_PARTS)
+        return deployment.deploy(target.where, version, features_dir, timeout_s=timeout_s)
+    from components.cluster.inference_service import rollout
+    from components.cluster.kube import api_client
+
+    uri = registry.version(name, version).uri
+    return rollout(api_client(), target.where, dict.fromkeys(INFERENCE_SERVICES, uri), timeout_s=timeout_s)
+
+
+def _required(registry_uri: str) -> str:
+    if not registry_uri.strip():
+        raise ValueError(
+            "no model registry given: set the pipeline parameter `registry` (a path or s3://bucket/prefix)"
+        )
+    return registry_uri
+
+
+def champion_step(
+    registry_uri: str, retrieval_out: Path, ranking_out: Path, evaluation_out: Path, gate_out: Path
+) -> dict:
+    """The champion's retrieval and ranking models and evaluation, fetched for `embedding_refresh`, with the
+    decision that lets the deploy step ship them again on a new corpus and index (nothing to gate: the models are
+    the ones serving). Fails clearly when there is no champion yet."""
+    registry = Registry(_required(registry_uri))
+    champ = registry.champion(MODEL_NAME)
+    if champ is None:
+        raise RuntimeError(f"no champion in {registry.uri}: run homefeed_training or homefeed_retraining first")
+    with tempfile.TemporaryDirectory(prefix="champion-") as tmp:
+        bundle = registry.fetch(
+            MODEL_NAME, champ.version, Path(tmp) / "bundle", only=("retrieval", "ranking", EVALUATION_FILE)
+        )
+        for src, dest in ((bundle / "retrieval", retrieval_out), (bundle / "ranking", ranking_out)):
+            shutil.copytree(src, dest, dirs_exist_ok=True)
+        Path(evaluation_out).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(bundle / EVALUATION_FILE, Path(evaluation_out) / EVALUATION_FILE)
+    reason = f"embedding refresh of champion v{champ.version}: same models, a fresh corpus and index"
+    record = {"deploy": True, "reasons": [reason], "basis": reason, "challenger": champ.metrics,
+              "champion_version": champ.version}  # fmt: skip
+    Path(gate_out).mkdir(parents=True, exist_ok=True)
+    (Path(gate_out) / DECISION_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    return {"version": champ.version}

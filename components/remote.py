@@ -1,0 +1,121 @@
+"""Where a training step's Ray work runs: on a local Ray instance, or on a KubeRay cluster as a RayJob.
+
+One setting switches (the pipeline parameter `ray_backend`); the step function is the same either way:
+
+- `local`: the step runs in the calling process, whose `ray.init()` starts a Ray instance on this machine (or in the
+  KFP pod, on a cluster without KubeRay).
+- `kuberay`: the step's inputs are staged on the shared workspace volume (a ReadWriteMany PVC the KFP task and the
+  Ray pods both mount at WORKSPACE_MOUNT), a `RayJob` runs `python -m components.remote <call.json>` on a fresh Ray
+  cluster of `ray_workers` workers (with `gpus` each), and the step's outputs come back from the volume into the KFP
+  output artifact. The job is polled until it ends; anything but SUCCEEDED fails the step
+  (components/cluster/rayjob.py). KubeRay deletes the cluster when the job finishes (shutdownAfterJobFinishes) and
+  the RayJob after its TTL.
+
+    call.json   {"step": "train_retrieval", "kwargs": {...paths on the volume...}}
+    result.json what the step returned (written by the job)
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+BACKENDS = ("local", "kuberay")
+WORKSPACE_PVC = "homefeed-work"  # created by the manifests (F9)
+WORKSPACE_MOUNT = "/mnt/homefeed-work"
+CALL_FILE, RESULT_FILE = "call.json", "result.json"
+
+
+@dataclass(frozen=True)
+class RayBackend:
+    kind: str = "local"
+    workers: int = 2
+    gpus: int = 0  # per worker, on KubeRay
+    mount: str = WORKSPACE_MOUNT
+
+    def __post_init__(self) -> None:
+        if self.kind not in BACKENDS:
+            raise ValueError(f"ray_backend must be one of {BACKENDS}, got {self.kind!r}")
+        if self.workers < 1 or self.gpus < 0:
+            raise ValueError(f"ray_workers must be >= 1 and gpus >= 0, got {self.workers}, {self.gpus}")
+
+
+def _steps() -> dict[str, Callable[..., dict]]:
+    """The steps that may run remotely, by name: each takes JSON-able keyword arguments only."""
+    from components import steps
+
+    return {"train_retrieval": steps.train_retrieval_step, "train_ranking": steps.train_ranking_step}
+
+
+def run_step(
+    step: str,
+    kwargs: dict,
+    backend: RayBackend,
+    job_id: str,
+    inputs: Sequence[str] = (),
+    outputs: Sequence[str] = (),
+    on_status: Callable[[dict], None] | None = None,
+) -> dict:
+    """Run `step(**kwargs)` on `backend`; `inputs`/`outputs` name the kwargs that are directories to stage in and
+    copy back (kuberay). `job_id` must be unique per task run (the KFP run and task), it names the RayJob."""
+    if step not in _steps():
+        raise ValueError(f"unknown step {step!r}; remote steps: {sorted(_steps())}")
+    if backend.kind == "local":
+        return _steps()[step](**kwargs)
+    return _run_on_kuberay(step, kwargs, backend, job_id, inputs, outputs, on_status)
+
+
+def _run_on_kuberay(step, kwargs, backend, job_id, inputs, outputs, on_status) -> dict:
+    from components.cluster.kube import api_client, current_namespace
+    from components.cluster.rayjob import RayJobSpec, rayjob_name, run_rayjob
+    from components.kfp_components import IMAGE
+
+    name = rayjob_name(step.replace("_", "-"), job_id)
+    work = Path(backend.mount) / "jobs" / name
+    if work.exists():
+        shutil.rmtree(work)  # a retried task starts clean
+    remote = dict(kwargs)
+    for key in inputs:
+        remote[key] = str(shutil.copytree(kwargs[key], work / "in" / key))
+    for key in outputs:
+        remote[key] = str(work / "out" / key)
+    work.mkdir(parents=True, exist_ok=True)
+    (work / CALL_FILE).write_text(json.dumps({"step": step, "kwargs": remote}, indent=2) + "\n")
+    spec = RayJobSpec(
+        name=name,
+        namespace=current_namespace(),
+        image=IMAGE,
+        entrypoint=f"python -m components.remote {work / CALL_FILE}",
+        runtime_env={"env_vars": {"PYTHONUNBUFFERED": "1"}},
+        workers=backend.workers,
+        worker_gpus=backend.gpus,
+        pvc_name=WORKSPACE_PVC,
+        mount_path=backend.mount,
+        labels={"app.kubernetes.io/part-of": "homefeed", "homefeed/step": step.replace("_", "-")},
+    )
+    run_rayjob(spec, api_client(), on_status=on_status)
+    result = json.loads((work / RESULT_FILE).read_text())
+    for key in outputs:
+        shutil.copytree(work / "out" / key, kwargs[key], dirs_exist_ok=True)
+    shutil.rmtree(work)
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The RayJob's entrypoint: run the call in `argv[0]` (its `ray.init()` joins the job's cluster through
+    RAY_ADDRESS) and write what the step returned next to it."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        raise SystemExit("usage: python -m components.remote <call.json>")
+    call_path = Path(args[0])
+    call = json.loads(call_path.read_text())
+    result = _steps()[call["step"]](**call["kwargs"])
+    (call_path.parent / RESULT_FILE).write_text(json.dumps(result, indent=2, default=str) + "\n")
+
+
+if __name__ == "__main__":
+    main()

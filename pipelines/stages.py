@@ -1,0 +1,113 @@
+"""The pipelines' shared stages: each function adds its tasks to the pipeline being defined and returns them.
+
+`homefeed_training` and `homefeed_retraining` differ only in their data (a whole source, or its latest window); both
+then train, evaluate, gate and, when the gate passes, index and deploy. `embedding_refresh` reuses the release
+stage with the champion's models. Resource requests size the pods on a cluster; kfp.local ignores them.
+"""
+
+from __future__ import annotations
+
+from kfp import dsl, kubernetes
+
+from components import kfp_components as c
+from components.remote import WORKSPACE_MOUNT, WORKSPACE_PVC
+
+# The registry's S3 credentials (manifests/, F9), as the environment boto3 reads. Optional: a registry on a mounted
+# path needs none, and a missing Secret must not stop such a run.
+REGISTRY_SECRET = "homefeed-registry-s3"
+REGISTRY_ENV = {k: k for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL")}
+GPU = "nvidia.com/gpu"
+
+
+def small(task: dsl.PipelineTask) -> dsl.PipelineTask:
+    return task.set_cpu_request("1").set_memory_request("2G").set_memory_limit("4G")
+
+
+def with_registry(task: dsl.PipelineTask) -> dsl.PipelineTask:
+    return kubernetes.use_secret_as_env(task, REGISTRY_SECRET, REGISTRY_ENV, optional=True)
+
+
+def train(dataset, params: dict) -> dict[str, dsl.PipelineTask]:
+    """features, train retrieval, train ranking, evaluate. `params` are the pipeline's parameter channels."""
+    p = params
+    features = c.features(dataset=dataset, half_life_days=p["half_life_days"], online_store=p["online_store"])
+    small(features.set_display_name("features"))
+    ray = {"ray_backend": p["ray_backend"], "ray_workers": p["ray_workers"], "job_id": dsl.PIPELINE_TASK_ID_PLACEHOLDER}
+    split = {"holdout_days": p["holdout_days"], "ranking_days": p["ranking_days"]}
+    retrieval = c.train_retrieval(dataset=dataset, epochs=p["retrieval_epochs"], seed=p["seed"], **split, **ray)
+    retrieval.set_display_name("train retrieval")
+    ranking = c.train_ranking(
+        dataset=dataset,
+        retrieval_model=retrieval.outputs["model"],
+        epochs=p["ranking_epochs"],
+        max_examples=p["ranking_max_examples"],
+        seed=p["seed"],
+        gpus=p["ranking_gpus"],
+        **split,
+        **ray,
+    ).set_display_name("train ranking")
+    # With ray_backend=local the step trains in its own pod (GPUs from the task's accelerator limit); with kuberay it
+    # stages data on the shared workspace volume for the RayJob's pods, which the step's pod mounts too.
+    ranking.set_accelerator_type(GPU).set_accelerator_limit(p["ranking_gpus"])
+    for task in (retrieval, ranking):
+        task.set_cpu_request("2").set_memory_request("4G").set_memory_limit("8G")
+        kubernetes.mount_pvc(task, pvc_name=WORKSPACE_PVC, mount_path=WORKSPACE_MOUNT)
+    evaluation = c.evaluate(
+        dataset=dataset, retrieval_model=retrieval.outputs["model"], ranking_model=ranking.outputs["model"], **split
+    )
+    small(evaluation.set_display_name("evaluate"))
+    return {"features": features, "retrieval": retrieval, "ranking": ranking, "evaluate": evaluation}
+
+
+def gate(dataset, tasks: dict, params: dict) -> dsl.PipelineTask:
+    gate_task = c.gate(
+        dataset=dataset,
+        evaluation=tasks["evaluate"].outputs["evaluation"],
+        holdout_days=params["holdout_days"],
+        ranking_days=params["ranking_days"],
+        registry=params["registry"],
+        gate_policy=params["gate_policy"],
+        run_id=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+    )
+    return with_registry(small(gate_task.set_display_name("gate")))
+
+
+def release(dataset, retrieval_model, ranking_model, evaluation, feature_store, decision, params: dict) -> None:
+    """corpus + index, then deploy (register, roll out, promote). Call inside the gate's condition."""
+    index = c.index(
+        dataset=dataset,
+        retrieval_model=retrieval_model,
+        half_life_days=params["half_life_days"],
+        hnsw_m=params["hnsw_m"],
+        hnsw_ef_construction=params["hnsw_ef_construction"],
+    )
+    small(index.set_display_name("corpus + index"))
+    deploy = c.deploy(
+        retrieval_model=retrieval_model,
+        ranking_model=ranking_model,
+        pin_index=index.outputs["pin_index"],
+        evaluation=evaluation,
+        feature_store=feature_store,
+        decision=decision,
+        registry=params["registry"],
+        target=params["deploy_target"],
+        run_id=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+    )
+    with_registry(small(deploy.set_display_name("deploy")))
+
+
+def train_gate_release(dataset, params: dict) -> dict[str, dsl.PipelineTask]:
+    """train → gate → (if it passes) corpus + index → deploy; returns the tasks that always run."""
+    tasks = train(dataset, params)
+    tasks["gate"] = gate(dataset, tasks, params)
+    with dsl.If(tasks["gate"].outputs["Output"] == True, name="gate-passed"):  # noqa: E712 (a KFP condition)
+        release(
+            dataset,
+            tasks["retrieval"].outputs["model"],
+            tasks["ranking"].outputs["model"],
+            tasks["evaluate"].outputs["evaluation"],
+            tasks["features"].outputs["feature_store"],
+            tasks["gate"].outputs["decision"],
+            params,
+        )
+    return tasks

@@ -1,0 +1,137 @@
+"""`homefeed_retraining` three times through kfp.local against one registry and one local deployment, showing the
+champion/challenger gate both ways:
+
+1. a weak model (1 epoch each, the fewest ranking examples): no champion yet, so it is registered, served, promoted;
+2. a model trained properly: better on the gated metric, so it replaces the champion and the servers restart on it;
+3. the weak model again: worse than the champion re-evaluated on the same holdout, so nothing is indexed, registered
+   or restarted, and the servers keep answering with version 2.
+
+The gate policy here gates on recall@100 only: on the tiny world the holdout has a few dozen requests with a repin,
+too few for a HIT@3 difference to mean anything (the weak and the proper model swap places on them), while recall@100
+averages over every holdout user. Training is deterministic (fixed seeds, CPU), so the outcome is too.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+
+from components.registry import Registry
+from components.release import MODEL_NAME
+from pipelines.local import run_local
+from pipelines.params import PipelineParams
+from serving import deployment
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+POLICY = json.dumps({"recall@100": {"direction": "higher", "tolerance": 0.01}})
+WEAK = {"retrieval_epochs": 1, "ranking_epochs": 1, "ranking_max_examples": 1_000}
+PROPER = {"retrieval_epochs": 3, "ranking_epochs": 2, "ranking_max_examples": 30_000}
+USERS = [3, 17, 42]
+
+
+def feed(state: dict) -> list[dict]:
+    url = state["servers"]["homefeed"]["url"]
+    body = {"instances": [{"user_id": u} for u in USERS]}
+    response = httpx.post(f"{url}/v1/models/homefeed:predict", json=body, timeout=60)
+    response.raise_for_status()
+    return response.json()["predictions"]
+
+
+def serving_bundle(pid: int) -> str:
+    """The release folder a running server loads its models from, read from its command line."""
+    args = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+    return args[args.index("--model-dir") + 1]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("retraining")
+    base = PipelineParams(source="world:tiny", gate_policy=POLICY).model_dump() | {
+        "registry": str(root / "registry"),
+        "deploy_target": f"local:{root / 'serving'}",
+    }
+    state: dict = {"root": root, "runs": [], "states": [], "feeds": []}
+
+    def retrain(training: dict):
+        run = run_local(base | training, root / "runs", name="homefeed_retraining")
+        state["runs"].append(run)
+        served = deployment.read_state(root / "serving")
+        state["states"].append(served)
+        state["feeds"].append(feed(served))
+        return run
+
+    try:
+        for training in (WEAK, PROPER, WEAK):
+            retrain(training)
+        yield state
+    finally:
+        deployment.undeploy(root / "serving")
+
+
+def decision(run) -> dict:
+    return json.loads((run.path("decision") / "decision.json").read_text())
+
+
+def test_first_model_deploys_with_no_champion(world):
+    first = decision(world["runs"][0])
+    assert first["deploy"] and first["champion_version"] is None and first["basis"] == "no champion"
+    assert world["states"][0]["version"] == 1 and world["states"][0]["status"] == "serving"
+
+
+def test_better_challenger_is_deployed_and_served(world):
+    run, state, before = world["runs"][1], world["states"][1], world["states"][0]
+    d = decision(run)
+    assert d["deploy"] and d["champion_version"] == 1 and d["basis"] == "re-evaluated on this holdout"
+    (check,) = d["per_metric"]
+    assert check["metric"] == "recall@100" and check["challenger"] > check["champion"] + 0.01
+    # KFP Metrics of the gate: both sides and the verdict
+    metrics = run.artifacts["gate_metrics"]["metadata"]
+    assert metrics["gate/deploy"] == 1.0 and metrics["challenger/recall@100"] == check["challenger"]
+    assert metrics["champion/recall@100"] == check["champion"]
+    # registered, promoted, and the servers restarted on version 2, on the same ports
+    reg = Registry(world["root"] / "registry")
+    assert [v.version for v in reg.versions(MODEL_NAME)] == [1, 2]
+    assert state["version"] == 2
+    assert {n: s["port"] for n, s in state["servers"].items()} == {n: s["port"] for n, s in before["servers"].items()}
+    for name in ("retrieval", "ranking"):
+        assert serving_bundle(state["servers"][name]["pid"]).endswith(f"releases/v2/{name}")
+    # served: personalized feeds that differ from version 1's for the same users
+    feeds = world["feeds"][1]
+    assert [f["mode"] for f in feeds] == ["personalized"] * len(USERS)
+    assert all(len(f["pins"]) > 0 for f in feeds)
+    assert [[p["pin_id"] for p in f["pins"]] for f in feeds] != [
+        [p["pin_id"] for p in f["pins"]] for f in world["feeds"][0]
+    ]
+
+
+def test_worse_challenger_is_not_deployed(world):
+    run, state, before = world["runs"][2], world["states"][2], world["states"][1]
+    d = decision(run)
+    assert not d["deploy"] and d["champion_version"] == 2
+    (check,) = d["per_metric"]
+    assert not check["ok"] and check["challenger"] < check["champion"] - 0.01
+    assert "not deployed: recall@100 did not pass" in d["reasons"][-1]
+    assert run.artifacts["gate_metrics"]["metadata"]["gate/deploy"] == 0.0
+    # the release steps did not run, nothing was registered, and the same servers still answer the same
+    assert {s.name for s in run.steps}.isdisjoint({"index", "deploy"})
+    assert "pin_index" not in run.artifacts
+    reg = Registry(world["root"] / "registry")
+    assert [v.version for v in reg.versions(MODEL_NAME)] == [1, 2] and reg.champion(MODEL_NAME).version == 2
+    assert state == before
+    assert world["feeds"][2] == world["feeds"][1]
+
+
+def test_registry_history_records_every_decision_and_promotion(world):
+    history = Registry(world["root"] / "registry").history(MODEL_NAME)
+    events = [(h["event"], h.get("version"), h.get("deploy")) for h in history]
+    # the first model had no champion to be compared with: its promotion is its record
+    assert events == [("promotion", 1, None), ("decision", None, True), ("promotion", 2, None),
+                      ("decision", None, False)]  # fmt: skip
+    assert [h["run_id"] for h in history if h["event"] == "decision"] == [
+        decision(world["runs"][1])["run_id"],
+        decision(world["runs"][2])["run_id"],
+    ]
