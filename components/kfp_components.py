@@ -51,8 +51,37 @@ def window(dataset: Input[Dataset], window_days: float, end_days_ago: float, win
 
 
 @_component
+def pretrain_ids(
+    dataset: Input[Dataset],
+    holdout_days: float,
+    ranking_days: float,
+    epochs: int,
+    seed: int,
+    ray_backend: str,
+    ray_workers: int,
+    job_id: str,
+    ids: Output[Model],
+) -> None:
+    """Contrastive user/pin ID embeddings on the window aligned with retrieval training (`epochs` 0: off)."""
+    from dataclasses import asdict
+
+    from components import remote, steps
+
+    split = steps.time_split(dataset.path, holdout_days, ranking_days)
+    kwargs = {"dataset_dir": dataset.path, "out_dir": ids.path, "split": asdict(split), "epochs": epochs,
+              "seed": seed, "workers": ray_workers}  # fmt: skip
+    if epochs == 0:  # nothing for a Ray cluster to do
+        summary = steps.pretrain_ids_step(**kwargs)
+    else:
+        backend = remote.RayBackend(ray_backend, ray_workers)
+        summary = remote.run_step("pretrain_ids", kwargs, backend, job_id, ["dataset_dir"], ["out_dir"], print)
+    ids.metadata.update({k: v for k, v in summary.items() if isinstance(v, (bool, int, float, str))})
+
+
+@_component
 def train_retrieval(
     dataset: Input[Dataset],
+    pretrained_ids: Input[Model],
     holdout_days: float,
     ranking_days: float,
     epochs: int,
@@ -62,16 +91,18 @@ def train_retrieval(
     job_id: str,
     model: Output[Model],
 ) -> None:
-    """The two-tower retrieval model, trained on Ray Train: a local Ray, or a KubeRay RayJob (`ray_backend`)."""
+    """The two-tower retrieval model, trained on Ray Train: a local Ray, or a KubeRay RayJob (`ray_backend`); it
+    starts from the pretrained ID embeddings when the ID pretraining step made some."""
     from dataclasses import asdict
 
     from components import remote, steps
 
     split = steps.time_split(dataset.path, holdout_days, ranking_days)
     kwargs = {"dataset_dir": dataset.path, "out_dir": model.path, "split": asdict(split), "epochs": epochs,
-              "seed": seed, "workers": ray_workers}  # fmt: skip
+              "seed": seed, "workers": ray_workers, "pretrained_dir": pretrained_ids.path}  # fmt: skip
     backend = remote.RayBackend(ray_backend, ray_workers)
-    summary = remote.run_step("train_retrieval", kwargs, backend, job_id, ["dataset_dir"], ["out_dir"], print)
+    inputs = ["dataset_dir", "pretrained_dir"]
+    summary = remote.run_step("train_retrieval", kwargs, backend, job_id, inputs, ["out_dir"], print)
     model.metadata.update({k: summary[k] for k in ("train_examples", "train_loss")} | {"ray_backend": ray_backend})
 
 

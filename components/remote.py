@@ -36,6 +36,7 @@ class RayBackend:
     workers: int = 2
     gpus: int = 0  # per worker, on KubeRay
     mount: str = WORKSPACE_MOUNT
+    poll_s: float = 10.0  # how often the RayJob's status is read
 
     def __post_init__(self) -> None:
         if self.kind not in BACKENDS:
@@ -48,7 +49,11 @@ def _steps() -> dict[str, Callable[..., dict]]:
     """The steps that may run remotely, by name: each takes JSON-able keyword arguments only."""
     from components import steps
 
-    return {"train_retrieval": steps.train_retrieval_step, "train_ranking": steps.train_ranking_step}
+    return {
+        "pretrain_ids": steps.pretrain_ids_step,
+        "train_retrieval": steps.train_retrieval_step,
+        "train_ranking": steps.train_ranking_step,
+    }
 
 
 def run_step(
@@ -97,7 +102,7 @@ def _run_on_kuberay(step, kwargs, backend, job_id, inputs, outputs, on_status) -
         mount_path=backend.mount,
         labels={"app.kubernetes.io/part-of": "homefeed", "homefeed/step": step.replace("_", "-")},
     )
-    run_rayjob(spec, api_client(), on_status=on_status)
+    run_rayjob(spec, api_client(), poll_s=backend.poll_s, on_status=on_status)
     result = json.loads((work / RESULT_FILE).read_text())
     for key in outputs:
         shutil.copytree(work / "out" / key, kwargs[key], dirs_exist_ok=True)

@@ -22,7 +22,7 @@ from homefeed.context import Ctx, console
 from homefeed.eval_commands import eval_group
 from homefeed.pipeline_commands import drift, pipeline
 from homefeed.render import progress_reporter, summary_tables
-from homefeed.serve_commands import serve
+from homefeed.serve_commands import deployment, serve
 from homefeed.stream_command import stream
 
 
@@ -199,6 +199,7 @@ def demo(obj: Ctx, source: str | None) -> None:
 main.add_command(pipeline)
 main.add_command(drift)
 main.add_command(serve)
+main.add_command(deployment)
 main.add_command(stream)
 main.add_command(eval_group)
 

@@ -57,3 +57,21 @@ def serve(obj: Ctx, kind: str, run_dir: Path | None, port: int | None) -> None:
     console.print(f"serving [bold]{kind}[/] at http://{s.host}:{port}/v1/models/{kind}:predict (Ctrl-C stops it)")
     sys.stdout.flush()
     os.execv(sys.executable, [sys.executable, "-m", "serving", *args, "--http-port", str(port)])
+
+
+@click.command()
+@click.option("--stop", is_flag=True, help="Stop the deployment's servers.")
+@click.pass_obj
+def deployment(obj: Ctx, stop: bool) -> None:
+    """The local deployment that `homefeed pipeline run --local` keeps serving: its version and servers."""
+    from serving import deployment as local
+
+    where = obj.settings.workspace / "serving"
+    state = local.undeploy(where) if stop else local.read_state(where)
+    if state is None:
+        console.print(f"nothing deployed in {where}: run `homefeed pipeline run --local` first")
+        return
+    verb = "stopped" if stop and state["status"] == "serving" else state["status"]
+    console.print(f"[bold]v{state['version']}[/] {verb} (deployed {state['deployed_at']}; bundle {state['bundle']})")
+    for name, server in state["servers"].items():
+        console.print(f"  {name:<10} {server['url']}  pid {server['pid']}  log {server['log']}")

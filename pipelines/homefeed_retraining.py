@@ -35,6 +35,7 @@ def homefeed_retraining(
     online_store: str = DEFAULTS.online_store,
     holdout_days: float = DEFAULTS.holdout_days,
     ranking_days: float = DEFAULTS.ranking_days,
+    id_pretrain_epochs: int = DEFAULTS.id_pretrain_epochs,
     retrieval_epochs: int = DEFAULTS.retrieval_epochs,
     ranking_epochs: int = DEFAULTS.ranking_epochs,
     ranking_max_examples: int = DEFAULTS.ranking_max_examples,

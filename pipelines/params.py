@@ -21,6 +21,9 @@ class PipelineParams(BaseModel):
     )
     holdout_days: float = Field(1.0, gt=0, description="the last days of events, held out for evaluation")
     ranking_days: float = Field(3.0, gt=0, description="ranking trains on this many days before the holdout")
+    id_pretrain_epochs: int = Field(
+        0, ge=0, description="contrastive ID pretraining before retrieval; 0: off (it measured worse here)"
+    )
     retrieval_epochs: int = Field(3, ge=1)
     ranking_epochs: int = Field(2, ge=1)
     ranking_max_examples: int = Field(30_000, ge=1_000, description="impressions sampled for ranking training")

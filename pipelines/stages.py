@@ -28,14 +28,17 @@ def with_registry(task: dsl.PipelineTask) -> dsl.PipelineTask:
 
 
 def train(dataset, params: dict) -> dict[str, dsl.PipelineTask]:
-    """features, train retrieval, train ranking, evaluate. `params` are the pipeline's parameter channels."""
+    """features, ID pretraining, train retrieval, train ranking, evaluate. `params`: the pipeline's parameters."""
     p = params
     features = c.features(dataset=dataset, half_life_days=p["half_life_days"], online_store=p["online_store"])
     small(features.set_display_name("features"))
     ray = {"ray_backend": p["ray_backend"], "ray_workers": p["ray_workers"], "job_id": dsl.PIPELINE_TASK_ID_PLACEHOLDER}
     split = {"holdout_days": p["holdout_days"], "ranking_days": p["ranking_days"]}
-    retrieval = c.train_retrieval(dataset=dataset, epochs=p["retrieval_epochs"], seed=p["seed"], **split, **ray)
-    retrieval.set_display_name("train retrieval")
+    ids = c.pretrain_ids(dataset=dataset, epochs=p["id_pretrain_epochs"], seed=p["seed"], **split, **ray)
+    ids.set_display_name("ID pretraining")
+    retrieval = c.train_retrieval(
+        dataset=dataset, pretrained_ids=ids.outputs["ids"], epochs=p["retrieval_epochs"], seed=p["seed"], **split, **ray
+    ).set_display_name("train retrieval")
     ranking = c.train_ranking(
         dataset=dataset,
         retrieval_model=retrieval.outputs["model"],
@@ -49,7 +52,7 @@ def train(dataset, params: dict) -> dict[str, dsl.PipelineTask]:
     # With ray_backend=local the step trains in its own pod (GPUs from the task's accelerator limit); with kuberay it
     # stages data on the shared workspace volume for the RayJob's pods, which the step's pod mounts too.
     ranking.set_accelerator_type(GPU).set_accelerator_limit(p["ranking_gpus"])
-    for task in (retrieval, ranking):
+    for task in (ids, retrieval, ranking):
         task.set_cpu_request("2").set_memory_request("4G").set_memory_limit("8G")
         kubernetes.mount_pvc(task, pvc_name=WORKSPACE_PVC, mount_path=WORKSPACE_MOUNT)
     evaluation = c.evaluate(

@@ -18,12 +18,14 @@ from __future__ import annotations
 import json
 import re
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+import yaml
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "recorded"
 
@@ -49,6 +51,9 @@ class Exchange:
     status: int = 200
     body: Any = None
     query: dict[str, str] | None = None
+    # What the real server would also do when it gets this request (e.g. the cluster running a submitted job),
+    # called with the request before the response is sent.
+    effect: Callable[[Request], None] | None = None
 
     def matches(self, method: str, path: str, query: dict[str, str]) -> bool:
         if method != self.method.upper():
@@ -73,12 +78,13 @@ def reply(
     body: Any = None,
     fixture: str | None = None,
     query: dict[str, str] | None = None,
+    effect: Callable[[Request], None] | None = None,
 ) -> Exchange:
     """An exchange answered with `body`, or with the stored fixture `fixture` (one of the two, or neither: `{}`)."""
     if body is not None and fixture is not None:
         raise ValueError(f"{method} {path}: give either body or fixture, not both")
     payload = load_fixture(fixture) if fixture is not None else ({} if body is None else body)
-    return Exchange(method.upper(), path, status, payload, query)
+    return Exchange(method.upper(), path, status, payload, query, effect)
 
 
 def replies(
@@ -152,10 +158,14 @@ class RecordedAPI:
         with self._lock:
             nxt = self.script[self._next] if self._next < len(self.script) else None
             expected = nxt is not None and nxt.matches(method, path, query)
-            self.requests.append(Request(method, path, query, headers, body, expected))
+            request = Request(method, path, query, headers, body, expected)
+            self.requests.append(request)
             if expected:
                 self._next += 1
-                return nxt.status, nxt.body
+        if expected:
+            if nxt.effect is not None:
+                nxt.effect(request)  # outside the lock: an effect may take a while, and requests may come meanwhile
+            return nxt.status, nxt.body
         wanted = nxt.describe() if nxt is not None else "nothing (the script is used up)"
         message = f"RecordedAPI: unexpected request {method} {path} query={query}; the script expected {wanted}"
         # Shaped like a Kubernetes Status and a grpc-gateway error at once, so either client surfaces the message.
@@ -232,7 +242,6 @@ def crd_validator(crd_path: Path, version: str):
     annotations jsonschema ignores.
     """
     import jsonschema
-    import yaml
 
     # The KServe CRD is some 40k lines; the C loader reads it several times faster when libyaml is there.
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -267,6 +276,21 @@ def _strict(schema: dict[str, Any]) -> dict[str, Any]:
     ):
         out["additionalProperties"] = False
     return out
+
+
+def write_kubeconfig(path: Path, server: str) -> Path:
+    """A kubeconfig whose current context talks to `server` (a RecordedAPI's url): for code that finds its API
+    server the way it would outside a pod, through $KUBECONFIG."""
+    cfg = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "recorded", "cluster": {"server": server}}],
+        "users": [{"name": "recorded", "user": {"token": "not-a-secret"}}],
+        "contexts": [{"name": "recorded", "context": {"cluster": "recorded", "user": "recorded"}}],
+        "current-context": "recorded",
+    }
+    path.write_text(yaml.safe_dump(cfg))
+    return path
 
 
 class FakeTime:

@@ -34,7 +34,8 @@ def api_client(host: str | None = None) -> client.ApiClient:
             ) from exc
         return client.ApiClient(cfg)
     try:
-        config.load_kube_config(client_configuration=cfg)
+        # KUBECONFIG read now: the client library reads it once, at import, and would miss a later change
+        config.load_kube_config(config_file=os.environ.get("KUBECONFIG"), client_configuration=cfg)
     except (ConfigException, OSError) as exc:
         kubeconfig = os.environ.get("KUBECONFIG", "~/.kube/config")
         raise RuntimeError(

@@ -46,7 +46,8 @@ def run(tmp_path_factory):
 def test_every_step_ran_and_the_run_is_versioned(run):
     assert run.status == "succeeded"
     assert {s.name for s in run.steps} == {
-        "data", "features", "train-retrieval", "train-ranking", "evaluate", "gate", "index", "deploy", "monitor"
+        "data", "features", "pretrain-ids", "train-retrieval", "train-ranking", "evaluate", "gate", "index", "deploy",
+        "monitor",
     }  # fmt: skip
     assert all(s.status == "SUCCESS" and s.seconds > 0 for s in run.steps)
     assert (run.run_dir / "pipeline.yaml").read_text() == golden("homefeed_training").read_text()

@@ -4,11 +4,16 @@ champion/challenger gate both ways:
 1. a weak model (1 epoch each, the fewest ranking examples): no champion yet, so it is registered, served, promoted;
 2. a model trained properly: better on the gated metric, so it replaces the champion and the servers restart on it;
 3. the weak model again: worse than the champion re-evaluated on the same holdout, so nothing is indexed, registered
-   or restarted, and the servers keep answering with version 2.
+   or restarted, and the servers keep answering with version 2;
 
-The gate policy here gates on recall@100 only: on the tiny world the holdout has a few dozen requests with a repin,
-too few for a HIT@3 difference to mean anything (the weak and the proper model swap places on them), while recall@100
-averages over every holdout user. Training is deterministic (fixed seeds, CPU), so the outcome is too.
+then `embedding_refresh` re-indexes for the champion without training: version 3 holds version 2's models unchanged
+and a new index, and the servers restart on it.
+
+The gate policy here gates on recall@100 only. On the tiny world every figure rests on little: recall@100 on a
+few dozen holdout users, HIT@3 repin on a few dozen requests with a repin, where the weak model happens to score
+higher than the proper one. None of these differences would be evidence on its own; what the test shows is the mechanism: the
+gate's decision follows the measured comparison, and what is registered and served follows the decision. Training
+is deterministic (fixed seeds, CPU), so the figures and the outcome are the same on every run.
 """
 
 from __future__ import annotations
@@ -54,19 +59,24 @@ def world(tmp_path_factory):
         "registry": str(root / "registry"),
         "deploy_target": f"local:{root / 'serving'}",
     }
-    state: dict = {"root": root, "runs": [], "states": [], "feeds": []}
+    state: dict = {"root": root, "runs": [], "states": [], "feeds": [], "versions": [], "champions": [], "bundles": []}
+    reg = Registry(root / "registry")
 
-    def retrain(training: dict):
-        run = run_local(base | training, root / "runs", name="homefeed_retraining")
+    def after(run) -> None:
+        """What was registered and served once `run` finished."""
         state["runs"].append(run)
         served = deployment.read_state(root / "serving")
         state["states"].append(served)
         state["feeds"].append(feed(served))
-        return run
+        state["bundles"].append({n: serving_bundle(served["servers"][n]["pid"]) for n in ("retrieval", "ranking")})
+        state["versions"].append([v.version for v in reg.versions(MODEL_NAME)])
+        state["champions"].append(reg.champion(MODEL_NAME).version)
 
     try:
         for training in (WEAK, PROPER, WEAK):
-            retrain(training)
+            after(run_local(base | training, root / "runs", name="homefeed_retraining"))
+        # then a corpus and index refresh of the champion, without training
+        after(run_local(base, root / "runs", name="embedding_refresh"))
         yield state
     finally:
         deployment.undeploy(root / "serving")
@@ -93,12 +103,11 @@ def test_better_challenger_is_deployed_and_served(world):
     assert metrics["gate/deploy"] == 1.0 and metrics["challenger/recall@100"] == check["challenger"]
     assert metrics["champion/recall@100"] == check["champion"]
     # registered, promoted, and the servers restarted on version 2, on the same ports
-    reg = Registry(world["root"] / "registry")
-    assert [v.version for v in reg.versions(MODEL_NAME)] == [1, 2]
+    assert world["versions"][1] == [1, 2] and world["champions"][1] == 2
     assert state["version"] == 2
     assert {n: s["port"] for n, s in state["servers"].items()} == {n: s["port"] for n, s in before["servers"].items()}
     for name in ("retrieval", "ranking"):
-        assert serving_bundle(state["servers"][name]["pid"]).endswith(f"releases/v2/{name}")
+        assert world["bundles"][1][name].endswith(f"releases/v2/{name}")
     # served: personalized feeds that differ from version 1's for the same users
     feeds = world["feeds"][1]
     assert [f["mode"] for f in feeds] == ["personalized"] * len(USERS)
@@ -119,14 +128,13 @@ def test_worse_challenger_is_not_deployed(world):
     # the release steps did not run, nothing was registered, and the same servers still answer the same
     assert {s.name for s in run.steps}.isdisjoint({"index", "deploy"})
     assert "pin_index" not in run.artifacts
-    reg = Registry(world["root"] / "registry")
-    assert [v.version for v in reg.versions(MODEL_NAME)] == [1, 2] and reg.champion(MODEL_NAME).version == 2
-    assert state == before
+    assert world["versions"][2] == [1, 2] and world["champions"][2] == 2
+    assert state == before and world["bundles"][2] == world["bundles"][1]
     assert world["feeds"][2] == world["feeds"][1]
 
 
 def test_registry_history_records_every_decision_and_promotion(world):
-    history = Registry(world["root"] / "registry").history(MODEL_NAME)
+    history = Registry(world["root"] / "registry").history(MODEL_NAME)[:4]  # the retraining runs' part
     events = [(h["event"], h.get("version"), h.get("deploy")) for h in history]
     # the first model had no champion to be compared with: its promotion is its record
     assert events == [("promotion", 1, None), ("decision", None, True), ("promotion", 2, None),
@@ -135,3 +143,18 @@ def test_registry_history_records_every_decision_and_promotion(world):
         decision(world["runs"][1])["run_id"],
         decision(world["runs"][2])["run_id"],
     ]
+
+
+def test_embedding_refresh_ships_the_champions_models_with_a_new_index(world):
+    run, state = world["runs"][3], world["states"][3]
+    assert {s.name for s in run.steps} == {"data", "features", "champion", "index", "deploy"}
+    reg = Registry(world["root"] / "registry")
+    v2, v3 = reg.version(MODEL_NAME, 2), reg.version(MODEL_NAME, 3)
+    assert world["versions"][3] == [1, 2, 3] and world["champions"][3] == 3 and v3.metrics == v2.metrics
+    models = {k: v for k, v in v3.files.items() if k.startswith(("retrieval/", "ranking/"))}
+    assert models and models == {k: v for k, v in v2.files.items() if k.startswith(("retrieval/", "ranking/"))}
+    assert any(k.startswith("index/") for k in v3.files)
+    assert "embedding refresh of champion v2" in reg.history(MODEL_NAME)[-1]["reason"]
+    assert state["version"] == 3
+    assert world["bundles"][3]["retrieval"].endswith("releases/v3/retrieval")
+    assert [f["mode"] for f in world["feeds"][3]] == ["personalized"] * len(USERS)

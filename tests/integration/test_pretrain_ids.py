@@ -113,3 +113,28 @@ def test_id_overfitting_experiment_measures_every_variant_on_both_sides_of_the_c
         assert 0.0 <= v["holdout_hit_rate"] <= 1.0 and 0.0 <= v["train_hit_rate"] <= 1.0
         assert v["gap"] == pytest.approx(v["train_hit_rate"] - v["holdout_hit_rate"], abs=1e-4)
     assert "| pretrained misaligned, dropout 0.5 |" in (tmp_path / "id_pretraining.md").read_text()
+
+
+@pytest.mark.slow
+def test_pipeline_steps_hand_pretrained_ids_to_retrieval_and_skip_when_off(tiny_world, tmp_path):
+    from components import steps
+    from components.train.pretrain_ids import EMBEDDINGS_FILE, METRICS_FILE
+
+    split = steps.time_split(tiny_world)
+    off = steps.pretrain_ids_step(tiny_world, tmp_path / "off", split, epochs=0)
+    assert off["pretrained"] is False and not (tmp_path / "off" / EMBEDDINGS_FILE).exists()
+    assert json.loads((tmp_path / "off" / METRICS_FILE).read_text())["pretrained"] is False
+    on = steps.pretrain_ids_step(tiny_world, tmp_path / "on", split, epochs=1)
+    assert on["pretrained"] is True and (tmp_path / "on" / EMBEDDINGS_FILE).exists()
+    models = {}
+    for name in ("off", "on"):
+        steps.train_retrieval_step(
+            tiny_world, tmp_path / f"model_{name}", split, epochs=1, pretrained_dir=tmp_path / name
+        )
+        models[name] = torch.load(tmp_path / f"model_{name}" / "model.pt", weights_only=True)
+    plain = tmp_path / "model_plain"
+    steps.train_retrieval_step(tiny_world, plain, split, epochs=1)
+    # off trains exactly as no pretraining at all; on starts elsewhere, so it ends elsewhere
+    assert (plain / "model.pt").read_bytes() == (tmp_path / "model_off" / "model.pt").read_bytes()
+    differs = [k for k in models["on"] if not torch.equal(models["on"][k], models["off"][k])]
+    assert any("user" in k and "emb" in k for k in differs), differs

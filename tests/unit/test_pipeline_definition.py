@@ -16,7 +16,7 @@ from pipelines.stages import REGISTRY_SECRET
 
 pytestmark = pytest.mark.unit
 
-TRAIN = {"features", "train-retrieval", "train-ranking", "evaluate", "gate"}
+TRAIN = {"features", "pretrain-ids", "train-retrieval", "train-ranking", "evaluate", "gate"}
 TOP_LEVEL = {
     "homefeed_training": {"data", "monitor", "condition-1"} | TRAIN,
     "homefeed_retraining": {"data", "window", "condition-1"} | TRAIN,
@@ -61,12 +61,13 @@ def test_index_and_deploy_run_only_when_the_gate_passes(name):
     assert inner["deploy"]["dependentTasks"] == ["index"]
     assert set(tasks["gate"]["dependentTasks"]) >= {"evaluate"}
     assert set(tasks["train-ranking"]["dependentTasks"]) >= {"train-retrieval"}
+    assert set(tasks["train-retrieval"]["dependentTasks"]) >= {"pretrain-ids"}
 
 
 @pytest.mark.parametrize("name", ["homefeed_training", "homefeed_retraining"])
 def test_cluster_settings_are_in_the_ir(name):
     spec, k8s = load(name)
-    for step in ("train-retrieval", "train-ranking"):
+    for step in ("pretrain-ids", "train-retrieval", "train-ranking"):
         (mount,) = k8s[f"exec-{step}"]["pvcMount"]
         assert mount["mountPath"] == "/mnt/homefeed-work" and mount["constant"] == "homefeed-work"
     for step in ("gate", "deploy"):

@@ -1,0 +1,154 @@
+"""The release steps' edges: deploy targets, refusals before anything is written, the gate's fallback when the
+champion cannot be re-evaluated, the cluster rollout through the real kubernetes client against a replayed API, and
+the local deployment's rollback when a new version does not start."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import httpx
+import pytest
+from recorded_api import RecordedAPI, reply, write_kubeconfig
+
+from components import release, steps
+from components.registry import Registry
+from components.release import DeployTarget
+from serving import deployment
+
+pytestmark = pytest.mark.integration
+
+ISVC = "/apis/serving.kserve.io/v1beta1/namespaces/homefeed/inferenceservices"
+
+
+@pytest.mark.parametrize(
+    ("raw", "parsed"),
+    [("local:/srv/homefeed", DeployTarget("local", "/srv/homefeed")), ("kserve:ml", DeployTarget("kserve", "ml")),
+     ("none", DeployTarget("none"))],
+)  # fmt: skip
+def test_deploy_targets_parse(raw, parsed):
+    assert DeployTarget.parse(raw) == parsed
+
+
+@pytest.mark.parametrize("raw", ["", "local:", "kserve", "k8s:homefeed", "none:x"])
+def test_bad_deploy_targets_are_refused(raw):
+    with pytest.raises(ValueError, match="deploy target must be"):
+        DeployTarget.parse(raw)
+
+
+def write_decision(folder: Path, deploy: bool) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    record = {"deploy": deploy, "reasons": ["not deployed: recall@100 did not pass"], "basis": "x", "challenger": {}}
+    (folder / release.DECISION_FILE).write_text(json.dumps(record))
+    return folder
+
+
+def test_deploy_refuses_a_model_the_gate_rejected(tmp_path):
+    gate = write_decision(tmp_path / "gate", deploy=False)
+    with pytest.raises(RuntimeError, match="the gate did not pass this model: not deployed"):
+        release.deploy_step(*(tmp_path,) * 5, gate, tmp_path / "out", str(tmp_path / "reg"), "none", "run-1")
+    assert not (tmp_path / "reg").exists()
+
+
+def test_a_cluster_deploy_needs_an_s3_registry(tmp_path):
+    gate = write_decision(tmp_path / "gate", deploy=True)
+    with pytest.raises(ValueError, match="needs an s3:// registry"):
+        release.deploy_step(*(tmp_path,) * 5, gate, tmp_path / "out", str(tmp_path / "reg"), "kserve:ml", "run-1")
+
+
+def test_no_registry_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="set the pipeline parameter `registry`"):
+        release.champion_step(" ", *(tmp_path,) * 4)
+
+
+def test_refresh_without_a_champion_says_what_to_run_first(tmp_path):
+    with pytest.raises(RuntimeError, match="run homefeed_training or homefeed_retraining first"):
+        release.champion_step(str(tmp_path / "reg"), *(tmp_path / n for n in "abcd"))
+
+
+def test_gate_falls_back_to_registered_metrics_and_says_why(tiny_world, tmp_path):
+    """A champion whose models cannot be loaded (here: not models at all) is compared by its registered figures."""
+    reg = Registry(tmp_path / "reg")
+    broken = tmp_path / "broken"
+    for part in ("retrieval", "ranking"):
+        (broken / part).mkdir(parents=True)
+        (broken / part / "model.pt").write_bytes(b"not a model")
+    v1 = reg.register(release.MODEL_NAME, broken, {"recall@100": 0.30}, run_id="old")
+    reg.promote(release.MODEL_NAME, v1, "test")
+    evaluation = tmp_path / "evaluation"
+    evaluation.mkdir()
+    result = {"retrieval": {"recall": {"100": 0.25}, "popularity_recall": {"100": 0.1}}, "ranking": {}}
+    (evaluation / release.EVALUATION_FILE).write_text(json.dumps(result))
+    policy = json.dumps({"recall@100": {"direction": "higher", "tolerance": 0.01}})
+    record = release.gate_step(
+        tiny_world, evaluation, tmp_path / "gate", steps.time_split(tiny_world), str(reg.uri), "new", policy
+    )
+    assert record["basis"].startswith("registered metrics (re-evaluation failed: ")
+    assert not record["deploy"] and record["champion_version"] == 1
+    assert record["per_metric"][0]["champion"] == 0.30 and record["per_metric"][0]["challenger"] == 0.25
+    assert json.loads((tmp_path / "gate" / release.DECISION_FILE).read_text()) == json.loads(json.dumps(record))
+    (entry,) = reg.history(release.MODEL_NAME)[-1:]
+    assert entry["event"] == "decision" and entry["run_id"] == "new" and entry["deploy"] is False
+
+
+def test_kserve_rollout_points_both_services_at_the_registered_bundle(tmp_path, monkeypatch):
+    reg = Registry(tmp_path / "reg")
+    bundle = tmp_path / "bundle"
+    for part in release.BUNDLE_PARTS:
+        (bundle / part).mkdir(parents=True)
+        (bundle / part / "f.txt").write_text(part)
+    version = reg.register(release.MODEL_NAME, bundle, {}, run_id="r")
+    uri = reg.version(release.MODEL_NAME, version).uri
+    script = [
+        reply("PATCH", f"{ISVC}/retrieval", fixture="kserve/retrieval_patched"),
+        reply("PATCH", f"{ISVC}/ranking", fixture="kserve/ranking_patched"),
+        reply("GET", f"{ISVC}/retrieval", fixture="kserve/retrieval_ready"),
+        reply("GET", f"{ISVC}/ranking", fixture="kserve/ranking_ready"),
+    ]
+    with RecordedAPI(script) as api:
+        monkeypatch.setenv("KUBECONFIG", str(write_kubeconfig(tmp_path / "kubeconfig", api.url)))
+        monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+        result = release._roll_out(DeployTarget("kserve", "homefeed"), reg, release.MODEL_NAME, version, tmp_path, 60)
+    api.assert_all_used()
+    assert [r.body for r in api.sent("PATCH")] == [{"spec": {"predictor": {"model": {"storageUri": uri}}}}] * 2
+    assert set(result) == {"retrieval", "ranking"}
+
+
+def release_from(artifacts: dict, deploy_dir: Path, version: int) -> Path:
+    dest = deployment.release_dir(deploy_dir, version)
+    for part in release.BUNDLE_PARTS:
+        shutil.copytree(artifacts[part], dest / part, ignore=shutil.ignore_patterns("LOCK"))
+    return dest
+
+
+@pytest.mark.slow
+def test_a_local_deploy_that_fails_to_start_leaves_the_previous_version_serving(tiny_artifacts, tmp_path):
+    deploy_dir = tmp_path / "serving"
+    release_from(tiny_artifacts, deploy_dir, 1)
+    broken = release_from(tiny_artifacts, deploy_dir, 2)
+    (broken / "ranking" / "model.pt").write_bytes(b"truncated")
+    try:
+        first = deployment.deploy(deploy_dir, 1, tiny_artifacts["features"], timeout_s=120)
+        with pytest.raises(RuntimeError, match="v2 did not start, v1 serves again"):
+            deployment.deploy(deploy_dir, 2, tiny_artifacts["features"], timeout_s=120)
+        state = deployment.read_state(deploy_dir)
+        assert state["version"] == 1 and state["status"] == "serving"
+        assert {n: s["port"] for n, s in state["servers"].items()} == {
+            n: s["port"] for n, s in first["servers"].items()
+        }
+        url = state["servers"]["homefeed"]["url"]
+        answer = httpx.post(f"{url}/v1/models/homefeed:predict", json={"instances": [{"user_id": 1}]}, timeout=60)
+        assert answer.status_code == 200 and answer.json()["predictions"][0]["mode"] == "personalized"
+    finally:
+        stopped = deployment.undeploy(deploy_dir)
+    assert stopped["status"] == "serving" and deployment.read_state(deploy_dir)["status"] == "stopped"
+    pids = [s["pid"] for s in stopped["servers"].values()]
+    assert not any(Path(f"/proc/{pid}").exists() and _running(pid) for pid in pids)
+
+
+def _running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0] != "Z"
+    except OSError:
+        return False
