@@ -57,6 +57,9 @@ def _produced(artifacts: dict) -> dict[str, str]:
         ),
         "index": f"Milvus Lite collection `{md['pin_index']['collection']}`: {md['pin_index']['count']:,.0f} pins, "
         f"{md['pin_index']['dim']:.0f}-d, partition key interest_id",
+        "pretrain-ids": "pretrained ID embeddings" if md["ids"].get("pretrained") else "off (id_pretrain_epochs 0)",
+        "gate": f"{md['decision']['verdict']} ({md['decision']['basis']})",
+        "deploy": f"registry version {md['deployment']['version']:.0f}, champion; target {md['deployment']['target']}",
         "monitor": "Evidently report (HTML + JSON): relative change "
         + ", ".join(f"{a} {md['drift'][f'{a}_relative_change']:+.1%}" for a in ("repin", "click", "hide"))
         + f"; drift detected: {'yes' if md['drift']['drift_detected'] else 'no'}",

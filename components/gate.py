@@ -33,6 +33,8 @@ BASELINE_SUFFIXES = ("_popularity", "_random")
 # therefore mostly noise, and a retrain on a fresh window should not be blocked by noise; a real regression is larger.
 DEFAULT_TOLERANCE = 0.01
 
+UNMEASURABLE = "not measurable on this holdout (its baseline is undefined too: no events of this kind), not compared"
+
 # Comparisons of floats at the exact edge of the tolerance (0.39 vs 0.40 - 0.01) must not hinge on rounding.
 _EPS = 1e-12
 
@@ -219,7 +221,9 @@ def decide(
 
     - no champion (None: the first run) -> deploy, "no champion yet" (the challenger's own figures must still be
       present and finite: a broken evaluation is not deployed even with nothing to beat);
-    - a gated metric missing from the challenger, or NaN/inf there -> that metric fails, so no deploy;
+    - a gated metric missing from the challenger, or NaN/inf there -> that metric fails, so no deploy; unless its
+      baseline is NaN as well: then the holdout has no events of that kind (no hides at all, say), the figure is
+      undefined for any model, and it is not compared;
     - a gated metric missing (or non-finite) on the champion's side -> not compared, noted, does not block;
     - otherwise it passes when the challenger trails the champion by at most the rule's allowance.
 
@@ -236,7 +240,11 @@ def decide(
     if champion_d is None:
         reasons.append("no champion yet: deploying the first model")
     for metric, rule in policy.rules.items():
-        check = _check(metric, rule, challenger.get(metric), None if champion_d is None else champion_d.get(metric))
+        old = None if champion_d is None else champion_d.get(metric)
+        if _unmeasurable(metric, challenger):
+            check = MetricCheck(metric, challenger[metric], old, None, True, f"{metric}: {UNMEASURABLE}")
+        else:
+            check = _check(metric, rule, challenger.get(metric), old)
         checks.append(check)
         reasons.append(check.reason)
 
@@ -246,6 +254,15 @@ def decide(
         f"not deployed: {', '.join(failed)} did not pass" if failed else "deployed: every gated metric passed"
     )
     return Decision(deploy, reasons, checks, challenger, champion_d)
+
+
+def _unmeasurable(metric: str, figures: Mapping[str, float]) -> bool:
+    """Whether `metric` is undefined on this holdout rather than broken: it is non-finite and so is its baseline,
+    which does not depend on the model (e.g. HIT@3 hide on a holdout without a single hide: MovieLens has none)."""
+    if _finite(figures.get(metric, 0.0)):
+        return False
+    baselines = [figures[metric + s] for s in BASELINE_SUFFIXES if metric + s in figures]
+    return bool(baselines) and not any(_finite(b) for b in baselines)
 
 
 def _check(metric: str, rule: Rule, new: float | None, old: float | None) -> MetricCheck:

@@ -507,8 +507,10 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
-def _json_float(x: float) -> float | None:
-    # JSON has no NaN: stored as null, read back as NaN (VersionInfo.from_json)
+def _json_float(x: float | None) -> float | None:
+    # JSON has no NaN: stored as null, read back as NaN (VersionInfo.from_json); a null given back stays null
+    if x is None:
+        return None
     x = float(x)
     return x if math.isfinite(x) else None
 

@@ -67,7 +67,22 @@ def run_cmd(obj: Ctx, run_local_: bool, name: str, source: str | None, overrides
         console.print(metrics_table(run.artifacts["metrics"]["metadata"]))
     if "decision" in run.artifacts:
         console.print(decision_line(run.artifacts["decision"]["metadata"]))
+    if "deployment" in run.artifacts:
+        console.print(deployment_line(run.artifacts["deployment"]["metadata"]))
     console.print(f"artifacts: {run.run_dir} (run.json lists each output)")
+
+
+def deployment_line(meta: dict) -> str:
+    """Where the deployed version now serves (the deploy artifact's metadata)."""
+    from components.release import DeployTarget
+    from serving.deployment import read_state
+
+    target = DeployTarget.parse(meta["target"])
+    line = f"deployed: registry version {meta['version']} to {meta['target']}"
+    state = read_state(target.where) if target.kind == "local" else None
+    if state and state["status"] == "serving":
+        line += f"; homefeed at {state['servers']['homefeed']['url']} (`homefeed deployment --stop` stops it)"
+    return line
 
 
 @pipeline.command("submit")

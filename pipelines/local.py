@@ -30,6 +30,7 @@ from kfp import local
 from pipelines.compile import compile_pipeline, parameter_names, pipeline
 
 RUN_FILE = "run.json"
+_EXECUTOR_OUTPUT = "executor_output.json"  # what kfp.local writes per task: its output artifacts' uri and metadata
 LATEST = "latest"
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _STARTED = re.compile(r"Executing task '([^']+)'")
@@ -107,13 +108,17 @@ class _StepWatcher:
 
 
 def _conditional_outputs(root: Path, known: dict) -> dict[str, dict]:
-    """Outputs of steps that are not pipeline outputs (those under a dsl.If), found in kfp.local's layout
-    `<root>/<pipeline>-<time>/<task>/<output>`; a name two steps share is left out rather than guessed."""
-    found: dict[str, list[Path]] = {}
-    for path in sorted(root.glob("*/*/*")):
-        if path.name not in known:
-            found.setdefault(path.name, []).append(path.resolve())
-    return {name: {"path": str(paths[0]), "metadata": {}} for name, paths in found.items() if len(paths) == 1}
+    """Outputs of steps that are not pipeline outputs (those under a dsl.If), read from each task's
+    `executor_output.json` in kfp.local's layout `<root>/<pipeline>-<time>/<task>/`: path and metadata. A name two
+    steps share is left out rather than guessed."""
+    found: dict[str, list[dict]] = {}
+    for record in sorted(root.glob(f"*/*/{_EXECUTOR_OUTPUT}")):
+        for name, entry in json.loads(record.read_text()).get("artifacts", {}).items():
+            for artifact in entry.get("artifacts", []):
+                if name not in known:
+                    path = str(Path(artifact["uri"]).resolve())
+                    found.setdefault(name, []).append({"path": path, "metadata": artifact.get("metadata", {})})
+    return {name: entries[0] for name, entries in found.items() if len(entries) == 1}
 
 
 def _new_run_dir(runs_dir: Path) -> tuple[str, Path]:

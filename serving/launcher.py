@@ -216,7 +216,7 @@ def stop_pids(pids: Sequence[int], grace_s: float = STOP_GRACE_S) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace_s
-    while any(_alive(pid) for pid in ours) and time.monotonic() < deadline:
+    while any(alive(pid) for pid in ours) and time.monotonic() < deadline:
         time.sleep(0.1)
     for pid in ours:
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -231,7 +231,7 @@ def _is_server(pid: int) -> bool:
     return b"-m" in cmdline and b"serving" in cmdline
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
     """Running and not a zombie (an exited child of a process that has not reaped it yet counts as gone)."""
     try:
         status = Path(f"/proc/{pid}/stat").read_text()

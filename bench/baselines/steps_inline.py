@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from components import steps
+from components import release, steps
 
 
 def run_inline(params: dict, root: Path) -> dict[str, float]:
@@ -40,5 +40,15 @@ def run_inline(params: dict, root: Path) -> dict[str, float]:
         p["seed"],
     )
     timed("evaluate", steps.evaluate, data, root / "retrieval", root / "ranking", root / "evaluation", split)
+    registry = str(root / "registry")  # a fresh one, as the demo's: the gate has no champion and deploys
+    timed("gate", release.gate_step, data, root / "evaluation", root / "gate", split, registry, "inline")
     timed("index", steps.index_pins, data, root / "retrieval", root / "index")
+    timed(
+        "deploy",
+        release.deploy_step,
+        *(root / n for n in ("retrieval", "ranking", "index", "evaluation", "features", "gate", "deployment")),
+        registry,
+        "none",
+        "inline",
+    )
     return times

@@ -16,6 +16,7 @@ from components import release, steps
 from components.registry import Registry
 from components.release import DeployTarget
 from serving import deployment
+from serving.launcher import alive
 
 pytestmark = pytest.mark.integration
 
@@ -144,11 +145,4 @@ def test_a_local_deploy_that_fails_to_start_leaves_the_previous_version_serving(
         stopped = deployment.undeploy(deploy_dir)
     assert stopped["status"] == "serving" and deployment.read_state(deploy_dir)["status"] == "stopped"
     pids = [s["pid"] for s in stopped["servers"].values()]
-    assert not any(Path(f"/proc/{pid}").exists() and _running(pid) for pid in pids)
-
-
-def _running(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0] != "Z"
-    except OSError:
-        return False
+    assert not any(alive(pid) for pid in pids)

@@ -98,6 +98,20 @@ def test_nan_in_the_challenger_blocks_deploy_with_a_reason():
     assert not decide(challenger(**{"recall@10": math.nan}), None).deploy
 
 
+def test_a_figure_undefined_on_the_holdout_does_not_block():
+    """No hides in the holdout (MovieLens has none): HIT@3 hide is NaN for every model, its random baseline too."""
+    no_hides = {"hit@3_hide": math.nan, "hit@3_hide_random": math.nan}
+    d = decide(challenger(**no_hides), CHAMPION | no_hides)
+    assert d.deploy, d.reasons
+    assert "hit@3_hide: not measurable on this holdout" in check(d, "hit@3_hide").reason
+    assert decide(challenger(**no_hides), None).deploy  # a first run on such data deploys too
+    # the model's figure NaN while its baseline is defined: the evaluation broke, which still blocks
+    broken = decide(challenger(**{"hit@3_hide": math.nan, "hit@3_hide_random": 0.3}), CHAMPION)
+    assert not broken.deploy and not check(broken, "hit@3_hide").ok
+    # and without a baseline to tell, NaN blocks as before
+    assert not decide(challenger(**{"hit@3_hide": math.nan}), None).deploy
+
+
 def test_first_run_deploys_with_no_champion_yet():
     d = decide(challenger(), None)
     assert d.deploy
