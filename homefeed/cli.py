@@ -20,6 +20,7 @@ from components.data.world.config import PRESETS, SCENARIOS, preset_knobs
 from homefeed.config import Settings
 from homefeed.context import Ctx, console
 from homefeed.eval_commands import eval_group
+from homefeed.monitor_commands import monitor
 from homefeed.pipeline_commands import drift, pipeline
 from homefeed.render import progress_reporter, summary_tables
 from homefeed.serve_commands import deployment, serve
@@ -200,6 +201,7 @@ main.add_command(pipeline)
 main.add_command(drift)
 main.add_command(serve)
 main.add_command(deployment)
+main.add_command(monitor)
 main.add_command(stream)
 main.add_command(eval_group)
 

@@ -64,14 +64,23 @@ class ActionLog:
         rel = np.clip(rel, 0, (1 << _TS_BITS) - 1)  # before the first action: nothing to return anyway
         return (user << _TS_BITS) | rel
 
+    def _bounds(self, users: np.ndarray, at_ts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per query, the index range of the user's actions with ts < at_ts: [lo, hi)."""
+        lo = np.searchsorted(self.key, users << _TS_BITS, side="left")
+        # strictly before at_ts: actions at exactly at_ts are excluded (their key equals the query key)
+        hi = np.searchsorted(self.key, self._key(users, at_ts), side="left")
+        return lo, np.where(at_ts - self.ts0 < 0, lo, hi)
+
+    def lengths_at(self, users: np.ndarray, at_ts: np.ndarray, max_len: int = SEQ_LEN) -> np.ndarray:
+        """How long each sequence `sequences_at` would return is, without building them (cheap for millions)."""
+        lo, hi = self._bounds(np.asarray(users, dtype=np.int64), np.asarray(at_ts, dtype=np.int64))
+        return np.minimum(hi - lo, max_len).astype(np.int64)
+
     def sequences_at(self, users: np.ndarray, at_ts: np.ndarray, max_len: int = SEQ_LEN) -> Sequences:
         """The last `max_len` actions of each user with ts < at_ts, newest first."""
         users = np.asarray(users, dtype=np.int64)
         at_ts = np.asarray(at_ts, dtype=np.int64)
-        lo = np.searchsorted(self.key, users << _TS_BITS, side="left")
-        # strictly before at_ts: actions at exactly at_ts are excluded (their key equals the query key)
-        hi = np.searchsorted(self.key, self._key(users, at_ts), side="left")
-        hi = np.where(at_ts - self.ts0 < 0, lo, hi)
+        lo, hi = self._bounds(users, at_ts)
         idx = hi[:, None] - 1 - np.arange(max_len)[None, :]
         valid = idx >= lo[:, None]
         safe = np.where(valid, idx, 0)

@@ -1,0 +1,144 @@
+"""The monitoring job on the tiny world's last day, with the ranking model trained on it: every figure in the
+summary is checked against an independent computation (the engagement frame, the offline evaluation's HIT@3, the
+realtime sequence definition), and the snapshot lands in an Evidently workspace whose dashboard plots it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from components.data.dataset import Dataset
+from components.evaluate.offline import evaluate_ranking
+from components.features.sequence import ActionLog
+from components.train.examples import request_times
+from monitoring.dashboard import PROJECT, open_project
+from monitoring.engagement import engagement_frame
+from monitoring.job import DAY_MS, Windows, dataset_end, run_window
+from monitoring.window import window_frame
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def monitored(tiny_artifacts, tmp_path_factory):
+    root = tmp_path_factory.mktemp("monitoring")
+    data = tiny_artifacts["data"]
+    windows = Windows.ending(dataset_end(data), current_days=1, reference_days=5)
+    workspace = open_project(root / "evidently")
+    summary = run_window(data, windows, root / "reports", tiny_artifacts["ranking"], workspace, max_requests=None)
+    return {"data": data, "windows": windows, "summary": summary, "root": root, "workspace": workspace}
+
+
+def test_engagement_rates_overall_and_per_group(monitored):
+    ds, w, s = Dataset(monitored["data"]), monitored["windows"], monitored["summary"]
+    events = ds.read("events")
+    frame = engagement_frame(events[(events.ts >= w.current_start) & (events.ts < w.end)], ds.read("users"))
+    reference = engagement_frame(events[(events.ts >= w.reference_start) & (events.ts < w.current_start)])
+    assert s["windows"]["current"]["impressions"] == len(frame)
+    for action in ("repin", "click", "hide"):
+        assert s["mean"][action] == pytest.approx(frame[action].mean())
+        assert s["mean"][f"{action}_core"] == pytest.approx(frame.loc[frame.segment == "core", action].mean())
+        assert s["mean"][f"{action}_noncore"] == pytest.approx(frame.loc[frame.segment != "core", action].mean())
+        assert s["reference_mean"][action] == pytest.approx(reference[action].mean())
+        assert s["drift"][f"{action}_flag"]["method"] == "z" and 0 <= s["drift"][f"{action}_flag"]["score"] <= 1
+
+
+def test_hit_at_3_is_the_offline_evaluations(monitored, tiny_artifacts):
+    w, s = monitored["windows"], monitored["summary"]
+    offline = evaluate_ranking(monitored["data"], tiny_artifacts["ranking"], w.current_start, w.end)
+    for head in ("click", "repin", "hide"):
+        assert s["mean"][f"top3_{head}"] == pytest.approx(offline[f"hit@3_{head}"]), head
+    assert all(0 < s["mean"][f"score_{h}"] < 1 for h in ("click", "repin", "hide"))
+
+
+def test_sequence_length_is_the_served_sequences(monitored):
+    w = monitored["windows"]
+    frame = window_frame(monitored["data"], w.current_start, w.end)
+    events = Dataset(monitored["data"]).read("events")
+    sample = frame.sample(200, random_state=0)
+    seqs = ActionLog(events).sequences_at(sample.user_id.to_numpy(), request_times(events, sample))
+    assert np.array_equal(sample["seq_len"].to_numpy(), seqs.lengths)
+    engaged = frame["engaged_action"].notna()
+    assert frame.loc[engaged, "emb_pc1"].notna().all() and frame.loc[~engaged, "emb_pc1"].isna().all()
+
+
+def test_drift_tests_and_reports_are_written(monitored):
+    s = monitored["summary"]
+    assert {"interest", "engaged_interest", "engaged_action", "seq_len", "emb_pc1", "score_repin"} <= set(s["drift"])
+    assert s["drift"]["interest"]["method"] == "jensenshannon" and s["drift"]["seq_len"]["method"] == "wasserstein"
+    report = json.loads(Path(s["json"]).read_text())
+    assert len(report["metrics"]) > 20 and "repin" in Path(s["html"]).read_text()
+    saved = json.loads((monitored["root"] / "reports" / monitored["windows"].label / "summary.json").read_text())
+    assert saved["snapshot_id"] == s["snapshot_id"] and saved["mean"] == s["mean"]
+
+
+def test_the_snapshot_is_in_the_workspace_and_the_dashboard_exists_once(monitored):
+    ws, project = monitored["workspace"], monitored["workspace"][1]
+    assert [str(r) for r in ws[0].list_runs(project.id)] == [monitored["summary"]["snapshot_id"]]
+    again = open_project(monitored["root"] / "evidently")
+    assert again[1].id == project.id and [p.name for p in again[0].list_projects()] == [PROJECT]
+    model = again[1].dashboard.model()
+    titles = [p.title for p in model.panels]
+    assert len(titles) == len(set(titles)) == 12  # created once, not again on reopening
+    assert {t.title for t in model.tabs} == {"Engagement", "Feature drift", "Model"}
+    assert {"Engagement per impression", "repin rate: core vs non-core users", "HIT@3 on logged impressions"} <= set(
+        titles
+    )
+
+
+def test_an_empty_window_is_a_clear_error(monitored):
+    with pytest.raises(ValueError, match="no impressions"):
+        window_frame(monitored["data"], 0, DAY_MS)
+
+
+def test_monitor_cli_runs_days_and_records_trigger_decisions(tiny_artifacts, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from homefeed.cli import main
+    from monitoring.trigger import LOG_FILE
+
+    monkeypatch.setenv("HOMEFEED_WORKSPACE", str(tmp_path))
+    args = ["monitor", "run", "--dataset", str(tiny_artifacts["data"]), "--days", "2", "--trigger", "--dry-run"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    decisions = [json.loads(line) for line in (tmp_path / "monitoring" / LOG_FILE).read_text().splitlines()]
+    assert len(decisions) == 2 and all(d["dry_run"] and d["run"] is None for d in decisions)
+    assert all(d["snapshot_id"] for d in decisions) and "report:" in result.output
+    # the same window again is refused rather than counted twice in an episode
+    again = CliRunner().invoke(main, args[:-1])
+    assert again.exit_code == 1 and "already evaluated" in again.output
+    reports = list((tmp_path / "monitoring" / "reports").iterdir())
+    assert len(reports) == 2  # refused before any window was computed again
+
+
+def test_evidently_ui_serves_the_workspace(monitored):
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    from serving.launcher import free_ports
+
+    (port,) = free_ports(1)
+    evidently = Path(sys.executable).with_name("evidently")
+    args = [str(evidently), "ui", "--workspace", str(monitored["root"] / "evidently"), "--port", str(port)]
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                projects = httpx.get(f"http://127.0.0.1:{port}/api/projects", timeout=2).json()
+                break
+            except httpx.HTTPError:
+                assert time.monotonic() < deadline and process.poll() is None, "the Evidently UI did not start"
+                time.sleep(0.5)
+        assert [p["name"] for p in projects] == [PROJECT]
+        snapshots = httpx.get(f"http://127.0.0.1:{port}/api/projects/{projects[0]['id']}/snapshots", timeout=5)
+        assert monitored["summary"]["snapshot_id"] in snapshots.text
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
