@@ -20,6 +20,8 @@ BENCHMARKS = [
     ["bench.ray_training"],
     ["bench.ann", "--one-graph"],
     ["bench.serving_latency"],
+    ["bench.monitoring_job"],
+    ["bench.monitoring_scenarios"],
 ]
 
 

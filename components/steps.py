@@ -24,7 +24,7 @@ from components.index.corpus import GRANULARITIES, CorpusOptions
 INDEX_FILE = "index.json"  # written by `index_pins`, read by the retrieval predictor
 MILVUS_FILE = "milvus.db"
 COLLECTION = "pins"
-DRIFT_SUMMARY = "summary.json"  # written by `engagement_drift` next to Evidently's HTML and JSON
+DRIFT_SUMMARY = "summary.json"  # written by `engagement_drift` beside the window folder of the monitoring job
 
 
 @dataclass(frozen=True)
@@ -288,13 +288,44 @@ def read_index_info(index_dir: Path) -> dict:
 
 
 def engagement_drift(dataset_dir: Path, out_dir: Path, reference_days: float = 7, current_days: float = 1) -> dict:
-    """The `monitor` step: the Evidently engagement-rate report of the latest window against the reference, with the
-    rates, changes and drift scores it found in `out_dir/summary.json`."""
-    from monitoring.drift_report import engagement_drift_report
+    """The `monitor` step: the monitoring job (monitoring/job.py) on the dataset's latest window, without a model.
 
-    ds = Dataset(dataset_dir)
-    summary = engagement_drift_report(
-        ds.read("events"), ds.read("users", columns=["user_id", "segment"]), out_dir, reference_days, current_days
-    )
+    The latest `current_days` are compared with the `reference_days` before them: engagement rates overall and per
+    group with the z-test, and the feature distributions. The job writes `out_dir/<window end>/report.html`,
+    `report.json` and `summary.json`; the summary returned, also written as `out_dir/summary.json`, is the job's
+    with two keys more, which the pipeline's artifact metadata reads: `actions` (`engagement_changes` overall) and
+    `drift_detected` (whether the z-test found any of the three overall rates moved).
+    """
+    from monitoring.job import Windows, dataset_end, run_window
+
+    windows = Windows.ending(dataset_end(dataset_dir), current_days, reference_days)
+    summary = run_window(Path(dataset_dir), windows, Path(out_dir))
+    actions = engagement_changes(summary)
+    summary["actions"] = actions
+    summary["drift_detected"] = any(v["drift_detected"] for v in actions.values())
     (Path(out_dir) / DRIFT_SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def engagement_changes(summary: dict, group: str = "all") -> dict[str, dict]:
+    """Per engagement action, from a monitoring-job summary (monitoring.job.run_window): the reference and current
+    rate of `group`'s impressions ("all", "core" or "non-core"), the relative change (None from a zero or missing
+    rate: JSON has no infinity), and the two-proportion z-test's p-value (`drift_score`) and verdict. A rate is None
+    where the group had no impressions in that window."""
+    from monitoring.engagement import ENGAGEMENTS
+    from monitoring.job import grouped
+
+    changes = {}
+    for action in ENGAGEMENTS:
+        ref, cur = summary["reference_mean"].get(grouped(action, group)), summary["mean"].get(grouped(action, group))
+        test = summary["drift"].get(grouped(f"{action}_flag", group), {})
+        changes[action] = {
+            "reference_rate": ref,
+            "current_rate": cur,
+            "relative_change": (cur - ref) / ref if ref and cur is not None else None,
+            "drift_score": test.get("score"),
+            "drift_detected": bool(test.get("detected", False)),
+            "method": test.get("method"),
+            "threshold": test.get("threshold"),
+        }
+    return changes

@@ -10,6 +10,7 @@ import click
 from rich.table import Table
 
 from homefeed.context import Ctx, console
+from homefeed.pipeline_commands import set_option
 
 
 @click.group()
@@ -30,14 +31,44 @@ def monitor() -> None:
 @click.option(
     "--retrain-host", help="With --trigger: submit homefeed_retraining to this KFP API (default: run it here)."
 )
+@click.option("--policy", "policy_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="With --trigger: the policy as JSON (monitoring/trigger.py; default: TriggerPolicy.default).")  # fmt: skip
+@set_option
 @click.pass_obj
-def run_cmd(obj: Ctx, run_dir, dataset, model, days, reference_days, max_requests, trigger, dry_run, retrain_host):
+def run_cmd(
+    obj: Ctx,
+    run_dir,
+    dataset,
+    model,
+    days,
+    reference_days,
+    max_requests,
+    trigger,
+    dry_run,
+    retrain_host,
+    policy_file,
+    overrides,
+):
     """Monitor the dataset's last DAYS days: Evidently snapshots (HTML + JSON) into the workspace's project, and
-    with --trigger the retraining policy over each window (decisions in <workspace>/monitoring/triggers.jsonl)."""
+    with --trigger the retraining policy over each window (decisions in <workspace>/monitoring/triggers.jsonl).
+    --set NAME=VALUE sets a parameter of the retraining run the policy submits."""
     from monitoring import trigger as policy_
     from monitoring.dashboard import open_project
-    from monitoring.job import DAY_MS, Windows, dataset_end, run_window
+    from monitoring.job import DAY_MS
+    from monitoring.replay import monitor_days
+    from monitoring.window import Source
     from pipelines.local import load_run
+
+    try:
+        policy = (
+            policy_.TriggerPolicy.from_file(policy_file, dry_run)
+            if policy_file
+            else policy_.TriggerPolicy.default(dry_run)
+        )
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    # the retraining's parameters are checked before any window is computed, not when the policy first fires
+    submit = _retraining(obj, retrain_host, overrides) if trigger and not dry_run else None
 
     if dataset is None:
         try:
@@ -50,9 +81,9 @@ def run_cmd(obj: Ctx, run_dir, dataset, model, days, reference_days, max_request
         raise click.UsageError(f"--days must be at least 1, got {days}")
     root = obj.settings.workspace / "monitoring"
     workspace = open_project(root / "evidently")
-    end = dataset_end(dataset)
+    source = Source.load(dataset)  # read once for every window
+    end = source.end_ms()
     table = _table(model is not None)
-    decisions: list[tuple[str, dict]] = []
     ends = [end - back * DAY_MS for back in range(days - 1, -1, -1)]
     seen = set(policy_.TriggerState.load(root).windows) & {str(e) for e in ends} if trigger else set()
     if seen:  # refused before any work: a window counted twice would skew its drift episode
@@ -60,21 +91,16 @@ def run_cmd(obj: Ctx, run_dir, dataset, model, days, reference_days, max_request
             f"{len(seen)} of these windows were already evaluated by the trigger policy "
             f"({root / policy_.STATE_FILE}); monitor new days, or run without --trigger"
         )
-    for window_end in ends:
-        windows = Windows.ending(window_end, reference_days=reference_days)
-        try:
-            summary = run_window(dataset, windows, root / "reports", model, workspace, max_requests)
-        except ValueError as exc:
-            raise click.UsageError(str(exc)) from exc
-        _add_row(table, windows.label, summary, model is not None)
-        if trigger:
-            try:
-                decision = policy_.evaluate(
-                    summary, policy_.TriggerPolicy.default(dry_run), root, lambda d: _retrain(obj, d, retrain_host)
-                )
-            except ValueError as exc:  # a window evaluated before: counting it twice would skew its episode
-                raise click.ClickException(f"{exc} (trigger state: {root / policy_.STATE_FILE})") from exc
-            decisions.append((windows.label, decision))
+    try:
+        days_run = monitor_days(
+            source, ends, root, model, policy if trigger else None, submit, workspace, reference_days, max_requests
+        )
+    except ValueError as exc:  # an empty window, or (a race) a window evaluated meanwhile
+        raise click.UsageError(str(exc)) from exc
+    for day in days_run:
+        _add_row(table, day["label"], day["summary"], model is not None)
+    decisions = [(day["label"], day["decision"]) for day in days_run if day["decision"] is not None]
+    summary = days_run[-1]["summary"]
     console.print(table)
     for label, decision in decisions:
         mark = "[red]retrain[/]" if decision["trigger"] else "no retraining"
@@ -99,24 +125,56 @@ def ui_cmd(obj: Ctx, port: int, host: str) -> None:
     os.execv(args[0], args)
 
 
-def _retrain(obj: Ctx, decision: dict, host: str | None) -> str:
-    """Start homefeed_retraining with the settings' parameters, here or on a KFP cluster; returns the run id."""
-    from pipelines.local import local_defaults
+@monitor.command("screenshot")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="PNG path (default: in the workspace).")
+@click.option("--height", type=click.IntRange(400, 20_000), default=6000, show_default=True,
+              help="Browser window height in pixels: the page below it is not captured.")  # fmt: skip
+@click.pass_obj
+def screenshot_cmd(obj: Ctx, out: Path | None, height: int) -> None:
+    """A PNG of the project dashboard as the Evidently UI shows it (headless Chromium, Debian's `chromium`)."""
+    from monitoring.screenshot import screenshot
 
-    params = obj.settings.pipeline.model_dump()
+    path = obj.settings.workspace / "monitoring" / "evidently"
+    if not path.exists():
+        raise click.UsageError(f"no monitoring workspace at {path}: run `homefeed monitor run` first")
+    try:
+        written = screenshot(path, out or obj.settings.workspace / "monitoring" / "dashboard.png", height=height)
+    except RuntimeError as exc:
+        raise click.ClickException(str(exc)) from exc
+    console.print(f"dashboard: {written}")
+
+
+def _retraining(obj: Ctx, host: str | None, overrides: tuple[str, ...]):
+    """The function the policy calls to start homefeed_retraining (returns the run id): on the KFP API at `host`,
+    or here with kfp.local. Its parameters are the settings' with `overrides`, validated now."""
+    from homefeed.pipeline_commands import cluster_package, pipeline_params
+    from pipelines.local import local_defaults, run_local
+
+    name = "homefeed_retraining"
     if host:
         from pipelines import remote
-        from pipelines.compile import compile_pipeline, parameter_names
 
-        name = "homefeed_retraining"
-        package = compile_pipeline(obj.settings.workspace / "pipelines" / f"{name}.yaml", name)
-        params = {k: v for k, v in params.items() if k in parameter_names(name)}
-        run = remote.submit(remote.client(host), package, params, experiment="homefeed", run_name=f"{name}-drift")
-        return run["run_id"]
-    from pipelines.local import run_local
+        params, package = cluster_package(obj, name, overrides)
 
-    run = run_local(local_defaults(params, obj.settings.workspace), obj.settings.runs_dir, name="homefeed_retraining")
-    return run.run_id
+        def submit(decision: dict) -> str:
+            try:
+                run = remote.submit(
+                    remote.client(host), package, params, experiment="homefeed", run_name=f"{name}-drift"
+                )
+            except (RuntimeError, ValueError) as exc:  # the window stays unrecorded, so running again retries it
+                raise click.ClickException(f"the retraining was not submitted to {host}: {exc}") from exc
+            return run["run_id"]
+
+        return submit
+    params = local_defaults(pipeline_params(obj.settings.pipeline, None, overrides), obj.settings.workspace)
+
+    def run_here(decision: dict) -> str:
+        try:
+            return run_local(params, obj.settings.runs_dir, name=name).run_id
+        except RuntimeError as exc:
+            raise click.ClickException(f"the local retraining failed: {exc}") from exc
+
+    return run_here
 
 
 def _table(has_model: bool) -> Table:

@@ -18,7 +18,7 @@ RETRAIN_CRON = "0 0 3 * * 1,4"  # KFP cron, seconds first: 03:00 on Mondays and 
 _pipeline_option = click.option(
     "--pipeline", "name", type=click.Choice(PIPELINE_NAMES), default="homefeed_training", show_default=True
 )
-_set_option = click.option(
+set_option = click.option(
     "--set", "overrides", multiple=True, metavar="NAME=VALUE", help="Override a pipeline parameter."
 )
 
@@ -51,7 +51,7 @@ def compile_cmd(obj: Ctx, name: str, out: Path | None, golden: bool) -> None:
 )
 @_pipeline_option
 @click.option("--source", help="world:<preset>, movielens:<folder> or sequences:<file>.")
-@_set_option
+@set_option
 @click.pass_obj
 def run_cmd(obj: Ctx, run_local_: bool, name: str, source: str | None, overrides: tuple[str, ...]) -> None:
     """Run a pipeline locally; artifacts land in a versioned directory under <workspace>/runs. A model that passes the
@@ -90,13 +90,13 @@ def deployment_line(meta: dict) -> str:
 @_pipeline_option
 @click.option("--experiment", default="homefeed", show_default=True)
 @click.option("--namespace", help="Kubeflow profile namespace (multi-user installs).")
-@_set_option
+@set_option
 @click.pass_obj
 def submit_cmd(obj: Ctx, host: str, name: str, experiment: str, namespace: str | None, overrides) -> None:
     """Submit one run of a pipeline to a Kubeflow Pipelines cluster (kfp.Client)."""
     from pipelines import remote
 
-    params, package = _cluster_package(obj, name, overrides)
+    params, package = cluster_package(obj, name, overrides)
     try:
         run = remote.submit(remote.client(host, namespace), package, params, experiment=experiment, run_name=name)
     except (RuntimeError, ValueError) as exc:
@@ -110,13 +110,13 @@ def submit_cmd(obj: Ctx, host: str, name: str, experiment: str, namespace: str |
 @click.option("--cron", default=RETRAIN_CRON, show_default=True, help="KFP cron (6 fields, seconds first).")
 @click.option("--experiment", default="homefeed", show_default=True)
 @click.option("--namespace", help="Kubeflow profile namespace (multi-user installs).")
-@_set_option
+@set_option
 @click.pass_obj
 def schedule_cmd(obj: Ctx, host: str, name: str, cron: str, experiment: str, namespace: str | None, overrides) -> None:
     """Create a recurring run (default: homefeed_retraining twice a week) on a Kubeflow Pipelines cluster."""
     from pipelines import remote
 
-    params, package = _cluster_package(obj, name, overrides)
+    params, package = cluster_package(obj, name, overrides)
     try:
         job = remote.schedule(
             remote.client(host, namespace), package, params, name=f"{name}-recurring", cron=cron, experiment=experiment
@@ -126,7 +126,7 @@ def schedule_cmd(obj: Ctx, host: str, name: str, cron: str, experiment: str, nam
     console.print(f"[bold green]scheduled[/] {name} on {host} ({cron}): {job}")
 
 
-def _cluster_package(obj: Ctx, name: str, overrides: tuple[str, ...]) -> tuple[dict, Path]:
+def cluster_package(obj: Ctx, name: str, overrides: tuple[str, ...]) -> tuple[dict, Path]:
     """The validated parameters of a cluster run and the compiled package; a cluster run must name its registry
     and deploy target (local paths mean nothing to its pods)."""
     from pipelines.compile import compile_pipeline, parameter_names
@@ -230,20 +230,36 @@ def drift(obj: Ctx, run_dir, dataset, out, reference_days, current_days) -> None
 
 
 def drift_table(summary: dict) -> Table:
-    w = summary["windows"]
+    """A monitoring-job summary (monitoring.job.run_window) as a table: per action, the reference and current rate
+    overall and per group (with its current impressions), the relative change, and the two-proportion z-test's
+    p-value and verdict; the caption lists the other distributions whose drift test failed."""
+    from components.steps import engagement_changes
+    from monitoring.job import GROUPS
+
+    w, by_group = summary["windows"], summary.get("impressions_by_group", {})
     table = Table(
         title=f"engagement drift: {w['current']['impressions']:,} current vs {w['reference']['impressions']:,} "
         "reference impressions"
     )
-    for col in ("action", "reference rate", "current rate", "change", "drift score", "drift"):
-        table.add_column(col, justify="left" if col == "action" else "right")
-    for action, v in summary["actions"].items():
-        table.add_row(
-            action,
-            f"{v['reference_rate']:.4f}",
-            f"{v['current_rate']:.4f}",
-            f"{v['relative_change']:+.1%}",
-            f"{v['drift_score']:.3g}",
-            "[red]yes[/]" if v["drift_detected"] else "no",
-        )
+    for col in ("action", "users", "reference rate", "current rate", "change", "z-test p", "drift"):
+        table.add_column(col, justify="left" if col in ("action", "users") else "right")
+    changes = {group: engagement_changes(summary, group) for group in GROUPS if group == "all" or by_group.get(group)}
+    for action in changes["all"]:
+        for group, per_action in changes.items():
+            v = per_action[action]
+            table.add_row(
+                action if group == "all" else "",
+                group if group == "all" else f"{group} ({by_group[group]:,})",
+                _rate(v["reference_rate"]),
+                _rate(v["current_rate"]),
+                "-" if v["relative_change"] is None else f"{v['relative_change']:+.1%}",
+                "-" if v["drift_score"] is None else f"{v['drift_score']:.3g}",
+                "[red]yes[/]" if v["drift_detected"] else "no",
+            )
+    distributions = sorted(c for c, d in summary["drift"].items() if d["detected"] and "_flag" not in c)
+    table.caption = f"drifted distributions: {', '.join(distributions) or 'none'}"
     return table
+
+
+def _rate(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"

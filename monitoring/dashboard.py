@@ -106,4 +106,13 @@ def _panels() -> list[tuple[str, object]]:
         "Model",
         line_plot_panel("Mean predicted probability", [_series("MeanValue", f"score_{h}", legend=h) for h in HEADS]),
     ))  # fmt: skip
+    panels.append((
+        "Model",
+        line_plot_panel(
+            "Simulated world: repin probability of the model's top 3 against the whole slate (ground truth)",
+            [_series("MeanValue", "sim_repin", legend="model's top 3"),
+             _series("MeanValue", "sim_repin_slate", legend="whole slate (random order)")],
+            description="only on a simulated world: the engagement the model's feed gets there (monitoring/window.py)",
+        ),
+    ))  # fmt: skip
     return panels

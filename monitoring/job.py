@@ -3,7 +3,7 @@
 Per window (a day by default) it writes one snapshot:
 
 - engagement: repin, click and hide per impression (`MeanValue`), overall and for core and non-core users, each
-  tested against the reference with a two-proportion z-test (`ValueDrift`; monitoring/drift_report.py says why);
+  tested against the reference with a two-proportion z-test (`ValueDrift`; see below);
 - feature drift: the impressed and the engaged pins' interest distribution and the action mix
   (Jensen-Shannon distance), the realtime sequence length and the engaged pins' embedding on four principal axes
   (normed Wasserstein distance);
@@ -14,6 +14,14 @@ Per window (a day by default) it writes one snapshot:
 The snapshot is saved as HTML and JSON under `out_dir/<window end>/`, and added to the Evidently workspace's project
 when a workspace is given (monitoring/dashboard.py); the returned summary is read back from the saved JSON, so the
 summary, the JSON and the HTML cannot disagree.
+
+Why the two-proportion z-test (`method="z"`, p < 0.05 means drift) for the engagement flags and not Evidently's
+automatic choice: with more than 1000 reference rows Evidently picks Jensen-Shannon distance (threshold 0.1) for a
+0/1 column, and for a rare event that distance barely moves: a 2.7% repin rate falling to zero is a JS distance of
+0.097, "no drift". The z-test asks the question we mean: is the current rate different from the reference rate,
+given the sample sizes? It treats impressions as independent, which those of one request or user are not, so it
+reports p < 0.05 on quiet days too: the trigger policy reads relative changes instead (monitoring/trigger.py).
+Evidently registers the z-test for categorical columns only (a test of proportions), hence the `<column>_flag` twins.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from evidently import DataDefinition, Report
 from evidently import Dataset as EvidentlyDataset
@@ -30,7 +39,7 @@ from evidently.metrics import MeanValue, ValueDrift
 
 from components.data.dataset import Dataset
 from monitoring.engagement import ENGAGEMENTS
-from monitoring.window import EMBEDDING_AXES, HEADS, window_frame
+from monitoring.window import EMBEDDING_AXES, HEADS, Source, window_frame
 
 DAY_MS = 86_400_000
 GROUPS = ("all", "core", "non-core")
@@ -39,6 +48,12 @@ EMBEDDING = tuple(f"emb_pc{i + 1}" for i in range(EMBEDDING_AXES))
 CATEGORICAL_DRIFT = {"interest": 0.1, "engaged_interest": 0.1, "engaged_action": 0.1}  # Jensen-Shannon distance
 NUMERIC_DRIFT = {"seq_len": 0.1, **dict.fromkeys(EMBEDDING, 0.1)}  # Wasserstein distance, normed by the reference std
 SCORE_DRIFT = 0.1
+# On a simulated world with a model: the engagement of the model's top 3 and of the whole slate in the world's truth
+SIMULATED = (*(f"sim_{h}" for h in HEADS), "sim_repin_slate", "sim_hide_slate")
+# Rows per window the report reads: a sample of whole requests beyond it (monitoring/window.py). 200k impressions
+# put a 3% rate's standard error near 1.5% of itself (more where requests cluster), far inside the 14% day-to-day
+# movement the default trigger rules allow for (monitoring/trigger.py).
+MAX_IMPRESSIONS = 200_000
 
 
 @dataclass(frozen=True)
@@ -50,11 +65,19 @@ class Windows:
     end: int
 
     @classmethod
-    def ending(cls, end_ms: int, current_days: float = 1.0, reference_days: float = 7.0) -> Windows:
+    def ending(
+        cls, end_ms: int, current_days: float = 1.0, reference_days: float = 7.0, not_before: int | None = None
+    ) -> Windows:
+        """The current window of `current_days` ending at `end_ms` and the `reference_days` before it; the reference
+        starts no earlier than `not_before` (the trigger policy's reference floor, monitoring/trigger.py) unless
+        that would leave it empty."""
         if current_days <= 0 or reference_days <= 0:
             raise ValueError(f"current_days and reference_days must be positive, got {current_days}, {reference_days}")
         current_start = end_ms - round(current_days * DAY_MS)
-        return cls(current_start - round(reference_days * DAY_MS), current_start, end_ms)
+        reference_start = current_start - round(reference_days * DAY_MS)
+        if not_before is not None and not_before < current_start:
+            reference_start = max(reference_start, not_before)
+        return cls(reference_start, current_start, end_ms)
 
     @property
     def label(self) -> str:
@@ -69,12 +92,19 @@ def run_window(
     workspace=None,
     max_requests: int | None = 2_000,
     seed: int = 0,
+    max_impressions: int | None = MAX_IMPRESSIONS,
+    source: Source | None = None,
 ) -> dict:
     """Monitor one window: one Evidently snapshot (`<window end>/report.html` and `.json` under `out_dir`), added
     to the workspace's project when given (monitoring.dashboard.open_project), and the summary read back from it
     (also written as `summary.json` beside the report)."""
-    reference = window_frame(dataset_dir, windows.reference_start, windows.current_start, model_dir, max_requests, seed)
-    current = window_frame(dataset_dir, windows.current_start, windows.end, model_dir, max_requests, seed + 1)
+    source = source or Source.load(dataset_dir)
+    reference = window_frame(
+        source, windows.reference_start, windows.current_start, model_dir, max_requests, seed, max_impressions
+    )
+    current = window_frame(
+        source, windows.current_start, windows.end, model_dir, max_requests, seed + 1, max_impressions
+    )
     has_model = model_dir is not None
     cur, ref = _columns(current, has_model), _columns(reference, has_model)
     snapshot = Report(_metrics(cur, has_model), include_tests=True).run(
@@ -96,12 +126,13 @@ def run_window(
             "reference": {
                 "start_ms": windows.reference_start,
                 "end_ms": windows.current_start,
-                "impressions": len(reference),
+                **_counts(reference),
             },
-            "current": {"start_ms": windows.current_start, "end_ms": windows.end, "impressions": len(current)},
+            "current": {"start_ms": windows.current_start, "end_ms": windows.end, **_counts(current)},
         },  # fmt: skip
         "dataset": str(dataset_dir),
         "model": None if model_dir is None else str(model_dir),
+        "model_trained_until_ms": _trained_until(model_dir),
         "html": str(html),
         "json": str(js),
         "snapshot_id": None,
@@ -137,6 +168,20 @@ def read_values(report_json: dict) -> dict:
     return {"mean": means, "drift": drift}
 
 
+def _trained_until(model_dir: Path | None) -> int | None:
+    """The end of the ranking model's training window (its train_metrics.json), None when it does not say."""
+    path = None if model_dir is None else Path(model_dir) / "train_metrics.json"
+    if path is None or not path.exists():
+        return None
+    window = json.loads(path.read_text()).get("window_ms")
+    return int(window[1]) if window else None
+
+
+def _counts(frame: pd.DataFrame) -> dict:
+    """The window's impressions, and how many of them (whole requests) the report read."""
+    return {"impressions": frame.attrs["impressions"], "rows": len(frame)}
+
+
 def dataset_end(dataset_dir: Path) -> int:
     """Just after the dataset's last event: where the latest window ends."""
     ts = Dataset(dataset_dir).read("events", columns=["ts"])["ts"]
@@ -164,7 +209,8 @@ def _columns(frame: pd.DataFrame, has_model: bool) -> pd.DataFrame:
             values = frame[column].astype(float).where(inside)
             data[grouped(column, group)] = values
             if column in ENGAGEMENTS:
-                data[grouped(f"{column}_flag", group)] = values.map(lambda v: None if v != v else str(int(v)))
+                flag = np.where(values.isna(), None, np.where(values.to_numpy() == 1, "1", "0"))
+                data[grouped(f"{column}_flag", group)] = flag
     data["interest"] = frame["interest"]
     data["engaged_interest"] = frame["interest"].where(frame["engaged_action"].notna())
     data["engaged_action"] = frame["engaged_action"]
@@ -173,6 +219,9 @@ def _columns(frame: pd.DataFrame, has_model: bool) -> pd.DataFrame:
     if has_model:
         for head in HEADS:
             data[f"score_{head}"] = frame[f"score_{head}"]
+    for column in SIMULATED:
+        if column in frame:  # a simulated world's ground truth (monitoring/window.py)
+            data[column] = frame[column].astype(float)
     return data
 
 
@@ -191,6 +240,7 @@ def _metrics(data: pd.DataFrame, has_model: bool) -> list:
         for head in HEADS:
             metrics.append(MeanValue(column=f"score_{head}", tests=[]))
             metrics.append(ValueDrift(column=f"score_{head}", method="wasserstein", threshold=SCORE_DRIFT))
+    metrics += [MeanValue(column=c, tests=[]) for c in SIMULATED if c in data]
     return metrics
 
 

@@ -143,6 +143,10 @@ def test_drift_report_has_the_engagement_rates(run):
     for action, v in summary["actions"].items():
         assert 0 < v["reference_rate"] < 1 and 0 < v["current_rate"] < 1, action
         assert 0 <= v["drift_score"] <= 1 and isinstance(v["drift_detected"], bool), action
-    report = json.loads((run.path("drift") / "engagement_drift.json").read_text())
+    assert isinstance(summary["drift_detected"], bool) and summary["model"] is None
+    assert {"repin_flag", "repin_flag_core", "interest", "seq_len"} <= set(summary["drift"])
+    (folder,) = (p for p in run.path("drift").iterdir() if p.is_dir())  # the window's, named by its end
+    assert summary["html"] == str(folder / "report.html") and summary["json"] == str(folder / "report.json")
+    report = json.loads((folder / "report.json").read_text())
     assert report["metrics"], "the Evidently snapshot holds no metrics"
     assert "repin" in run.path("drift_html").read_text()

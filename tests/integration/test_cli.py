@@ -114,9 +114,12 @@ def test_drift_on_a_dataset_prints_the_rates_and_writes_the_report(tiny_world, t
     result = CliRunner().invoke(main, ["drift", "--dataset", str(tiny_world), "--out", str(tmp_path / "r")])
     assert result.exit_code == 0, result.output
     assert "repin" in result.output and "hide" in result.output
+    assert "core" in result.output and "drifted distributions" in result.output
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert set(summary["actions"]) == {"repin", "click", "hide"}
-    assert (tmp_path / "r" / "engagement_drift.html").stat().st_size > 0
+    (folder,) = (p for p in (tmp_path / "r").iterdir() if p.is_dir())  # the window's, named by its end
+    assert summary["html"] == str(folder / "report.html") and summary["json"] == str(folder / "report.json")
+    assert (folder / "report.html").stat().st_size > 0 and "report:" in result.output
 
 
 def test_stream_refuses_a_directory_that_is_not_a_feature_store_and_a_missing_source(tiny_world, tmp_path):

@@ -57,6 +57,7 @@ def test_hit_at_3_is_the_offline_evaluations(monitored, tiny_artifacts):
 def test_sequence_length_is_the_served_sequences(monitored):
     w = monitored["windows"]
     frame = window_frame(monitored["data"], w.current_start, w.end)
+    assert frame.attrs["impressions"] == len(frame)  # not sampled: a tiny window
     events = Dataset(monitored["data"]).read("events")
     sample = frame.sample(200, random_state=0)
     seqs = ActionLog(events).sequences_at(sample.user_id.to_numpy(), request_times(events, sample))
@@ -82,11 +83,24 @@ def test_the_snapshot_is_in_the_workspace_and_the_dashboard_exists_once(monitore
     assert again[1].id == project.id and [p.name for p in again[0].list_projects()] == [PROJECT]
     model = again[1].dashboard.model()
     titles = [p.title for p in model.panels]
-    assert len(titles) == len(set(titles)) == 12  # created once, not again on reopening
+    assert len(titles) == len(set(titles)) == 13  # created once, not again on reopening
     assert {t.title for t in model.tabs} == {"Engagement", "Feature drift", "Model"}
     assert {"Engagement per impression", "repin rate: core vs non-core users", "HIT@3 on logged impressions"} <= set(
         titles
     )
+
+
+def test_a_large_window_is_sampled_by_whole_requests(monitored):
+    w = monitored["windows"]
+    full = window_frame(monitored["data"], w.reference_start, w.current_start)
+    part = window_frame(monitored["data"], w.reference_start, w.current_start, max_impressions=len(full) // 4)
+    assert part.attrs["impressions"] == len(full) and len(full) // 5 < len(part) < len(full) // 3
+    per_request = full.groupby("request_id").size()
+    sampled = part.groupby("request_id").size()
+    assert (sampled == per_request.loc[sampled.index]).all()  # every kept request has all its impressions
+    columns = ["repin", "click", "hide", "seq_len", "interest"]
+    kept = full.set_index(["request_id", "pin_id"]).loc[part.set_index(["request_id", "pin_id"]).index, columns]
+    assert kept.reset_index(drop=True).equals(part[columns].reset_index(drop=True))  # the same rows, not recomputed
 
 
 def test_an_empty_window_is_a_clear_error(monitored):
@@ -142,3 +156,75 @@ def test_evidently_ui_serves_the_workspace(monitored):
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+def test_a_trigger_submits_the_retraining_pipeline_to_kfp(tiny_artifacts, tmp_path, monkeypatch):
+    """Not a dry run: the policy fires on the window and `homefeed monitor run` submits homefeed_retraining through
+    kfp.Client (to a replayed KFP API); the decision records the run it started."""
+    import kfp
+    import yaml
+    from click.testing import CliRunner
+    from recorded_api import RecordedAPI, reply
+
+    from homefeed.cli import main
+    from monitoring.trigger import LOG_FILE
+    from pipelines.compile import golden
+
+    monkeypatch.setattr(kfp.Client, "_LOCAL_KFP_CONTEXT", str(tmp_path / "kfp-context.json"))
+    monkeypatch.setenv("HOMEFEED_WORKSPACE", str(tmp_path))
+    policy = tmp_path / "policy.json"  # a rule every window crosses: any repin rate is below 1
+    policy.write_text(json.dumps({"rules": [{"name": "always", "kind": "below", "column": "repin", "threshold": 1}]}))
+    script = [
+        reply("GET", "/apis/v2beta1/healthz", fixture="kfp/healthz"),
+        reply("GET", "/apis/v2beta1/experiments", fixture="kfp/experiments_homefeed"),
+        reply("POST", "/apis/v2beta1/runs", fixture="kfp/run_created"),
+    ]
+    cluster = ["--set", "registry=s3://models/homefeed", "--set", "deploy_target=kserve:homefeed"]
+    args = ["monitor", "run", "--dataset", str(tiny_artifacts["data"]), "--trigger", "--policy", str(policy)]
+    with RecordedAPI(script) as api:
+        result = CliRunner().invoke(main, [*args, "--retrain-host", api.url, *cluster])
+    assert result.exit_code == 0, result.output
+    api.assert_all_used()
+    (sent,) = api.sent("POST", "/apis/v2beta1/runs")
+    spec_doc, platform_doc = yaml.safe_load_all(golden("homefeed_retraining").read_text())
+    assert sent.body["pipeline_spec"] == {"pipeline_spec": spec_doc, "platform_spec": platform_doc}
+    assert sent.body["runtime_config"]["parameters"]["deploy_target"] == "kserve:homefeed"
+    (decision,) = [json.loads(line) for line in (tmp_path / "monitoring" / LOG_FILE).read_text().splitlines()]
+    assert decision["trigger"] and not decision["dry_run"]
+    assert decision["run"] == "e4b1f0a2-93c6-4d0f-b8e5-1c2d3e4f5a6b"  # the run id in kfp/run_created
+    assert decision["crossed"][0]["rule"] == "always" and "retrain: always" in result.output
+
+
+def test_bad_trigger_settings_are_refused_before_any_window(tiny_artifacts, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from homefeed.cli import main
+
+    monkeypatch.setenv("HOMEFEED_WORKSPACE", str(tmp_path))
+    base = ["monitor", "run", "--dataset", str(tiny_artifacts["data"]), "--trigger"]
+    bad_policy = tmp_path / "policy.json"
+    bad_policy.write_text(json.dumps({"rules": [{"name": "x", "kind": "rise", "column": "repin", "threshold": 1}]}))
+    result = CliRunner().invoke(main, [*base, "--policy", str(bad_policy)])
+    assert result.exit_code == 2 and "kind must be one of" in result.output
+    # a cluster retraining without a registry is refused now, not when the policy first fires
+    result = CliRunner().invoke(main, [*base, "--retrain-host", "http://127.0.0.1:9"])
+    assert result.exit_code == 2 and "needs registry" in result.output
+    assert not (tmp_path / "monitoring" / "reports").exists()
+
+
+def test_the_dashboard_screenshot_is_a_rendered_page(monitored, tmp_path):
+    """`homefeed monitor screenshot`'s capture: Evidently's UI in headless Chromium (Debian's package)."""
+    import shutil
+
+    from PIL import Image
+
+    from monitoring.screenshot import screenshot
+
+    if not shutil.which("chromium"):
+        pytest.skip("headless Chromium is not installed (Debian package chromium, which .ci/run installs)")
+    png = screenshot(monitored["root"] / "evidently", tmp_path / "dashboard.png", width=1000, height=1200)
+    image = Image.open(png).convert("L")
+    assert image.width == 1000 and 400 < image.height <= 1200  # cropped only where the page is blank
+    pixels = list(image.getdata())
+    # a rendered dashboard, not a blank page: many grey levels (text, lines, panels) and more than a little ink
+    assert len(set(pixels)) > 16 and sum(p < 200 for p in pixels) > 0.01 * len(pixels)

@@ -20,9 +20,12 @@ RULES = [
 ]
 
 
-def summary(day: int, repin: float = 0.03, interest_js: float = 0.02, p: float = 0.5, hit: float = 0.4) -> dict:
+def summary(
+    day: int, repin: float = 0.03, interest_js: float = 0.02, p: float = 0.5, hit: float = 0.4, model: str = "m1"
+) -> dict:
     return {
-        "windows": {"current": {"end_ms": day * DAY}},
+        "windows": {"current": {"start_ms": (day - 1) * DAY, "end_ms": day * DAY}},
+        "model": model,
         "snapshot_id": f"snap-{day}",
         "mean": {"repin": repin, "top3_repin": hit},
         "reference_mean": {"repin": 0.03, "top3_repin": 0.4},
@@ -104,3 +107,44 @@ def test_bad_policies_are_refused():
         TriggerPolicy([])
     with pytest.raises(ValueError, match="cooldown_days"):
         TriggerPolicy(RULES, cooldown_days=-1)
+
+
+def test_decay_is_measured_from_the_models_first_window(tmp_path):
+    """A slow decay never crosses a rolling reference (it ages with the model); against the model's own first
+    window it does, and a new model starts a new baseline."""
+    rules = [Rule("HIT@3 repin decayed", "decay", "top3_repin", 0.2)]
+    hits = [0.40, 0.38, 0.36, 0.34, 0.31]  # -5% a day; each day's reference_mean is 0.4 here, which decay ignores
+    days = [summary(d + 1, hit=h) for d, h in enumerate(hits)]
+    days.append(summary(6, hit=0.30, model="m2"))  # the retrained model's first window: its own baseline
+    days.append(summary(7, hit=0.29, model="m2"))
+    decisions = [evaluate(s, TriggerPolicy(rules, cooldown_days=0), tmp_path) for s in days]
+    figures = [d["crossed"][0]["value"] if d["crossed"] else None for d in decisions]
+    assert [d["trigger"] for d in decisions] == [False, False, False, False, True, False, False]
+    assert figures[4] == pytest.approx(0.225)
+    state = TriggerState.load(tmp_path)
+    assert state.model == "m2" and state.baseline["top3_repin"] == 0.30
+
+
+def test_the_baseline_is_the_first_window_after_the_training_data(tmp_path):
+    """A window the model was trained on flatters it: it is not the baseline, or every later day would seem decayed."""
+    rules = [Rule("HIT@3 repin decayed", "decay", "top3_repin", 0.2)]
+    days = [summary(d, hit=h) for d, h in ((1, 0.55), (2, 0.40), (3, 0.41), (4, 0.38))]
+    for s in days:
+        s["model_trained_until_ms"] = 1 * DAY  # trained on data up to the end of day 1 (window 1 is in-sample)
+    decisions = [evaluate(s, TriggerPolicy(rules), tmp_path) for s in days]
+    assert not any(d["crossed"] for d in decisions)  # 0.38 against 0.55 would have crossed
+    assert TriggerState.load(tmp_path).baseline["top3_repin"] == 0.40
+
+
+def test_a_trigger_sets_the_reference_floor_at_its_window(tmp_path):
+    from monitoring.job import Windows
+
+    decisions = run(tmp_path, [summary(5), summary(6, repin=0.01), summary(7)])
+    assert [d["trigger"] for d in decisions] == [False, True, False]
+    floor = TriggerState.load(tmp_path).reference_floor_ms
+    assert floor == 5 * DAY  # the start of the window that triggered
+    after = Windows.ending(9 * DAY, reference_days=7, not_before=floor)
+    assert (after.reference_start, after.current_start) == (5 * DAY, 8 * DAY)
+    assert Windows.ending(20 * DAY, reference_days=7, not_before=floor).reference_start == 12 * DAY  # past the floor
+    # a floor inside the current window would leave no reference: it is ignored
+    assert Windows.ending(6 * DAY, reference_days=7, not_before=floor + DAY // 2).reference_start == -2 * DAY
