@@ -149,7 +149,7 @@ def demo_params(settings: Settings) -> dict:
 
 def run_demo(settings: Settings, console: Console) -> dict:
     """The demo end to end; returns what it wrote to demo.json."""
-    from homefeed.pipeline_commands import drift_table, metrics_table, run_pipeline
+    from homefeed.pipeline_commands import metrics_table, run_pipeline
     from homefeed.serve_commands import server_specs
     from serving.launcher import running_servers
 
@@ -170,8 +170,7 @@ def run_demo(settings: Settings, console: Console) -> dict:
         console.print(table)
     console.print(stream_line(run.artifacts["feature_store"]["metadata"]))
     console.print(metrics_table(run.artifacts["metrics"]["metadata"]))
-    drift = json.loads((run.path("drift") / DRIFT_SUMMARY).read_text())
-    console.print(drift_table(drift))
+    drift = print_drift(run, console)
     steps = [{"name": s.name, "seconds": s.seconds} for s in run.steps]
     steps.append({"name": "serve (start 3 servers, query, stop)", "seconds": round(serve_s, 2)})
     total = round(time.perf_counter() - t0, 2)
@@ -188,5 +187,15 @@ def run_demo(settings: Settings, console: Console) -> dict:
         "drift_report": drift["html"],
     }
     (run.run_dir / DEMO_FILE).write_text(json.dumps(result, indent=2) + "\n")
-    console.print(f"drift report: {drift['html']}\nrun directory: {run.run_dir} (demo.json, run.json, pipeline.log)")
+    console.print(f"run directory: {run.run_dir} (demo.json, run.json, pipeline.log)")
     return result
+
+
+def print_drift(run, console: Console) -> dict:
+    """The run's monitor step: its drift table (the monitoring job's summary) and where its HTML report is."""
+    from homefeed.pipeline_commands import drift_table
+
+    drift = json.loads((run.path("drift") / DRIFT_SUMMARY).read_text())
+    console.print(drift_table(drift))
+    console.print(f"drift report: {drift['html']}")
+    return drift

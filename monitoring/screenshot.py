@@ -11,6 +11,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -48,12 +49,15 @@ def screenshot(workspace: Path, out: Path, width: int = 1400, height: int = 6000
         project = _project_id(f"http://127.0.0.1:{port}", PROJECT, ui, time.monotonic() + timeout_s)
         out = Path(out).resolve()
         out.parent.mkdir(parents=True, exist_ok=True)
-        args = [
-            browser, "--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-            f"--window-size={width},{height}", "--run-all-compositor-stages-before-draw",
-            "--virtual-time-budget=40000", f"--screenshot={out}", f"http://127.0.0.1:{port}/projects/{project}",
-        ]  # fmt: skip
-        done = subprocess.run(args, capture_output=True, text=True, timeout=timeout_s, check=False)
+        with tempfile.TemporaryDirectory() as profile:  # a fresh profile; no background calls to the internet
+            args = [
+                browser, "--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--disable-quic",
+                "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                f"--user-data-dir={profile}", f"--window-size={width},{height}",
+                "--run-all-compositor-stages-before-draw", "--virtual-time-budget=40000", f"--screenshot={out}",
+                f"http://127.0.0.1:{port}/projects/{project}",
+            ]  # fmt: skip
+            done = subprocess.run(args, capture_output=True, text=True, timeout=timeout_s, check=False)
         if done.returncode != 0 or not out.exists():
             raise RuntimeError(f"chromium could not capture the dashboard: {done.stderr[-2000:]}")
         _compact(out)

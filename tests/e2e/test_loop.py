@@ -150,3 +150,17 @@ def test_drift_report_has_the_engagement_rates(run):
     report = json.loads((folder / "report.json").read_text())
     assert report["metrics"], "the Evidently snapshot holds no metrics"
     assert "repin" in run.path("drift_html").read_text()
+
+
+def test_the_demo_prints_the_drift_summary_and_the_report_path(run):
+    from rich.console import Console
+
+    from homefeed.demo import print_drift
+
+    console = Console(record=True, width=500)  # wide enough that the report path is not wrapped
+    summary = print_drift(run, console)
+    text = console.export_text()
+    assert "engagement drift" in text and "z-test p" in text and "non-core" in text
+    for action, v in summary["actions"].items():
+        assert action in text and f"{v['current_rate']:.4f}" in text
+    assert f"drift report: {summary['html']}" in text
