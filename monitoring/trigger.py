@@ -138,7 +138,7 @@ class TriggerState:
     windows: list[str] = field(default_factory=list)
     reference_floor_ms: int | None = None  # where reference windows start since the last trigger
     model: str | None = None  # the model the last window was scored with
-    baseline: dict[str, float | None] = field(default_factory=dict)  # its figures on its first window
+    baseline: dict[str, float | None] = field(default_factory=dict)  # its figures, first window after training
 
     @classmethod
     def load(cls, folder: Path) -> TriggerState:
