@@ -296,10 +296,12 @@ def engagement_drift(dataset_dir: Path, out_dir: Path, reference_days: float = 7
     with two keys more, which the pipeline's artifact metadata reads: `actions` (`engagement_changes` overall) and
     `drift_detected` (whether the z-test found any of the three overall rates moved).
     """
-    from monitoring.job import Windows, dataset_end, run_window
+    from monitoring.job import Windows, run_window
+    from monitoring.window import Source
 
-    windows = Windows.ending(dataset_end(dataset_dir), current_days, reference_days)
-    summary = run_window(Path(dataset_dir), windows, Path(out_dir))
+    source = Source.load(dataset_dir)  # read once: for where the data ends and for both windows
+    windows = Windows.ending(source.end_ms(), current_days, reference_days)
+    summary = run_window(Path(dataset_dir), windows, Path(out_dir), source=source)
     actions = engagement_changes(summary)
     summary["actions"] = actions
     summary["drift_detected"] = any(v["drift_detected"] for v in actions.values())

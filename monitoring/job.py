@@ -37,7 +37,6 @@ from evidently import DataDefinition, Report
 from evidently import Dataset as EvidentlyDataset
 from evidently.metrics import MeanValue, ValueDrift
 
-from components.data.dataset import Dataset
 from monitoring.engagement import ENGAGEMENTS
 from monitoring.window import EMBEDDING_AXES, HEADS, Source, window_frame
 
@@ -180,14 +179,6 @@ def _trained_until(model_dir: Path | None) -> int | None:
 def _counts(frame: pd.DataFrame) -> dict:
     """The window's impressions, and how many of them (whole requests) the report read."""
     return {"impressions": frame.attrs["impressions"], "rows": len(frame)}
-
-
-def dataset_end(dataset_dir: Path) -> int:
-    """Just after the dataset's last event: where the latest window ends."""
-    ts = Dataset(dataset_dir).read("events", columns=["ts"])["ts"]
-    if ts.empty:
-        raise ValueError(f"{dataset_dir} has no events")
-    return int(ts.max()) + 1
 
 
 def grouped(column: str, group: str) -> str:

@@ -177,17 +177,17 @@ def _model_columns(
     model, user_emb = load_pinnability(model_dir)
     probs = score(model, user_emb, ex)
     scored = pd.DataFrame({"request_id": ex["request_id"], "pin_id": ex["pin_id"]})
-    served = served_score(probs)
+    served_rank = rank_in_request(ex["request_id"], served_score(probs))  # the order the feed is served in
     for j, head in enumerate(HEADS):
         scored[f"score_{head}"] = probs[:, j]
-        ranked_by = served if head == "hide" else probs[:, j]  # as the offline evaluation ranks (hide: served order)
-        rank = rank_in_request(ex["request_id"], ranked_by)
+        # as the offline evaluation ranks: each head by its own score, hide by the served order
+        rank = served_rank if head == "hide" else rank_in_request(ex["request_id"], probs[:, j])
         scored[f"top3_{head}"] = np.where(ex["labels"][:, j] > 0, (rank <= 3).astype(float), np.nan)
     if source.truth is not None:
         at = frame.drop_duplicates("request_id").set_index("request_id")["request_ts"]
         ts = at.reindex(ex["request_id"]).to_numpy().astype(np.int64)
         truth = source.truth.action_probs(ex["user_id"], ex["pin_id"], ts)  # none, click, repin, hide
-        top3 = rank_in_request(ex["request_id"], served) <= 3  # what the feed shows first, in serving's order
+        top3 = served_rank <= 3  # what the feed shows first
         for j, head in enumerate(HEADS):
             scored[f"sim_{head}"] = np.where(top3, truth[:, j + 1], np.nan)
         scored["sim_repin_slate"], scored["sim_hide_slate"] = truth[:, 2], truth[:, 3]

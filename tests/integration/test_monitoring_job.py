@@ -16,8 +16,8 @@ from components.features.sequence import ActionLog
 from components.train.examples import request_times
 from monitoring.dashboard import PROJECT, open_project
 from monitoring.engagement import engagement_frame
-from monitoring.job import DAY_MS, Windows, dataset_end, run_window
-from monitoring.window import window_frame
+from monitoring.job import DAY_MS, Windows, run_window
+from monitoring.window import Source, window_frame
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -26,7 +26,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 def monitored(tiny_artifacts, tmp_path_factory):
     root = tmp_path_factory.mktemp("monitoring")
     data = tiny_artifacts["data"]
-    windows = Windows.ending(dataset_end(data), current_days=1, reference_days=5)
+    windows = Windows.ending(Source.load(data).end_ms(), current_days=1, reference_days=5)
     workspace = open_project(root / "evidently")
     summary = run_window(data, windows, root / "reports", tiny_artifacts["ranking"], workspace, max_requests=None)
     return {"data": data, "windows": windows, "summary": summary, "root": root, "workspace": workspace}
