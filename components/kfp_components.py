@@ -163,9 +163,11 @@ def index(
     half_life_days: float,
     hnsw_m: int,
     hnsw_ef_construction: int,
+    index_uri: str,
     pin_index: Output[Artifact],
 ) -> None:
-    """The serving corpus (decayed engagement, signature dedup) as a new Milvus collection version behind an alias."""
+    """The serving corpus (decayed engagement, signature dedup) as a new Milvus collection version behind an alias:
+    in a Milvus Lite file in `pin_index`, or on the Milvus server `index_uri` (token from $MILVUS_TOKEN)."""
     from components import steps
     from components.index.corpus import CorpusOptions
 
@@ -175,6 +177,7 @@ def index(
         pin_index.path,
         corpus=CorpusOptions(half_life_days=half_life_days),
         hnsw={"M": hnsw_m, "efConstruction": hnsw_ef_construction},
+        index_uri=index_uri,
     )
     pin_index.metadata.update(info)
 

@@ -74,13 +74,34 @@ def run_step(
     return _run_on_kuberay(step, kwargs, backend, job_id, inputs, outputs, on_status)
 
 
-def _run_on_kuberay(step, kwargs, backend, job_id, inputs, outputs, on_status) -> dict:
-    from components.cluster.kube import api_client, current_namespace
-    from components.cluster.rayjob import RayJobSpec, rayjob_name, run_rayjob
+def rayjob_spec(step: str, job_id: str, backend: RayBackend, call_file: str, namespace: str):
+    """The RayJob a kuberay step submits: `python -m components.remote <call_file>` on the project image, with the
+    shared workspace volume on every Ray pod. manifests/templates/rayjob.yaml is this for one step, rendered
+    (tests/manifests check that it still is)."""
+    from components.cluster.rayjob import RayJobSpec, rayjob_name
     from components.kfp_components import IMAGE
 
-    name = rayjob_name(step.replace("_", "-"), job_id)
-    work = Path(backend.mount) / "jobs" / name
+    slug = step.replace("_", "-")
+    return RayJobSpec(
+        name=rayjob_name(slug, job_id),
+        namespace=namespace,
+        image=IMAGE,
+        entrypoint=f"python -m components.remote {call_file}",
+        runtime_env={"env_vars": {"PYTHONUNBUFFERED": "1"}},
+        workers=backend.workers,
+        worker_gpus=backend.gpus,
+        pvc_name=WORKSPACE_PVC,
+        mount_path=backend.mount,
+        # homefeed.io/ray=member lets the Ray pods reach each other (manifests/base/training/network.yaml)
+        labels={"app.kubernetes.io/part-of": "homefeed", "homefeed/step": slug, "homefeed.io/ray": "member"},
+    )
+
+
+def _run_on_kuberay(step, kwargs, backend, job_id, inputs, outputs, on_status) -> dict:
+    from components.cluster.kube import api_client, current_namespace
+    from components.cluster.rayjob import rayjob_name, run_rayjob
+
+    work = Path(backend.mount) / "jobs" / rayjob_name(step.replace("_", "-"), job_id)
     if work.exists():
         shutil.rmtree(work)  # a retried task starts clean
     remote = dict(kwargs)
@@ -90,18 +111,7 @@ def _run_on_kuberay(step, kwargs, backend, job_id, inputs, outputs, on_status) -
         remote[key] = str(work / "out" / key)
     work.mkdir(parents=True, exist_ok=True)
     (work / CALL_FILE).write_text(json.dumps({"step": step, "kwargs": remote}, indent=2) + "\n")
-    spec = RayJobSpec(
-        name=name,
-        namespace=current_namespace(),
-        image=IMAGE,
-        entrypoint=f"python -m components.remote {work / CALL_FILE}",
-        runtime_env={"env_vars": {"PYTHONUNBUFFERED": "1"}},
-        workers=backend.workers,
-        worker_gpus=backend.gpus,
-        pvc_name=WORKSPACE_PVC,
-        mount_path=backend.mount,
-        labels={"app.kubernetes.io/part-of": "homefeed", "homefeed/step": step.replace("_", "-")},
-    )
+    spec = rayjob_spec(step, job_id, backend, str(work / CALL_FILE), current_namespace())
     run_rayjob(spec, api_client(), poll_s=backend.poll_s, on_status=on_status)
     result = json.loads((work / RESULT_FILE).read_text())
     for key in outputs:
@@ -110,12 +120,37 @@ def _run_on_kuberay(step, kwargs, backend, job_id, inputs, outputs, on_status) -
     return result
 
 
+TEMPLATE_HEADER = """\
+# The RayJob a training step submits with ray_backend=kuberay (components/remote.py rayjob_spec), here for
+# train_ranking with 2 workers of 1 GPU. The pipelines create one per step and run, named from the KFP run and task
+# ids; this file is for reading and review, and kustomize does not apply it. Regenerate it with
+#   python -m components.remote --template > manifests/templates/rayjob.yaml
+# (tests/manifests check that it matches the code, the RayJob CRD and the security policy).
+"""
+
+
+def rayjob_template() -> str:
+    """manifests/templates/rayjob.yaml: the RayJob of the ranking step, placeholders for the per-run parts."""
+    import yaml
+
+    from components.cluster.rayjob import rayjob_manifest
+
+    backend = RayBackend(kind="kuberay", workers=2, gpus=1)
+    spec = rayjob_spec(
+        "train_ranking", "<run id>/<task id>", backend, f"{backend.mount}/jobs/<job>/call.json", "homefeed"
+    )
+    return TEMPLATE_HEADER + yaml.safe_dump(rayjob_manifest(spec), sort_keys=False)
+
+
 def main(argv: list[str] | None = None) -> None:
     """The RayJob's entrypoint: run the call in `argv[0]` (its `ray.init()` joins the job's cluster through
-    RAY_ADDRESS) and write what the step returned next to it."""
+    RAY_ADDRESS) and write what the step returned next to it. `--template` prints manifests/templates/rayjob.yaml."""
     args = sys.argv[1:] if argv is None else argv
+    if args == ["--template"]:
+        sys.stdout.write(rayjob_template())
+        return
     if len(args) != 1:
-        raise SystemExit("usage: python -m components.remote <call.json>")
+        raise SystemExit("usage: python -m components.remote <call.json> | --template")
     call_path = Path(args[0])
     call = json.loads(call_path.read_text())
     result = _steps()[call["step"]](**call["kwargs"])

@@ -226,6 +226,7 @@ def index_pins(
     collection: str = COLLECTION,
     corpus: CorpusOptions | None = None,
     hnsw: dict | None = None,
+    index_uri: str = "",
 ) -> dict:
     """The `corpus + index` step, in two parts:
 
@@ -237,14 +238,23 @@ def index_pins(
        (`{collection}_v<N>`, interest as partition key), and the alias `{collection}_live` moved to it only once
        it is loaded and its HNSW recall against exact search has passed (components/index/versions.py).
 
-    `out_dir/index.json` tells readers where to search: the alias, never a version (the uri relative to `out_dir`).
+    Where the collection goes is `index_uri`: empty (the default) builds a Milvus Lite file `milvus.db` in `out_dir`,
+    which the bundle carries; `http(s)://host:port` publishes to that Milvus server (credentials from MILVUS_TOKEN,
+    components/index/client.py), checked before any work.
+
+    `out_dir/index.json` tells readers where to search. For the Lite file: the alias (the file is this bundle's own),
+    the uri relative to `out_dir`. For a server: the uri, and the version this bundle built, never the alias, which
+    is recorded as "alias" for other readers (why: the comment on `info` below).
     `hnsw`: the build parameters (`M`, `efConstruction`; Milvus' defaults otherwise), recorded there too.
     """
+    from components.index.client import check_server_uri
     from components.index.corpus import build_corpus, read_corpus
     from components.index.embed import embed_pins
     from components.index.milvus import HNSW_DEFAULTS
     from components.index.versions import publish_version
 
+    if index_uri:
+        check_server_uri(index_uri, "index_uri")
     out_dir = Path(out_dir)
     # as of the feature store's cut-off (build_corpus' default): a pin created later does not exist yet for serving
     built = build_corpus(dataset_dir, out_dir / "corpus", None, corpus)
@@ -254,14 +264,20 @@ def index_pins(
     embedding: dict = {}
     emb = embed_pins(retrieval_dir, dataset_dir, ids, stats=embedding)
     out_dir.mkdir(parents=True, exist_ok=True)
-    uri = str((out_dir / MILVUS_FILE).resolve())
+    uri = index_uri or str((out_dir / MILVUS_FILE).resolve())
     signature = pins[GRANULARITIES[built["options"]["granularity"]]].to_numpy()
     published = publish_version(
         uri, collection, ids, emb, pins.interest_id.to_numpy(), signature, pins.created_ts.to_numpy(), hnsw=hnsw
     )
+    # A Lite file is this bundle's alone, so its alias names this bundle's version for as long as the bundle lives. A
+    # server is shared by every bundle and the alias has just moved, while the deploy step rolls the new query tower
+    # out only later: a predictor searching the alias would meet pin embeddings of a model it does not serve, so a
+    # bundle on a server names its own version. The version the serving predictor searches until then survives the
+    # swap: publish_version keeps the newest two (`keep=2`), this one and the previous. (Only one previous: after a
+    # publish whose deploy failed, the next publish drops the version still serving.)
     info = {
-        "uri": MILVUS_FILE,
-        "collection": published["alias"],
+        "uri": index_uri or MILVUS_FILE,
+        "collection": published["collection"] if index_uri else published["alias"],
         "version": published["collection"],
         "count": published["count"],
         "recall_check": {f"recall@{published['recall_k']}": published["recall"]},
@@ -271,12 +287,14 @@ def index_pins(
         "corpus": {"version": built["version"], "as_of_ms": built["as_of_ms"], "counts": built["counts"]},
         "embedding": {k: embedding[k] for k in ("engine", "workers", "batch_size", "seconds")},
     }
+    if index_uri:
+        info["alias"] = published["alias"]
     (out_dir / INDEX_FILE).write_text(json.dumps(info, indent=2) + "\n")
     return info
 
 
 def read_index_info(index_dir: Path) -> dict:
-    """`index.json` of an index directory with `uri` made absolute (a Milvus Lite file or a server URI)."""
+    """`index.json` of an index directory, a Milvus Lite file's `uri` made absolute (a server's is left as it is)."""
     index_dir = Path(index_dir)
     path = index_dir / INDEX_FILE
     if not path.exists():

@@ -4,11 +4,18 @@ SOURCE is a parquet or JSON-lines file, or `-` for JSON lines on stdin. With --c
 last checkpoint left off, so after a crash the same command is simply run again. Changes are pushed every --batch
 events or, at a low event rate, within --max-delay-ms of being read. With --metrics-port the job's Prometheus
 metrics are served at http://HOST:PORT/metrics while it runs.
+
+With --follow, SOURCE is an append-only JSON-lines log read like `tail -f` (the cluster's Deployment): the job runs
+until SIGTERM or SIGINT, then pushes what it holds, writes its checkpoint and exits 0.
 """
 
 from __future__ import annotations
 
 import json
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import click
@@ -33,15 +40,24 @@ from homefeed.context import console
 @click.option("--metrics-host", default="127.0.0.1", show_default=True, help="Address the metrics server binds.")
 @click.option("--dead-letter", type=click.Path(file_okay=False, path_type=Path), help="Dead-letter directory.")
 @click.option("--summary", "summary_path", type=click.Path(dir_okay=False, path_type=Path), help="JSON summary file.")
+@click.option(
+    "--follow", is_flag=True,
+    help="Read SOURCE, a JSON-lines log, like `tail -f` until SIGTERM/SIGINT (waits for it to appear if missing).",
+)  # fmt: skip
+@click.option(
+    "--poll-ms", type=click.FloatRange(min=1), default=200.0, show_default=True,
+    help="With --follow: how often to look for new lines at the end of the log.",
+)  # fmt: skip
 def stream(
     source: str, features_dir: Path, checkpoint, batch: int, max_delay_ms: float, metrics_port, metrics_host: str,
-    dead_letter, summary_path,
+    dead_letter, summary_path, follow: bool, poll_ms: float,
 ) -> None:  # fmt: skip
     """Consume events, validate them, keep each user's last 100 actions and push changed ones to the online store."""
     from feast import FeatureStore
 
     from components.data.contracts import DeadLetter
     from components.stream.processor import StreamProcessor
+    from components.stream.sources import LogRotatedError, open_source
 
     dead_letter = dead_letter or (checkpoint.parent / "dead_letter" if checkpoint else features_dir / "dead_letter")
     if not (features_dir / "feature_store.yaml").is_file():
@@ -56,16 +72,51 @@ def stream(
         console.print(f"metrics: http://{metrics_host}:{port}/metrics")
     if proc.offset:
         console.print(f"resuming at record {proc.offset} from {checkpoint}")
-    try:
-        summary = proc.run_source(source)
-    except FileNotFoundError as exc:
+    stop = threading.Event()
+    try:  # opened before running, so that only a bad SOURCE, not a failure while running, is a usage error
+        records = open_source(source, proc.offset, follow=follow, stop=stop, poll_ms=poll_ms)
+    except (FileNotFoundError, ValueError) as exc:
         raise click.UsageError(str(exc)) from exc
+    if follow:
+        console.print(f"following {source} from record {proc.offset} until SIGTERM or SIGINT")
+    with _stop_on_signals(stop) if follow else nullcontext([]) as received:
+        try:
+            # the end of a followed source is a stop signal: run's end-of-source push and checkpoint are the shutdown
+            summary = proc.run(records)
+        except LogRotatedError as exc:
+            raise click.ClickException(str(exc)) from exc
+    if received:
+        console.print(f"stopped by {received[0]}: pushed and checkpointed up to record {proc.offset}")
     if summary_path:
         summary_path.parent.mkdir(parents=True, exist_ok=True)
         summary_path.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     console.print(_table(summary))
     if summary["counters"]["invalid"]:
         console.print(f"rejected records: {dead_letter}")
+
+
+@contextmanager
+def _stop_on_signals(stop: threading.Event) -> Iterator[list[str]]:
+    """Set `stop` on the first SIGTERM (what Kubernetes sends at pod shutdown) or SIGINT; yields the names of the
+    signals received. The first signal restores the previous handlers, so a second one kills at once if the final
+    push hangs (Kubernetes' SIGKILL after the grace period does the same). The handler only sets a flag: printing
+    or pushing from it could re-enter code the signal interrupted."""
+    received: list[str] = []
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    def handle(signum, _frame) -> None:
+        received.append(signal.Signals(signum).name)
+        stop.set()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+    for sig in previous:
+        signal.signal(sig, handle)
+    try:
+        yield received
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _table(summary: dict) -> Table:

@@ -31,6 +31,7 @@ def embedding_refresh(
     online_store: str = DEFAULTS.online_store,
     hnsw_m: int = DEFAULTS.hnsw_m,
     hnsw_ef_construction: int = DEFAULTS.hnsw_ef_construction,
+    index_uri: str = DEFAULTS.index_uri,
     registry: str = DEFAULTS.registry,
     deploy_target: str = DEFAULTS.deploy_target,
 ) -> Outputs:

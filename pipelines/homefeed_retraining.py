@@ -41,6 +41,7 @@ def homefeed_retraining(
     ranking_max_examples: int = DEFAULTS.ranking_max_examples,
     hnsw_m: int = DEFAULTS.hnsw_m,
     hnsw_ef_construction: int = DEFAULTS.hnsw_ef_construction,
+    index_uri: str = DEFAULTS.index_uri,
     registry: str = DEFAULTS.registry,
     deploy_target: str = DEFAULTS.deploy_target,
     gate_policy: str = DEFAULTS.gate_policy,

@@ -49,6 +49,7 @@ def homefeed_training(
     ranking_max_examples: int = DEFAULTS.ranking_max_examples,
     hnsw_m: int = DEFAULTS.hnsw_m,
     hnsw_ef_construction: int = DEFAULTS.hnsw_ef_construction,
+    index_uri: str = DEFAULTS.index_uri,
     reference_days: float = DEFAULTS.reference_days,
     current_days: float = DEFAULTS.current_days,
     registry: str = DEFAULTS.registry,

@@ -9,7 +9,9 @@ from components.features.online_store import OnlineStore
 
 
 class PipelineParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # pydantic would echo each bad value after its message, and a uri may carry a password (index_uri refuses one
+    # without echoing it); the messages here name the field and, where it is safe, the value.
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
     source: str = Field("world:small", description="world:<preset>, movielens:<folder> or sequences:<file>")
     seed: int = 0
@@ -29,6 +31,11 @@ class PipelineParams(BaseModel):
     ranking_max_examples: int = Field(30_000, ge=1_000, description="impressions sampled for ranking training")
     hnsw_m: int = Field(16, ge=4, le=64, description="HNSW graph degree of the pin index (Milvus `M`)")
     hnsw_ef_construction: int = Field(200, ge=8, le=2048, description="HNSW build breadth (Milvus `efConstruction`)")
+    index_uri: str = Field(
+        "",
+        description="Milvus server the index step publishes to, http(s)://host:port (token from $MILVUS_TOKEN); "
+        "empty: a Milvus Lite file in the pin_index artifact",
+    )
     reference_days: float = Field(7.0, gt=0, description="drift report: the reference window before the current")
     current_days: float = Field(1.0, gt=0, description="drift report: the latest window")
     # retraining: the fresh window a run trains and evaluates on
@@ -75,6 +82,13 @@ class PipelineParams(BaseModel):
         if value.strip():
             GatePolicy.from_dict(json.loads(value))
         return value
+
+    @field_validator("index_uri")
+    @classmethod
+    def _server_uri(cls, value: str) -> str:
+        from components.index.client import check_server_uri
+
+        return check_server_uri(value, "index_uri") if value else value
 
     @field_validator("online_store")
     @classmethod

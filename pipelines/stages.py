@@ -16,6 +16,10 @@ from components.remote import WORKSPACE_MOUNT, WORKSPACE_PVC
 # path needs none, and a missing Secret must not stop such a run.
 REGISTRY_SECRET = "homefeed-registry-s3"
 REGISTRY_ENV = {k: k for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL")}
+# The cluster's Milvus token ("user:password", manifests/base/index/milvus.yaml), as the environment
+# components/index/client.py reads. Optional: a run with index_uri empty builds a Milvus Lite file and needs none.
+MILVUS_SECRET = "homefeed-milvus"
+MILVUS_ENV = {"token": "MILVUS_TOKEN"}
 GPU = "nvidia.com/gpu"
 
 
@@ -83,8 +87,10 @@ def release(dataset, retrieval_model, ranking_model, evaluation, feature_store, 
         half_life_days=params["half_life_days"],
         hnsw_m=params["hnsw_m"],
         hnsw_ef_construction=params["hnsw_ef_construction"],
+        index_uri=params["index_uri"],
     )
     small(index.set_display_name("corpus + index"))
+    kubernetes.use_secret_as_env(index, MILVUS_SECRET, MILVUS_ENV, optional=True)
     deploy = c.deploy(
         retrieval_model=retrieval_model,
         ranking_model=ranking_model,

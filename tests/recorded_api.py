@@ -9,12 +9,15 @@ The script is strict and ordered: each request must match the next unused exchan
 loud 501 (naming the method and path) and recorded as unexpected, so `assert_all_used()` fails with a clear message
 even when the client under test swallowed the error.
 
-Also here, because both the KubeRay and the KServe tests need it: `crd_validator`, which turns an upstream CRD's
-openAPIV3Schema into a jsonschema validator, to check sent bodies and fixture bodies against the real schema.
+Also here, because the KubeRay, the KServe and the manifest tests need it: `crd_validator` and
+`vendored_crd_validator`, which turn an upstream CRD's openAPIV3Schema (from a CRD file, or from the copy vendored in
+tests/fixtures/crds) into a jsonschema validator, to check sent bodies, fixture bodies and manifests against the real
+schema.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import re
 import threading
@@ -28,6 +31,7 @@ from urllib.parse import parse_qs, urlsplit
 import yaml
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "recorded"
+CRD_SCHEMAS = Path(__file__).resolve().parent / "fixtures" / "crds"
 
 
 def load_fixture(name: str) -> Any:
@@ -233,7 +237,28 @@ def _flatten(items: Iterable[Exchange | Iterable[Exchange]]) -> Iterator[Exchang
 
 
 def crd_validator(crd_path: Path, version: str):
-    """A jsonschema validator for the custom resource `version` of the CRD file at `crd_path`.
+    """A jsonschema validator for the custom resource `version` of the CRD file at `crd_path` (see `schema_validator`)."""
+    # The KServe CRD is some 40k lines; the C loader reads it several times faster when libyaml is there.
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    crd = yaml.load(crd_path.read_text(), Loader=loader)  # noqa: S506 - a safe loader either way
+    versions = {v["name"]: v for v in crd["spec"]["versions"]}
+    if version not in versions:
+        raise KeyError(f"{crd_path.name} has no version {version!r} (it has {sorted(versions)})")
+    return schema_validator(versions[version]["schema"]["openAPIV3Schema"])
+
+
+def vendored_crd_validator(crd_file: str, version: str):
+    """The validator for `version` of the upstream CRD `crd_file` (e.g. "ray.io_rayjobs.yaml"), from the schema
+    vendored under tests/fixtures/crds (SOURCES.md there says where each comes from; extract.py redoes them)."""
+    path = CRD_SCHEMAS / f"{crd_file.removesuffix('.yaml')}.{version}.schema.json.gz"
+    if not path.is_file():
+        vendored = sorted(p.name for p in CRD_SCHEMAS.glob("*.schema.json.gz"))
+        raise FileNotFoundError(f"no vendored schema for {crd_file} {version}: expected {path} (have {vendored})")
+    return schema_validator(json.loads(gzip.decompress(path.read_bytes())))
+
+
+def schema_validator(openapi_schema: dict[str, Any]):
+    """A jsonschema validator for a CRD version's openAPIV3Schema, closed against unknown fields.
 
     The API server prunes fields its structural schema does not declare, so a misspelt field is silently dropped
     rather than rejected. To catch that here, every object schema that lists `properties` (and neither allows extra
@@ -243,13 +268,7 @@ def crd_validator(crd_path: Path, version: str):
     """
     import jsonschema
 
-    # The KServe CRD is some 40k lines; the C loader reads it several times faster when libyaml is there.
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    crd = yaml.load(crd_path.read_text(), Loader=loader)  # noqa: S506 - a safe loader either way
-    versions = {v["name"]: v for v in crd["spec"]["versions"]}
-    if version not in versions:
-        raise KeyError(f"{crd_path.name} has no version {version!r} (it has {sorted(versions)})")
-    schema = _strict(versions[version]["schema"]["openAPIV3Schema"])
+    schema = _strict(openapi_schema)
     cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft7Validator)
     return cls(schema)
 

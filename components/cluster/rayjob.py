@@ -79,9 +79,9 @@ class RayJobSpec:
     active_deadline_seconds: int = 6 * 3600
     labels: dict[str, str] = field(default_factory=dict)
     ray_version: str = field(default_factory=_installed_ray_version)
-    # The rayproject/ray images run as uid 1000 in group 100; fsGroup 100 makes the shared PVC writable for them.
-    run_as_user: int = 1000
-    fs_group: int = 100
+    # The project image's user (Dockerfile: uid and gid 10001); fsGroup makes the shared PVC writable for it.
+    run_as_user: int = 10001
+    fs_group: int = 10001
 
     def __post_init__(self) -> None:
         if len(self.name) > MAX_NAME_LENGTH or not _DNS1035.fullmatch(self.name):
@@ -128,10 +128,12 @@ def rayjob_name(prefix: str, unique: str) -> str:
 
 
 def _security_context() -> dict[str, Any]:
-    # What Pod Security "restricted" demands of every container.
+    # What Pod Security "restricted" demands of every container, and a read-only image: Ray writes only under /tmp
+    # (an emptyDir) and the workspace volume.
     return {
         "runAsNonRoot": True,
         "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
         "capabilities": {"drop": ["ALL"]},
         "seccompProfile": {"type": "RuntimeDefault"},
     }
@@ -194,8 +196,11 @@ def _submitter_pod(spec: RayJobSpec) -> dict[str, Any]:
                         "limits": {"cpu": "500m", "memory": "512Mi"},
                     },
                     "securityContext": _security_context(),
+                    # the image is read-only: the `ray job submit` CLI writes its state under /tmp
+                    "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
                 }
             ],
+            "volumes": [{"name": "tmp", "emptyDir": {}}],
         },
     }
 

@@ -5,6 +5,7 @@ absent (see the `redis_server` fixture)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -23,6 +24,9 @@ from components.features.store import build_feature_store, online_pin_features, 
 from components.features.tables import sequence_table
 from components.stream.processor import StreamProcessor
 from components.stream.sources import open_source
+
+# The cluster's Feast configuration lives with the manifests that mount it (ConfigMap homefeed-feature-store).
+CLUSTER_CONFIG = Path(__file__).resolve().parents[2] / "manifests" / "base" / "features" / "feature_store.yaml"
 
 pytestmark = pytest.mark.integration
 
@@ -82,7 +86,7 @@ def test_features_step_on_redis_streams_and_checks_parity(tiny_world, tmp_path, 
 
 
 def test_feast_accepts_the_cluster_configuration():
-    config = load_repo_config(DEFINITIONS, DEFINITIONS / "feature_store.cluster.yaml")
+    config = load_repo_config(DEFINITIONS, CLUSTER_CONFIG)
     assert isinstance(config.online_store, RedisOnlineStoreConfig)
     assert config.online_store.skip_dedup  # as the pipeline's Redis stores: last write wins (see online_store.py)
     assert config.registry.path.startswith("s3://")

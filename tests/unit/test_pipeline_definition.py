@@ -9,10 +9,11 @@ import inspect
 
 import pytest
 import yaml
+from pydantic import ValidationError
 
 from pipelines.compile import PIPELINES, compile_pipeline, golden
 from pipelines.params import DEFAULTS, PipelineParams
-from pipelines.stages import REGISTRY_SECRET
+from pipelines.stages import MILVUS_SECRET, REGISTRY_SECRET
 
 pytestmark = pytest.mark.unit
 
@@ -83,6 +84,49 @@ def test_cluster_settings_are_in_the_ir(name):
     params = spec["root"]["dag"]["tasks"]["train-ranking"]["inputs"]["parameters"]
     assert params["ray_backend"]["componentInputParameter"] == "ray_backend"
     assert params["job_id"]["runtimeValue"]["constant"] == "{{$.pipeline_task_uuid}}"
+
+
+def _task(spec: dict, name: str) -> dict:
+    """The task `name` wherever it sits: at the root, or inside a condition's DAG."""
+    dags = [spec["root"]["dag"]] + [c["dag"] for c in spec["components"].values() if "dag" in c]
+    (task,) = [dag["tasks"][name] for dag in dags if name in dag["tasks"]]
+    return task
+
+
+@pytest.mark.parametrize("name", PIPELINES)
+def test_the_index_step_gets_index_uri_and_the_milvus_token(name):
+    spec, k8s = load(name)
+    (secret,) = k8s["exec-index"]["secretAsEnv"]
+    assert secret["secretName"] == MILVUS_SECRET and secret["optional"] is True  # a Lite run needs no token
+    assert secret["keyToEnv"] == [{"envVar": "MILVUS_TOKEN", "secretKey": "token"}]
+    passed = _task(spec, "index")["inputs"]["parameters"]["index_uri"]["componentInputParameter"]
+    assert passed in ("index_uri", "pipelinechannel--index_uri")  # the run's parameter, at the root or in the gate
+    assert spec["root"]["inputDefinitions"]["parameters"]["index_uri"]["defaultValue"] == ""
+
+
+@pytest.mark.parametrize(
+    "uri", ["http://homefeed-milvus-milvus.homefeed.svc.cluster.local:19530", "https://milvus.example.com:443/"]
+)
+def test_index_uri_accepts_a_server_address(uri):
+    assert PipelineParams(index_uri=uri).index_uri == uri
+
+
+@pytest.mark.parametrize(
+    ("uri", "message"),
+    [
+        ("milvus:19530", r"index_uri must be http\(s\)://host:port of a Milvus server, got 'milvus:19530'"),
+        ("http://milvus", r"got 'http://milvus'"),
+        ("grpc://milvus:19530", r"got 'grpc://milvus:19530'"),
+        ("http://milvus:port", r"got 'http://milvus:port'"),
+        ("data/index/milvus.db", r"got 'data/index/milvus.db'"),
+        ("http://milvus:19530/db1", "nothing after the port"),
+        ("http://root:s3cret@milvus:19530", r"must not carry credentials: set them in \$MILVUS_TOKEN"),
+    ],
+)
+def test_a_bad_index_uri_is_refused_when_the_parameters_are_read(uri, message):
+    with pytest.raises(ValidationError, match=message) as err:
+        PipelineParams(index_uri=uri)
+    assert "s3cret" not in str(err.value)  # a password in a uri is never echoed
 
 
 @pytest.mark.parametrize("name", PIPELINES)
