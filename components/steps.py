@@ -175,9 +175,11 @@ def train_ranking_step(
     max_examples: int,
     seed: int = 0,
     workers: int = 2,
+    sequence: str = "transact_v11",
 ) -> dict:
     """The `train ranking` step: Pinnability with the realtime sequence on Ray Train (`workers` workers), on the
-    ranking window.
+    ranking window. `sequence` names the sequence module (models/ranking/sequence.py; "none" is the model without
+    the realtime sequence, an experiment's control arm).
 
     The retrieval user tower's embedding of each user as of the window's start stands in for the pretrained user
     embedding (PinnerSAGE in the seed); it is computed before the window, so no example sees its own outcome."""
@@ -193,7 +195,11 @@ def train_ranking_step(
     emb_path = out_dir / "work" / "user_embeddings.npy"
     emb_path.parent.mkdir(parents=True, exist_ok=True)
     np.save(emb_path, emb)
-    opts = RankingTraining(epochs=epochs, max_examples=max_examples, seed=seed, num_workers=workers)
+    from models.ranking.sequence import SequenceConfig
+
+    opts = RankingTraining(
+        epochs=epochs, max_examples=max_examples, seed=seed, num_workers=workers, sequence=SequenceConfig(kind=sequence)
+    )
     return train_ranking(dataset_dir, out_dir, emb_path, split.ranking_start_ms, split.train_end_ms, opts)
 
 

@@ -20,11 +20,13 @@ from components.data.world.config import PRESETS, SCENARIOS, preset_knobs
 from homefeed.config import Settings
 from homefeed.context import Ctx, console
 from homefeed.eval_commands import eval_group
+from homefeed.experiment_command import experiment
 from homefeed.monitor_commands import monitor
 from homefeed.pipeline_commands import drift, pipeline
 from homefeed.render import progress_reporter, summary_tables
 from homefeed.serve_commands import deployment, serve
 from homefeed.stream_command import stream
+from homefeed.ui_command import ui
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -204,6 +206,8 @@ main.add_command(deployment)
 main.add_command(monitor)
 main.add_command(stream)
 main.add_command(eval_group)
+main.add_command(experiment)
+main.add_command(ui)
 
 if __name__ == "__main__":
     main()

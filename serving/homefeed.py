@@ -99,6 +99,18 @@ class HomefeedPredictor(kserve.Model):
             else None
             for i, inst in enumerate(instances)
         ]
+        retrieved, ranked = await self.retrieve_and_rank(requests, interests, headers, rid)
+        predictions = [feed(user_id, n, retrieved[i], ranked[i]) for i, (user_id, n) in enumerate(requests)]
+        observe.answered(self.name, rid, [p["mode"] for p in predictions], started)
+        return respond(predictions, self.name, rid, as_v2, SCHEMA)
+
+    async def retrieve_and_rank(
+        self, requests: list[tuple[int, int]], interests: list[list[int] | None], headers: dict[str, str] | None,
+        rid: str,
+    ) -> tuple[list[dict], list[dict]]:  # fmt: skip
+        """Retrieval's and ranking's predictions for each checked (user_id, n) of `requests` (one call each, the
+        request id `rid` forwarded). Public so that a client of both servers that wants the candidates themselves,
+        not only the feed `feed` cuts from them (the homefeed page, serving/ui), calls them exactly as this does."""
         forward = append_forwardable_headers(headers, {"content-type": "application/json", observe.REQUEST_ID: rid})
         # A client per request: an AsyncClient is bound to the event loop it first runs on, and a model can be
         # called from more than one loop (the server's, a test client's).
@@ -112,9 +124,7 @@ class HomefeedPredictor(kserve.Model):
                 }
                 retrieved = await _predict(client, self.retrieval_url, "retrieval", retrieval_body)
                 ranked = await self._rank(client, requests, retrieved, rid)
-        predictions = [_feed(user_id, n, retrieved[i], ranked[i]) for i, (user_id, n) in enumerate(requests)]
-        observe.answered(self.name, rid, [p["mode"] for p in predictions], started)
-        return respond(predictions, self.name, rid, as_v2, SCHEMA)
+        return retrieved, ranked
 
     async def _rank(self, client: httpx.AsyncClient, requests, retrieved: list[dict], rid: str) -> list[dict]:
         """Ranking's prediction per request (an empty one for a user without candidates); retrieval's own order,
@@ -168,7 +178,8 @@ def _unranked(candidate: dict) -> dict:
     return {"pin_id": candidate["pin_id"], "score": candidate["score"], "click": None, "repin": None, "hide": None}
 
 
-def _feed(user_id: int, n: int, retrieved: dict, ranked: dict) -> dict:
+def feed(user_id: int, n: int, retrieved: dict, ranked: dict) -> dict:
+    """One user's homefeed prediction: the `n` best of ranking's scores, with retrieval's interest and source."""
     found = {c["pin_id"]: c for c in retrieved["candidates"]}
     pins = [
         {**s, "interest_id": found[s["pin_id"]]["interest_id"], "source": found[s["pin_id"]]["source"]}

@@ -40,6 +40,13 @@ class ServerSpec:
 
     name: str
     args: Sequence[str]
+    # The model the server registers, for its readiness path, when it differs from `name`: two servers of one kind
+    # (an experiment's arms) need distinct names but serve the same model name.
+    model: str = ""
+
+    @property
+    def model_name(self) -> str:
+        return self.model or self.name
 
 
 @dataclass
@@ -48,6 +55,7 @@ class RunningServer:
     url: str
     process: subprocess.Popen
     log: Path
+    model: str = ""
 
 
 class ServerFailed(RuntimeError):
@@ -132,11 +140,13 @@ def start_servers(
     try:
         for spec in specs:
             args = [_url_or_arg(a, urls) for a in spec.args]
-            servers.append(start_server(spec.name, args, urls[spec.name], log_dir / f"{spec.name}.log"))
+            server = start_server(spec.name, args, urls[spec.name], log_dir / f"{spec.name}.log")
+            server.model = spec.model_name
+            servers.append(server)
         deadline = time.monotonic() + timeout_s
         for server in servers:
             left = max(deadline - time.monotonic(), 0.0)
-            wait_until_ready(server.url, server.name, left, process=server.process, log=server.log)
+            wait_until_ready(server.url, server.model, left, process=server.process, log=server.log)
     except BaseException:
         stop_servers(servers)
         raise

@@ -1,0 +1,144 @@
+"""An experiment's design: its arms, which user sees which arm, and when each user opens their homefeed.
+
+Users are assigned to arms by a seeded shuffle within each segment, so every arm gets the same mix of core and
+non-core users (a user keeps their arm for the whole experiment). Visits follow the world's own traffic model
+(components/data/world/traffic.py): sessions per day by segment (`segment_activity`), a few pages per session
+(`requests_per_session`) minutes apart. A page is one homefeed request; its impressions are logged 250 ms apart.
+
+Example:
+    cfg = ExperimentConfig(days=3, users_per_arm=200)
+    arms = assign_arms(users, segments, cfg)        # {user_id: arm index}
+    pages = schedule(world_cfg, users, segments, start_ms, cfg)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from components.data.contracts import SEGMENTS
+from components.data.world.config import DAY_MS, WorldConfig
+
+CORE = SEGMENTS.index("core")
+PAGE_GAP_MIN_MS = 30_000  # as traffic.make_requests: pages of a session 30 s + Exp(90 s) apart
+PAGE_GAP_MEAN_MS = 90_000
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One arm: its name and the ranking model its predictors serve (retrieval is shared by every arm)."""
+
+    name: str
+    ranking_dir: str
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    days: int = 3
+    users_per_arm: int = 200  # sampled from the world's users, stratified by segment
+    feed_size: int = 10  # pins per page: the homefeed request's `n`
+    candidates: int = 200  # retrieval candidates the homefeed ranks
+    batch_users: int = 32  # pages of different users sent in one homefeed request
+    seed: int = 0
+    # Sessions per user and day scale the world's segment_activity: an experiment's days are the world's days.
+    activity_scale: float = 1.0
+    arms: tuple[Arm, ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        if self.days < 1 or self.users_per_arm < 1 or self.feed_size < 1 or self.batch_users < 1:
+            raise ValueError("days, users_per_arm, feed_size and batch_users must be >= 1")
+        if self.activity_scale <= 0:
+            raise ValueError(f"activity_scale must be > 0, got {self.activity_scale}")
+        names = [a.name for a in self.arms]
+        if len(names) < 2 or len(set(names)) != len(names):
+            raise ValueError(f"an experiment needs at least two arms with distinct names, got {names}")
+
+
+def assign_arms(user_ids: np.ndarray, segments: np.ndarray, cfg: ExperimentConfig) -> pd.DataFrame:
+    """`users_per_arm` users per arm, drawn and dealt out within each segment (columns user_id, segment, arm).
+
+    Each segment's users are shuffled and dealt round-robin over the arms, from a segment-specific start, so the
+    arms' segment mixes differ by at most one user per segment; then each arm keeps the first `users_per_arm` in
+    shuffled order. The same seed gives the same assignment.
+    """
+    rng = np.random.default_rng([cfg.seed, 1])
+    n_arms = len(cfg.arms)
+    rows = []
+    for seg in np.unique(segments):
+        members = rng.permutation(user_ids[segments == seg])
+        arm = (np.arange(len(members)) + rng.integers(n_arms)) % n_arms
+        rows.append(pd.DataFrame({"user_id": members, "segment": seg, "arm": arm, "order": rng.random(len(members))}))
+    frame = pd.concat(rows).sort_values("order", kind="stable")
+    frame = frame.groupby("arm", sort=True).head(cfg.users_per_arm)
+    short = frame.groupby("arm").size()
+    if len(short) < n_arms or (short < cfg.users_per_arm).any():
+        raise ValueError(f"the world has too few users for {n_arms} arms of {cfg.users_per_arm} users")
+    out = frame.drop(columns="order").sort_values(["arm", "user_id"]).reset_index(drop=True)
+    return out.astype({"user_id": np.int64, "segment": np.int64, "arm": np.int64})
+
+
+def schedule(world: WorldConfig, assigned: pd.DataFrame, start_ms: int, cfg: ExperimentConfig) -> pd.DataFrame:
+    """Every page request of the experiment, in time order: columns user_id, arm, segment, day, session, page, ts.
+
+    Day d covers [start_ms + d days, start_ms + d + 1 days). A user opens Poisson(segment_activity * scale) sessions
+    a day at uniform times; a session has 1 + Poisson(requests_per_session - 1) pages. A page that would fall past
+    the experiment's end is dropped.
+    """
+    rng = np.random.default_rng([cfg.seed, 2])
+    activity = np.array([world.segment_activity[s] for s in SEGMENTS]) * cfg.activity_scale
+    users = assigned["user_id"].to_numpy()
+    seg = assigned["segment"].to_numpy()
+    arm = assigned["arm"].to_numpy()
+    parts = []
+    session_ids = 0
+    for day in range(cfg.days):
+        n_sessions = rng.poisson(activity[seg])
+        who = np.repeat(np.arange(len(users)), n_sessions)
+        starts = start_ms + day * DAY_MS + (rng.random(len(who)) * DAY_MS).astype(np.int64)
+        n_pages = 1 + rng.poisson(world.requests_per_session - 1.0, size=len(who))
+        page_of = np.concatenate([np.arange(n) for n in n_pages]) if len(who) else np.zeros(0, dtype=np.int64)
+        session = np.repeat(np.arange(len(who)) + session_ids, n_pages)
+        gaps = PAGE_GAP_MIN_MS + rng.exponential(PAGE_GAP_MEAN_MS, size=len(session)).astype(np.int64)
+        gaps[page_of == 0] = 0
+        elapsed = np.cumsum(gaps)
+        first = np.cumsum(n_pages) - n_pages
+        offset = elapsed - np.repeat(elapsed[first], n_pages) if len(session) else elapsed
+        idx = np.repeat(who, n_pages)
+        parts.append(
+            pd.DataFrame(
+                {
+                    "user_id": users[idx],
+                    "arm": arm[idx],
+                    "segment": seg[idx],
+                    "day": day,
+                    "session": session,
+                    "page": page_of,
+                    "ts": np.repeat(starts, n_pages) + offset,
+                }
+            )  # fmt: skip
+        )
+        session_ids += len(who)
+    pages = pd.concat(parts, ignore_index=True)
+    pages = pages[pages["ts"] < start_ms + cfg.days * DAY_MS]
+    return pages.sort_values(["ts", "user_id"], kind="stable").reset_index(drop=True)
+
+
+def batches(pages: pd.DataFrame, size: int) -> list[np.ndarray]:
+    """Row positions of `pages` (in time order) cut into batches of at most `size` pages with no user twice: a
+    user's next page is requested only after the previous page's actions reached the online store."""
+    out, current, seen = [], [], set()
+    for pos, user in enumerate(pages["user_id"].to_numpy()):
+        if len(current) == size or user in seen:
+            out.append(np.array(current))
+            current, seen = [], set()
+        current.append(pos)
+        seen.add(user)
+    if current:
+        out.append(np.array(current))
+    return out
+
+
+def is_core(segment: np.ndarray) -> np.ndarray:
+    return np.asarray(segment) == CORE

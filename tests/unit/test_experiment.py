@@ -1,0 +1,113 @@
+"""The experiment's design (arm assignment, visit schedule, batches), the simulated users' draw and the report."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from components.data.contracts import ACTIONS, SEGMENTS
+from components.data.world.config import DAY_MS, preset
+from components.data.world.truth import OUTCOMES
+from components.experiment.design import Arm, ExperimentConfig, assign_arms, batches, schedule
+from components.experiment.report import METRICS, build_report, markdown, per_user
+from components.experiment.users import _ACTION_OF_OUTCOME
+
+pytestmark = pytest.mark.unit
+
+ARMS = (Arm("control", "c"), Arm("treatment", "t"))
+
+
+def _users(n=400, seed=0):
+    rng = np.random.default_rng(seed)
+    return np.arange(n), rng.integers(0, len(SEGMENTS), n)
+
+
+def test_outcomes_are_logged_as_the_actions_of_the_same_name():
+    assert tuple(_ACTION_OF_OUTCOME[1:]) == OUTCOMES[1:] and ACTIONS[0] == "impression"
+
+
+def test_arms_get_the_same_segment_mix_and_a_user_one_arm():
+    ids, seg = _users()
+    cfg = ExperimentConfig(users_per_arm=150, arms=ARMS, seed=3)
+    a = assign_arms(ids, seg, cfg)
+    assert a.groupby("arm").size().tolist() == [150, 150] and a["user_id"].is_unique
+    mix = pd.crosstab(a["arm"], a["segment"], normalize="index")
+    assert (mix.max() - mix.min()).max() < 0.08  # dealt out within each segment
+    assert a.equals(assign_arms(ids, seg, cfg))  # same seed, same assignment
+    assert not a.equals(assign_arms(ids, seg, ExperimentConfig(users_per_arm=150, arms=ARMS, seed=4)))
+
+
+def test_too_few_users_or_arms_is_a_clear_error():
+    ids, seg = _users(50)
+    with pytest.raises(ValueError, match="too few users"):
+        assign_arms(ids, seg, ExperimentConfig(users_per_arm=40, arms=ARMS))
+    with pytest.raises(ValueError, match="at least two arms"):
+        ExperimentConfig(arms=ARMS[:1])
+
+
+def test_the_schedule_follows_the_worlds_activity_and_stays_inside_the_days():
+    ids, seg = _users(2000)
+    cfg = ExperimentConfig(days=4, users_per_arm=1000, arms=ARMS, seed=1)
+    world = preset("tiny")
+    pages = schedule(world, assign_arms(ids, seg, cfg), 10 * DAY_MS, cfg)
+    assert pages["ts"].is_monotonic_increasing
+    assert pages["ts"].between(10 * DAY_MS, 14 * DAY_MS - 1).all()
+    # a page belongs to its session's day; a session that starts before midnight may end after it
+    assert ((pages["ts"] - 10 * DAY_MS) // DAY_MS - pages["day"]).isin([0, 1]).all()
+    sessions = pages.groupby("session").agg(user=("user_id", "first"), users=("user_id", "nunique"))
+    assert (sessions["users"] == 1).all()
+    per_user_day = (
+        pages.drop_duplicates("session").groupby("segment").size()
+        / pages.drop_duplicates("user_id").groupby("segment").size()
+    )
+    core, casual = SEGMENTS.index("core"), SEGMENTS.index("casual")
+    assert per_user_day[core] > 2 * per_user_day[casual]  # core users come back most (segment_activity)
+    assert pages.groupby("session")["page"].max().mean() > 0.5  # sessions hold several pages
+
+
+def test_batches_never_hold_a_user_twice():
+    pages = pd.DataFrame({"user_id": [1, 2, 1, 3, 3, 4, 5]})
+    got = [b.tolist() for b in batches(pages, 3)]
+    assert got == [[0, 1], [2, 3], [4, 5, 6]]
+
+
+def _pages_for(effect: float, n=300, seed=0):
+    """Two arms whose users repin at rates differing by `effect` (relative), with the same impressions."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for arm, rate in (("control", 0.05), ("treatment", 0.05 * (1 + effect))):
+        for u in range(n):
+            uid = u if arm == "control" else n + u
+            rows.append({"user_id": uid, "arm": arm, "session": uid, "day": 0, "shown": 10,
+                         "clicks": rng.binomial(10, 0.1), "repins": rng.binomial(10, rate),
+                         "hides": rng.binomial(10, 0.02), "distinct_interests": 3})  # fmt: skip
+    pages = pd.DataFrame(rows)
+    assignment = pd.DataFrame({"user_id": np.arange(2 * n), "arm": ["control"] * n + ["treatment"] * n,
+                               "segment": np.tile([SEGMENTS.index("core"), SEGMENTS.index("casual")], n)})  # fmt: skip
+    return pages, assignment
+
+
+def test_the_report_finds_a_real_effect_and_not_a_null_one():
+    pages, assignment = _pages_for(1.0)
+    report = build_report(pages, assignment, control="control", resamples=500)
+    eff = report["segments"]["all"]["effects"]["repins"]["treatment"]
+    assert eff["ci"][0] > 0.5 and eff["ci"][0] <= eff["relative"] <= eff["ci"][1]
+    pages, assignment = _pages_for(0.0, seed=1)
+    null = build_report(pages, assignment, control="control", resamples=500)["segments"]["all"]["effects"]
+    assert null["repins"]["treatment"]["ci"][0] < 0 < null["repins"]["treatment"]["ci"][1]
+
+
+def test_the_report_counts_users_who_never_came_and_splits_core_from_the_rest():
+    pages, assignment = _pages_for(0.5)
+    assignment = pd.concat([assignment, pd.DataFrame({"user_id": [10_000], "arm": ["control"], "segment": [0]})])
+    users = per_user(pages, assignment)
+    assert users.set_index("user_id").loc[10_000, "repins"] == 0
+    report = build_report(pages, assignment, control="control", resamples=200)
+    seg = report["segments"]
+    assert seg["all"]["users"] == {"control": 301, "treatment": 300}
+    assert seg["core"]["users"]["control"] + seg["non-core"]["users"]["control"] == 301
+    assert set(seg["core"]["metrics"]) == set(METRICS)
+    assert "| repins |" in markdown(report) and "treatment vs control" in markdown(report)
+    with pytest.raises(ValueError, match="control arm"):
+        build_report(pages, assignment, control="nobody")
