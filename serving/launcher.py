@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -71,27 +72,62 @@ def homefeed_specs(
     device: str | None = None,
 ) -> list[ServerSpec]:
     """The three servers of the homefeed, from the pipeline's artifact directories: retrieval, ranking, homefeed."""
-    features = str(features_dir)
-    ranking = ["ranking", "--model-dir", str(ranking_dir), "--features-dir", features, "--index-dir", str(index_dir)]
     return [
-        ServerSpec(
-            "retrieval",
-            ["retrieval", "--model-dir", str(retrieval_dir), "--features-dir", features, "--index-dir", str(index_dir)],
-        ),
-        ServerSpec("ranking", ranking + (["--device", device] if device else [])),
-        ServerSpec(
-            "homefeed",
-            [
-                "homefeed",
-                "--retrieval-url",
-                "{retrieval}",
-                "--ranking-url",
-                "{ranking}",
-                "--candidates",
-                str(candidates),
-            ],
-        ),
+        retrieval_spec(retrieval_dir, features_dir, index_dir),
+        *ranked_feed_specs(ranking_dir, features_dir, index_dir, candidates, device),
     ]
+
+
+def retrieval_spec(retrieval_dir: Path, features_dir: Path, index_dir: Path, name: str = "retrieval") -> ServerSpec:
+    """The retrieval server; a `name` other than "retrieval" starts a second one beside it (it still serves the
+    model "retrieval")."""
+    args = ["--model-dir", str(retrieval_dir), "--features-dir", str(features_dir), "--index-dir", str(index_dir)]
+    return ServerSpec(name, ["retrieval", *args], model="retrieval" if name != "retrieval" else "")
+
+
+def ranked_feed_specs(
+    ranking_dir: Path,
+    features_dir: Path,
+    index_dir: Path,
+    candidates: int = 200,
+    device: str | None = None,
+    arm: str = "",
+    retrieval: str = "retrieval",
+) -> list[ServerSpec]:
+    """A ranking server and the homefeed server in front of it and of the retrieval server named `retrieval`.
+
+    `arm` names a second pair beside the first (an experiment's arms): the servers are then `ranking-<arm>` and
+    `homefeed-<arm>`, and they still serve the models "ranking" and "homefeed".
+    """
+    suffix = f"-{arm}" if arm else ""
+    ranking = ["ranking", "--model-dir", str(ranking_dir), "--features-dir", str(features_dir)]
+    ranking += ["--index-dir", str(index_dir), *(["--device", device] if device else [])]
+    homefeed = ["homefeed", "--retrieval-url", f"{{{retrieval}}}", "--ranking-url", f"{{ranking{suffix}}}"]
+    return [
+        ServerSpec(f"ranking{suffix}", ranking, model="ranking" if arm else ""),
+        ServerSpec(f"homefeed{suffix}", [*homefeed, "--candidates", str(candidates)], model="homefeed" if arm else ""),
+    ]
+
+
+def working_copy(features_dir: Path, index_dir: Path | None, work_dir: Path) -> tuple[Path, Path | None]:
+    """Copies of the feature repository and the pin index under `work_dir` (features/, index/), for servers and a
+    stream processor that write to them; returns their paths (index None when `index_dir` is None).
+
+    A pipeline run's artifacts are its record of what was trained and served, and pushed actions would change its
+    online store; and Milvus Lite lets one process open an index file, which may be the run's local deployment or
+    this very process. The index is copied without its LOCK file, which belongs to whoever holds the original.
+    Copies left by an earlier run are replaced: they carry that run's actions.
+    """
+    work_dir = Path(work_dir)
+    copies = []
+    for name, source in (("features", features_dir), ("index", index_dir)):
+        target = work_dir / name
+        if target.exists():
+            shutil.rmtree(target)
+        copies.append(
+            None if source is None else Path(shutil.copytree(source, target, ignore=shutil.ignore_patterns("LOCK")))
+        )
+    return copies[0], copies[1]
 
 
 def free_ports(n: int) -> list[int]:

@@ -132,6 +132,9 @@ def _blank(v: np.ndarray) -> np.ndarray:
     return pd.Series(v, dtype=object).str.strip().eq("").to_numpy()
 
 
+# The surface of the simulated world's traffic, the homefeed page's actions and an experiment's users
+HOMEFEED_SURFACE = "homefeed"
+
 EVENT = Contract(
     name="events",
     fields=(

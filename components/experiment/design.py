@@ -1,19 +1,25 @@
 """An experiment's design: its arms, which user sees which arm, and when each user opens their homefeed.
 
-Users are assigned to arms by a seeded shuffle within each segment, so every arm gets the same mix of core and
-non-core users (a user keeps their arm for the whole experiment). Visits follow the world's own traffic model
+Two designs:
+    split   a live A/B test: users are dealt out to the arms by a seeded shuffle within each segment, so every arm
+            gets the same mix of core and non-core users, and a user keeps their arm for the whole experiment;
+    paired  what only a simulator can run: every sampled user is served by every arm, from the same starting state
+            (each arm keeps its own online store), on the same visits, with the same random draws for the same page
+            (users.py). An arm's effect is then measured on the same users, so user-to-user differences, which
+            dominate a split test's intervals, cancel; it is the counterfactual a live test estimates.
+Visits follow the world's own traffic model
 (components/data/world/traffic.py): sessions per day by segment (`segment_activity`), a few pages per session
 (`requests_per_session`) minutes apart. A page is one homefeed request; its impressions are logged 250 ms apart.
 
 Example:
     cfg = ExperimentConfig(days=3, users_per_arm=200)
-    arms = assign_arms(users, segments, cfg)        # {user_id: arm index}
+    arms = assign_arms(users, segments, cfg)        # columns user_id, segment, arm
     pages = schedule(world_cfg, users, segments, start_ms, cfg)
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -24,6 +30,7 @@ from components.data.world.config import DAY_MS, WorldConfig
 CORE = SEGMENTS.index("core")
 PAGE_GAP_MIN_MS = 30_000  # as traffic.make_requests: pages of a session 30 s + Exp(90 s) apart
 PAGE_GAP_MEAN_MS = 90_000
+DESIGNS = ("paired", "split")
 
 
 @dataclass(frozen=True)
@@ -38,9 +45,10 @@ class Arm:
 class ExperimentConfig:
     days: int = 3
     users_per_arm: int = 200  # sampled from the world's users, stratified by segment
+    design: str = "paired"  # or "split" (see the module docstring)
     feed_size: int = 10  # pins per page: the homefeed request's `n`
     candidates: int = 200  # retrieval candidates the homefeed ranks
-    batch_users: int = 32  # pages of different users sent in one homefeed request
+    batch_users: int = 64  # pages of different users served together (one homefeed request per arm)
     seed: int = 0
     # Sessions per user and day scale the world's segment_activity: an experiment's days are the world's days.
     activity_scale: float = 1.0
@@ -49,6 +57,8 @@ class ExperimentConfig:
     def __post_init__(self) -> None:
         if self.days < 1 or self.users_per_arm < 1 or self.feed_size < 1 or self.batch_users < 1:
             raise ValueError("days, users_per_arm, feed_size and batch_users must be >= 1")
+        if self.design not in DESIGNS:
+            raise ValueError(f"design must be one of {', '.join(DESIGNS)}; got {self.design!r}")
         if self.activity_scale <= 0:
             raise ValueError(f"activity_scale must be > 0, got {self.activity_scale}")
         names = [a.name for a in self.arms]
@@ -61,7 +71,8 @@ def assign_arms(user_ids: np.ndarray, segments: np.ndarray, cfg: ExperimentConfi
 
     Each segment's users are shuffled and dealt round-robin over the arms, from a segment-specific start, so the
     arms' segment mixes differ by at most one user per segment; then each arm keeps the first `users_per_arm` in
-    shuffled order. The same seed gives the same assignment.
+    shuffled order. In the paired design, the users the first arm drew are every arm's users. The same seed gives
+    the same assignment.
     """
     rng = np.random.default_rng([cfg.seed, 1])
     n_arms = len(cfg.arms)
@@ -75,6 +86,9 @@ def assign_arms(user_ids: np.ndarray, segments: np.ndarray, cfg: ExperimentConfi
     short = frame.groupby("arm").size()
     if len(short) < n_arms or (short < cfg.users_per_arm).any():
         raise ValueError(f"the world has too few users for {n_arms} arms of {cfg.users_per_arm} users")
+    if cfg.design == "paired":
+        first = frame[frame["arm"] == 0]
+        frame = pd.concat([first.assign(arm=a) for a in range(n_arms)])
     out = frame.drop(columns="order").sort_values(["arm", "user_id"]).reset_index(drop=True)
     return out.astype({"user_id": np.int64, "segment": np.int64, "arm": np.int64})
 
@@ -84,8 +98,12 @@ def schedule(world: WorldConfig, assigned: pd.DataFrame, start_ms: int, cfg: Exp
 
     Day d covers [start_ms + d days, start_ms + d + 1 days). A user opens Poisson(segment_activity * scale) sessions
     a day at uniform times; a session has 1 + Poisson(requests_per_session - 1) pages. A page that would fall past
-    the experiment's end is dropped.
+    the experiment's end is dropped. In the paired design every arm's copy of a user gets the same pages.
     """
+    if cfg.design == "paired":
+        first = schedule(world, assigned[assigned["arm"] == 0], start_ms, replace(cfg, design="split"))
+        pages = pd.concat([first.assign(arm=a) for a in range(len(cfg.arms))], ignore_index=True)
+        return pages.sort_values(["ts", "user_id", "arm"], kind="stable").reset_index(drop=True)
     rng = np.random.default_rng([cfg.seed, 2])
     activity = np.array([world.segment_activity[s] for s in SEGMENTS]) * cfg.activity_scale
     users = assigned["user_id"].to_numpy()
@@ -126,15 +144,27 @@ def schedule(world: WorldConfig, assigned: pd.DataFrame, start_ms: int, cfg: Exp
 
 
 def batches(pages: pd.DataFrame, size: int) -> list[np.ndarray]:
-    """Row positions of `pages` (in time order) cut into batches of at most `size` pages with no user twice: a
-    user's next page is requested only after the previous page's actions reached the online store."""
+    """Row positions of `pages` (in time order) cut into batches of at most `size` pages of distinct users (of
+    distinct (arm, user) pairs: the paired design's copies of a user are distinct users), each user's pages in
+    their time order over the batches: a user's next page is requested only after the previous page's actions
+    reached the online store.
+
+    Users share no state during an experiment (the stream keeps a sequence per user and arm, the corpus is fixed),
+    so only each user's own order matters. Pages are taken by their place in the user's visits (every user's first page,
+    then every second page, ...) and by time within that; a batch can then hold a user's third page beside another
+    user's first. Strict time order across users would cut a batch wherever a user comes back, and a session's
+    pages are minutes apart, which left batches of two or three pages (a tenth of the batches on world:small).
+    """
+    user = list(zip(pages["arm"].to_numpy(), pages["user_id"].to_numpy(), strict=True))
+    visit = pages.groupby(["arm", "user_id"], sort=False).cumcount().to_numpy()
+    order = np.lexsort((np.arange(len(pages)), visit))
     out, current, seen = [], [], set()
-    for pos, user in enumerate(pages["user_id"].to_numpy()):
-        if len(current) == size or user in seen:
+    for pos in order:
+        if len(current) == size or user[pos] in seen:
             out.append(np.array(current))
             current, seen = [], set()
         current.append(pos)
-        seen.add(user)
+        seen.add(user[pos])
     if current:
         out.append(np.array(current))
     return out

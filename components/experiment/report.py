@@ -4,8 +4,10 @@ confidence intervals, and each arm's effect relative to the control.
 The unit is the user: an arm's figure for a metric is the mean over its assigned users of that user's total over the
 experiment (a user who never came back counts, with zeros), so users who visit more weigh more in the rates below,
 as they do in a feed's totals. Diversity is the mean, over a user's pages, of the distinct interests a page showed
-(users without a page do not count for it). Intervals: 95% percentile bootstrap, resampling users within each arm
-(`resamples` draws, seeded); an effect's interval resamples both arms. Metrics:
+(users without a page do not count for it). Intervals: 95% percentile bootstrap over users (`resamples` draws,
+seeded). In a split test users are resampled within each arm, independently; in the paired design (the same users in
+every arm) one resample of users serves every arm, so an effect's interval is that of the paired difference.
+Metrics:
 
     sessions, pages, impressions       per user
     clicks, repins, hides              per user
@@ -35,8 +37,9 @@ LEVEL = 0.95
 
 
 def per_user(pages: pd.DataFrame, assignment: pd.DataFrame) -> pd.DataFrame:
-    """One row per assigned user: arm, segment, and their totals (zeros for a user who never opened the feed)."""
-    grouped = pages.groupby("user_id")
+    """One row per assigned user and arm: arm, segment, and their totals (zeros for a user who never opened the
+    feed)."""
+    grouped = pages.groupby(["arm", "user_id"])
     totals = pd.DataFrame({
         "sessions": grouped["session"].nunique(),
         "pages": grouped.size(),
@@ -46,7 +49,7 @@ def per_user(pages: pd.DataFrame, assignment: pd.DataFrame) -> pd.DataFrame:
         "hides": grouped["hides"].sum(),
         "diversity": grouped["distinct_interests"].mean(),
     })  # fmt: skip
-    users = assignment.set_index("user_id")[["arm", "segment"]].join(totals)
+    users = assignment.set_index(["arm", "user_id"])[["segment"]].join(totals)
     users[list(COUNTS)] = users[list(COUNTS)].fillna(0).astype(np.int64)
     return users.reset_index()
 
@@ -72,15 +75,18 @@ def _statistic(values: dict[str, np.ndarray], metric: str, idx: np.ndarray | Non
     return np.nanmean(column, axis=-1) if metric == "diversity" else column.mean(axis=-1)
 
 
-def _draws(users: pd.DataFrame, rng: np.random.Generator, resamples: int) -> tuple[dict, dict]:
-    """(point estimates, bootstrap draws) of every metric for one arm's users."""
+def _draws(users: pd.DataFrame, idx: np.ndarray) -> tuple[dict, dict]:
+    """(point estimates, bootstrap draws) of every metric for one arm's users; `idx` [resamples, n] picks rows."""
     values = {m: users[m].to_numpy() for m in (*COUNTS, "diversity")}
-    n = len(users)
-    idx = rng.integers(0, n, size=(resamples, n)) if n else np.zeros((resamples, 0), dtype=np.int64)
+    n, resamples = len(users), len(idx)
     with np.errstate(invalid="ignore", divide="ignore"):
         point = {m: float(_statistic(values, m)) if n else float("nan") for m in METRICS}
         draws = {m: _statistic(values, m, idx) if n else np.full(resamples, np.nan) for m in METRICS}
     return point, draws
+
+
+def _resamples(rng: np.random.Generator, n: int, resamples: int) -> np.ndarray:
+    return rng.integers(0, n, size=(resamples, n)) if n else np.zeros((resamples, 0), dtype=np.int64)
 
 
 def _interval(draws: np.ndarray) -> list[float | None]:
@@ -97,12 +103,19 @@ def build_report(pages: pd.DataFrame, assignment: pd.DataFrame, control: str, re
     arms = sorted(assignment["arm"].unique(), key=lambda a: (a != control, a))
     if control not in arms:
         raise ValueError(f"control arm {control!r} is not one of the arms {arms}")
-    users = per_user(pages, assignment)
+    users = per_user(pages, assignment).sort_values(["arm", "user_id"], kind="stable")
+    members = [set(users.loc[users["arm"] == arm, "user_id"]) for arm in arms]
+    paired = all(m == members[0] for m in members)  # every arm's users the same: the paired design
     rng = np.random.default_rng(seed)
     segments = {}
     for group in SEGMENT_GROUPS:
         chosen = _select(users, group)
-        estimates = {arm: _draws(chosen[chosen["arm"] == arm], rng, resamples) for arm in arms}
+        by_arm = {arm: chosen[chosen["arm"] == arm] for arm in arms}
+        shared = _resamples(rng, len(by_arm[control]), resamples) if paired else None
+        estimates = {
+            arm: _draws(rows, shared if paired else _resamples(rng, len(rows), resamples))
+            for arm, rows in by_arm.items()
+        }
         metrics = {m: {arm: {"mean": _clean(estimates[arm][0][m]), "ci": _interval(estimates[arm][1][m])}
                        for arm in arms} for m in METRICS}  # fmt: skip
         effects = {}
@@ -124,6 +137,7 @@ def build_report(pages: pd.DataFrame, assignment: pd.DataFrame, control: str, re
         "level": LEVEL,
         "resamples": resamples,
         "unit": "user",
+        "design": "paired" if paired else "split",
         "segments": segments,
         "daily": [{k: v if isinstance(v, str) else int(v) for k, v in r.items()} for r in daily.to_dict("records")],
     }

@@ -17,12 +17,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from components.data.contracts import DeadLetter
+from components.data.contracts import HOMEFEED_SURFACE, DeadLetter
 from components.stream.processor import StreamProcessor
 from components.stream.replay import CHECKPOINT, DEAD_LETTER
 
 PAGE_ACTIONS = ("click", "repin", "hide")  # what a person does to a pin; impressions are not theirs to send
-SURFACE = "homefeed"
 
 
 class BadAction(ValueError):
@@ -75,7 +74,7 @@ class ActionSink:
         with self._lock:
             ts = self.now_ms()
             event = {"user_id": user_id, "pin_id": pin_id, "action": action, "ts": ts,
-                     "request_id": request_id, "surface": SURFACE}  # fmt: skip
+                     "request_id": request_id, "surface": HOMEFEED_SURFACE}  # fmt: skip
             before, rejects = dict(self.processor.metrics.counts), len(self.processor.rejects)
             after = self.processor.run(enumerate([event], start=self.processor.offset))["counters"]
             if len(self.processor.rejects) > rejects:  # the caller checked the fields: the contract disagrees

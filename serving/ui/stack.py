@@ -1,9 +1,8 @@
 """Everything the homefeed page runs on, from a pipeline run's artifacts: a working copy of the feature repository,
 the retrieval and ranking servers on it, and the app.
 
-The copy matters: the page's actions are pushed into the online store, and a pipeline run's artifacts are its record
-of what was trained and served, so they are never written to. The index is copied too (without Milvus Lite's LOCK):
-Milvus Lite lets one process open an index file, and the run's may be open in its local deployment.
+The page's actions are pushed into the online store, so the servers run on a working copy of the run's feature
+repository and index (serving.launcher.working_copy says why), never on the run's own artifacts.
 
 Example:
     artifacts = Artifacts.of_run(load_run(Path("workspace/runs/latest")))
@@ -14,7 +13,6 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -83,7 +81,7 @@ def ui_app(
     from feast import FeatureStore
 
     from serving.homefeed import HomefeedPredictor
-    from serving.launcher import homefeed_specs, running_servers
+    from serving.launcher import homefeed_specs, running_servers, working_copy
     from serving.ui.actions import ActionSink
     from serving.ui.app import UiState, create_app
     from serving.ui.world import World
@@ -97,11 +95,10 @@ def ui_app(
     work_dir = Path(work_dir)
     if work_dir.exists() and any(work_dir.iterdir()):
         raise FileExistsError(f"{work_dir} is not empty: the page needs a fresh working folder")
-    features = shutil.copytree(artifacts.features, work_dir / "features")
+    features, index = working_copy(artifacts.features, None if external else artifacts.index, work_dir)
     world = World.load(artifacts.dataset)
     with contextlib.ExitStack() as stack:
         if not external:
-            index = shutil.copytree(artifacts.index, work_dir / "index", ignore=shutil.ignore_patterns("LOCK"))
             specs = homefeed_specs(artifacts.retrieval, artifacts.ranking, features, index)
             specs = [s for s in specs if s.name in ("retrieval", "ranking")]  # the page is the homefeed's client
             urls = stack.enter_context(running_servers(specs, work_dir / "logs", timeout_s=timeout_s))

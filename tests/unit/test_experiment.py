@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -29,13 +31,32 @@ def test_outcomes_are_logged_as_the_actions_of_the_same_name():
 
 def test_arms_get_the_same_segment_mix_and_a_user_one_arm():
     ids, seg = _users()
-    cfg = ExperimentConfig(users_per_arm=150, arms=ARMS, seed=3)
+    cfg = ExperimentConfig(users_per_arm=150, arms=ARMS, seed=3, design="split")
     a = assign_arms(ids, seg, cfg)
     assert a.groupby("arm").size().tolist() == [150, 150] and a["user_id"].is_unique
     mix = pd.crosstab(a["arm"], a["segment"], normalize="index")
     assert (mix.max() - mix.min()).max() < 0.08  # dealt out within each segment
     assert a.equals(assign_arms(ids, seg, cfg))  # same seed, same assignment
-    assert not a.equals(assign_arms(ids, seg, ExperimentConfig(users_per_arm=150, arms=ARMS, seed=4)))
+    assert not a.equals(assign_arms(ids, seg, ExperimentConfig(users_per_arm=150, arms=ARMS, seed=4, design="split")))
+
+
+def test_the_paired_design_serves_the_same_users_on_the_same_visits_in_every_arm():
+    ids, seg = _users()
+    split = ExperimentConfig(users_per_arm=150, arms=ARMS, seed=3, design="split")
+    paired = ExperimentConfig(users_per_arm=150, arms=ARMS, seed=3, design="paired")
+    a = assign_arms(ids, seg, paired)
+    by_arm = [a[a["arm"] == k].reset_index(drop=True) for k in (0, 1)]
+    assert len(by_arm[0]) == 150 and by_arm[0][["user_id", "segment"]].equals(by_arm[1][["user_id", "segment"]])
+    # the users are those a split test's first arm draws: stratified by segment the same way
+    first = assign_arms(ids, seg, split)
+    assert set(by_arm[0]["user_id"]) == set(first.loc[first["arm"] == 0, "user_id"])
+    pages = schedule(preset("tiny"), a, 0, replace(paired, days=2))
+    twins = [pages[pages["arm"] == k].drop(columns="arm").reset_index(drop=True) for k in (0, 1)]
+    assert len(twins[0]) > 100 and twins[0].equals(twins[1])
+    # a user's two copies are different users to the batching: both may be served in one batch
+    assert any(b.size > len(set(pages["user_id"].to_numpy()[b])) for b in batches(pages, 64))
+    with pytest.raises(ValueError, match="design must be one of"):
+        ExperimentConfig(arms=ARMS, design="crossover")
 
 
 def test_too_few_users_or_arms_is_a_clear_error():
@@ -66,10 +87,22 @@ def test_the_schedule_follows_the_worlds_activity_and_stays_inside_the_days():
     assert pages.groupby("session")["page"].max().mean() > 0.5  # sessions hold several pages
 
 
-def test_batches_never_hold_a_user_twice():
-    pages = pd.DataFrame({"user_id": [1, 2, 1, 3, 3, 4, 5]})
+def test_batches_keep_each_users_order_and_never_hold_a_user_twice():
+    pages = pd.DataFrame({"user_id": [1, 2, 1, 3, 3, 4, 5, 1], "arm": 0})
     got = [b.tolist() for b in batches(pages, 3)]
-    assert got == [[0, 1], [2, 3], [4, 5, 6]]
+    # first pages first (in time order), then second pages, then the third: a user's later page may share a batch
+    # with another user's earlier one, never with their own
+    assert got == [[0, 1, 3], [5, 6, 2], [4, 7]]
+    ids, seg = _users(300)
+    cfg = ExperimentConfig(days=2, users_per_arm=100, arms=ARMS, design="split")
+    pages = schedule(preset("tiny"), assign_arms(ids, seg, cfg), 0, cfg)
+    batch_of = np.empty(len(pages), dtype=np.int64)
+    for i, b in enumerate(batches(pages, 32)):
+        assert pages["user_id"].iloc[b].is_unique and len(b) <= 32
+        batch_of[b] = i
+    assert sorted(np.concatenate(batches(pages, 32)).tolist()) == list(range(len(pages)))  # every page, once
+    # within each user, time order is batch order
+    assert (pages.assign(batch=batch_of).groupby("user_id")["batch"].diff().dropna() > 0).all()
 
 
 def _pages_for(effect: float, n=300, seed=0):
@@ -111,3 +144,38 @@ def test_the_report_counts_users_who_never_came_and_splits_core_from_the_rest():
     assert "| repins |" in markdown(report) and "treatment vs control" in markdown(report)
     with pytest.raises(ValueError, match="control arm"):
         build_report(pages, assignment, control="nobody")
+
+
+def _heterogeneous(paired: bool, n=300, seed=0):
+    """Users whose repin rates differ tenfold; treatment multiplies a user's rate by 1.15. Paired: the same users
+    in both arms (as the paired design serves them); split: other users in the treatment arm."""
+    rng = np.random.default_rng(seed)
+    rows, assign = [], []
+    rates = {arm: np.exp(rng.normal(np.log(0.03), 0.8, n)) for arm in ("control", "treatment")}
+    for arm, lift in (("control", 1.0), ("treatment", 1.15)):
+        base = rates["control"] if paired else rates[arm]
+        for u in range(n):
+            uid = u if paired or arm == "control" else n + u
+            rows.append({"user_id": uid, "arm": arm, "session": uid, "day": 0, "shown": 200, "clicks": 0,
+                         "repins": rng.binomial(200, min(base[u] * lift, 1.0)), "hides": 0,
+                         "distinct_interests": 3})  # fmt: skip
+            assign.append({"user_id": uid, "arm": arm, "segment": 0})
+    return pd.DataFrame(rows), pd.DataFrame(assign)
+
+
+def test_the_paired_report_keeps_arms_apart_and_narrows_the_interval():
+    pages, assignment = _heterogeneous(paired=True)
+    users = per_user(pages, assignment)
+    assert (
+        len(users) == 600
+        and users.groupby("arm")["repins"].sum().to_dict() == pages.groupby("arm")["repins"].sum().to_dict()
+    )
+    paired = build_report(pages, assignment, control="control", resamples=1000)
+    split = build_report(*_heterogeneous(paired=False), control="control", resamples=1000)
+    assert paired["design"] == "paired" and split["design"] == "split"
+    width = {}
+    for name, report in (("paired", paired), ("split", split)):
+        lo, hi = report["segments"]["all"]["effects"]["repin_rate"]["treatment"]["ci"]
+        width[name] = hi - lo
+    assert width["paired"] < 0.5 * width["split"], width
+    assert paired["segments"]["all"]["effects"]["repin_rate"]["treatment"]["ci"][0] > 0.05

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from components.data.contracts import ACTIONS
+from components.data.contracts import ACTIONS, HOMEFEED_SURFACE
 from components.data.dataset import WriteReport, validate_and_write
 from components.data.world.config import DAY_MS, WorldConfig
 from components.data.world.population import make_interests, make_pins, make_users
@@ -66,7 +66,7 @@ def _events_table(ev: EventColumns) -> pa.Table:
     # Dictionary-encoded strings: validation checks the 4 actions once, not 10M times.
     action = pa.DictionaryArray.from_arrays(pa.array(ev.action, pa.int8()), pa.array(ACTIONS, pa.string()))
     surface = pa.DictionaryArray.from_arrays(
-        pa.array(np.zeros(len(ev.ts), dtype=np.int8)), pa.array(["homefeed"], pa.string())
+        pa.array(np.zeros(len(ev.ts), dtype=np.int8)), pa.array([HOMEFEED_SURFACE], pa.string())
     )
     return pa.table(
         {
