@@ -22,6 +22,7 @@ BENCHMARKS = [
     ["bench.serving_latency"],
     ["bench.monitoring_job"],
     ["bench.monitoring_scenarios"],
+    ["bench.online_experiment"],
 ]
 
 
