@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.harness import write_result
+from bench.harness import RESULTS, write_result
 
 NAME = "online_experiment"
 SHOWN = ("repins", "hides", "clicks", "repin_rate", "hide_rate", "click_rate", "diversity")
@@ -99,6 +99,8 @@ world's history. Counts are per user over the experiment; rates per impression; 
 page. Effect = {treatment} against {control}, [95% bootstrap interval over users]; * = the interval excludes zero.
 Seed 003 reports repins up and hides down online, with a larger repin gain for non-core users.
 
+![effects with 95% intervals](bench/results/{NAME}.svg)
+
 | users ({control} / {treatment}) | metric | {control} | {treatment} | effect [95% CI] |
 |---|---|---|---|---|
 {chr(10).join(rows)}
@@ -116,7 +118,18 @@ def main() -> None:
     parser.add_argument("--work", type=Path, help="keep the world, models and run here (and reuse them)")
     args = parser.parse_args()
     r = measure(args.users_per_arm, args.days, args.seed, args.design, work=args.work)
+    write_plot(r)
     write_result(NAME, r, markdown(r))
+
+
+def write_plot(r: dict) -> Path:
+    """bench/results/online_experiment.svg: the effects' forest plot the markdown shows."""
+    from components.experiment.plot import effects_svg
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{NAME}.svg"
+    path.write_text(effects_svg(r["report"]) + "\n")
+    return path
 
 
 if __name__ == "__main__":

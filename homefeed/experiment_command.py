@@ -61,4 +61,4 @@ def experiment(obj: Ctx, world_dir, out_dir, arms, design, days, users_per_arm, 
     summary, paths = result["summary"], result["paths"]
     console.print(markdown(result["report"]))
     console.print(f"{summary['pages']} pages, {summary['events']} events in {summary['seconds']} s")
-    console.print(f"report: {paths['markdown']} and {paths['json']}")
+    console.print(f"report: {paths['markdown']} and {paths['json']}; forest plot: {paths['plot']}")

@@ -178,9 +178,12 @@ def markdown(report: dict) -> str:
 
 
 def write(report: dict, out_dir: Path) -> dict[str, Path]:
-    """report.json and report.md in `out_dir`; returns their paths."""
+    """report.json, report.md and the effects' forest plot (effects.svg) in `out_dir`; returns their paths."""
+    from components.experiment.plot import effects_svg
+
     out_dir = Path(out_dir)
-    paths = {"json": out_dir / "report.json", "markdown": out_dir / "report.md"}
+    paths = {"json": out_dir / "report.json", "markdown": out_dir / "report.md", "plot": out_dir / "effects.svg"}
     paths["json"].write_text(json.dumps(report, indent=2) + "\n")
     paths["markdown"].write_text(markdown(report) + "\n")
+    paths["plot"].write_text(effects_svg(report) + "\n")
     return paths

@@ -1,12 +1,14 @@
 """The latest experiment report (`homefeed experiment` writes `<experiments>/<name>/run/report.md`), as an HTML page.
 
 Markdown is rendered by markdown-it-py (already installed with rich) with tables on and raw HTML off, so a report
-cannot inject markup into the page.
+cannot inject markup into the page. The effects' forest plot is drawn from report.json beside it, when there is one
+(components/experiment/plot.py: numbers in, escaped labels), not read from a file of markup.
 """
 
 from __future__ import annotations
 
 import html
+import json
 from pathlib import Path
 
 from markdown_it import MarkdownIt
@@ -31,6 +33,11 @@ def latest_report(experiments: Path) -> Path | None:
 def report_page(path: Path) -> str:
     """The report at `path` as a standalone HTML page titled with its experiment's folder name."""
     body = MarkdownIt("commonmark", {"html": False}).enable("table").render(path.read_text(encoding="utf-8"))
+    data = path.with_name("report.json")
+    if data.exists():
+        from components.experiment.plot import effects_svg
+
+        body = f"<figure>{effects_svg(json.loads(data.read_text()))}</figure>" + body
     title = html.escape(path.parent.parent.name)
     return (
         f"<!doctype html><html><head><meta charset='utf-8'><title>experiment {title}</title>"

@@ -179,3 +179,36 @@ def test_the_paired_report_keeps_arms_apart_and_narrows_the_interval():
         width[name] = hi - lo
     assert width["paired"] < 0.5 * width["split"], width
     assert paired["segments"]["all"]["effects"]["repin_rate"]["treatment"]["ci"][0] > 0.05
+
+
+def test_the_forest_plot_draws_each_effect_inside_its_interval_coloured_by_what_it_shows(tmp_path):
+    import json
+    import xml.etree.ElementTree as ET
+
+    from components.experiment.plot import COLOURS, PLOTTED, effects_svg
+    from components.experiment.report import write
+    from serving.ui.report import report_page
+
+    pages, assignment = _pages_for(1.0)  # repins double: the repin rate's interval lies above zero
+    report = build_report(pages, assignment, control="control", resamples=300)
+    ns = {"s": "http://www.w3.org/2000/svg"}
+    root = ET.fromstring(effects_svg(report))
+    circles, lines = root.findall("s:circle", ns), root.findall("s:line", ns)[1:]  # the first line is zero's
+    rows = [
+        (g, m)
+        for g in report["segments"]
+        for m in PLOTTED
+        if report["segments"][g]["effects"][m]["treatment"]["ci"][0] is not None
+    ]
+    assert len(circles) == len(lines) == len(rows) > 0
+    for circle, line, (group, metric) in zip(circles, lines, rows, strict=True):
+        assert float(line.get("x1")) <= float(circle.get("cx")) <= float(line.get("x2"))
+        if group == "all" and metric == "repin_rate":
+            assert circle.get("fill") == COLOURS["good"]
+        if metric == "diversity":  # the same in both arms: no interval clear of zero
+            assert circle.get("fill") == COLOURS["unclear"]
+    paths = write(report, tmp_path)
+    assert ET.parse(paths["plot"]).getroot().tag.endswith("svg")
+    page = report_page(paths["markdown"])
+    assert "<figure><svg" in page and "<table>" in page
+    assert json.loads(paths["json"].read_text())["arms"] == ["control", "treatment"]
