@@ -153,7 +153,7 @@ def batches(pages: pd.DataFrame, size: int) -> list[np.ndarray]:
     so only each user's own order matters. Pages are taken by their place in the user's visits (every user's first page,
     then every second page, ...) and by time within that; a batch can then hold a user's third page beside another
     user's first. Strict time order across users would cut a batch wherever a user comes back, and a session's
-    pages are minutes apart, which left batches of two or three pages (a tenth of the batches on world:small).
+    pages are minutes apart, which left batches of a few pages.
     """
     user = list(zip(pages["arm"].to_numpy(), pages["user_id"].to_numpy(), strict=True))
     visit = pages.groupby(["arm", "user_id"], sort=False).cumcount().to_numpy()
