@@ -22,6 +22,7 @@ Example:
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -79,7 +80,10 @@ def _draws(users: pd.DataFrame, idx: np.ndarray) -> tuple[dict, dict]:
     """(point estimates, bootstrap draws) of every metric for one arm's users; `idx` [resamples, n] picks rows."""
     values = {m: users[m].to_numpy() for m in (*COUNTS, "diversity")}
     n, resamples = len(users), len(idx)
-    with np.errstate(invalid="ignore", divide="ignore"):
+    # A resample of users none of whom opened the feed has no diversity (NaN, left out of its interval): expected,
+    # so numpy's "mean of empty slice" warning is silenced with the division warnings.
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
         point = {m: float(_statistic(values, m)) if n else float("nan") for m in METRICS}
         draws = {m: _statistic(values, m, idx) if n else np.full(resamples, np.nan) for m in METRICS}
     return point, draws
