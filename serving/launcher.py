@@ -82,7 +82,7 @@ def retrieval_spec(retrieval_dir: Path, features_dir: Path, index_dir: Path, nam
     """The retrieval server; a `name` other than "retrieval" starts a second one beside it (it still serves the
     model "retrieval")."""
     args = ["--model-dir", str(retrieval_dir), "--features-dir", str(features_dir), "--index-dir", str(index_dir)]
-    return ServerSpec(name, ["retrieval", *args], model="retrieval" if name != "retrieval" else "")
+    return ServerSpec(name, ["retrieval", *args], model="retrieval")
 
 
 def ranked_feed_specs(
@@ -104,30 +104,24 @@ def ranked_feed_specs(
     ranking += ["--index-dir", str(index_dir), *(["--device", device] if device else [])]
     homefeed = ["homefeed", "--retrieval-url", f"{{{retrieval}}}", "--ranking-url", f"{{ranking{suffix}}}"]
     return [
-        ServerSpec(f"ranking{suffix}", ranking, model="ranking" if arm else ""),
-        ServerSpec(f"homefeed{suffix}", [*homefeed, "--candidates", str(candidates)], model="homefeed" if arm else ""),
+        ServerSpec(f"ranking{suffix}", ranking, model="ranking"),
+        ServerSpec(f"homefeed{suffix}", [*homefeed, "--candidates", str(candidates)], model="homefeed"),
     ]
 
 
 def working_copy(features_dir: Path, index_dir: Path | None, work_dir: Path) -> tuple[Path, Path | None]:
     """Copies of the feature repository and the pin index under `work_dir` (features/, index/), for servers and a
-    stream processor that write to them; returns their paths (index None when `index_dir` is None).
+    stream processor that write to them; returns their paths (index None when `index_dir` is None). The targets
+    must not exist yet (FileExistsError): a copy left by an earlier run carries that run's actions.
 
     A pipeline run's artifacts are its record of what was trained and served, and pushed actions would change its
     online store; and Milvus Lite lets one process open an index file, which may be the run's local deployment or
     this very process. The index is copied without its LOCK file, which belongs to whoever holds the original.
-    Copies left by an earlier run are replaced: they carry that run's actions.
     """
-    work_dir = Path(work_dir)
-    copies = []
-    for name, source in (("features", features_dir), ("index", index_dir)):
-        target = work_dir / name
-        if target.exists():
-            shutil.rmtree(target)
-        copies.append(
-            None if source is None else Path(shutil.copytree(source, target, ignore=shutil.ignore_patterns("LOCK")))
-        )
-    return copies[0], copies[1]
+    skip_lock = shutil.ignore_patterns("LOCK")
+    features = Path(shutil.copytree(features_dir, Path(work_dir) / "features", ignore=skip_lock))
+    index = None if index_dir is None else Path(shutil.copytree(index_dir, Path(work_dir) / "index", ignore=skip_lock))
+    return features, index
 
 
 def free_ports(n: int) -> list[int]:

@@ -73,7 +73,8 @@ def run_experiment(
     users = ds.read("users", columns=["user_id", "segment"])
     segments = users["segment"].map({s: i for i, s in enumerate(SEGMENTS)}).to_numpy()
     assigned = assign_arms(users["user_id"].to_numpy(), segments, cfg)
-    start_ms = int(ds.read("events", columns=["ts"])["ts"].max()) + 1
+    history = ds.read("events", columns=["ts", "request_id"])  # the experiment continues where the world ends
+    start_ms, first_request = int(history["ts"].max()) + 1, int(history["request_id"].max()) + 1
     pages = schedule(world, assigned, start_ms, cfg)
 
     if out_dir.exists():
@@ -81,7 +82,6 @@ def run_experiment(
     out_dir.mkdir(parents=True)
     lanes = _lanes(cfg, features_dir, index_dir, out_dir)
     lane_of_arm = np.array([0] * len(cfg.arms) if len(lanes) == 1 else range(len(cfg.arms)))
-    first_request = int(ds.read("events", columns=["request_id"])["request_id"].max()) + 1
     specs = [retrieval_spec(retrieval_dir, lane.features, lane.index, lane.retrieval) for lane in lanes]
     for arm, lane in zip(cfg.arms, lane_of_arm, strict=True):
         specs += ranked_feed_specs(arm.ranking_dir, lanes[lane].features, lanes[lane].index, cfg.candidates,
