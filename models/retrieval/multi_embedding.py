@@ -151,7 +151,9 @@ class CapsuleClustering(nn.Module):
             logits = logits.masked_fill(~alive.unsqueeze(1), torch.finfo(logits.dtype).min)
             soft = logits.softmax(dim=-1)
             hard = F.one_hot(logits.argmax(dim=-1), self.k).to(soft.dtype)
-            route = (hard + soft - soft.detach()) * mask.unsqueeze(-1)  # padding routes nowhere
+            # straight-through: (soft - soft.detach()) is exactly 0 forward, so adding it to hard last keeps the
+            # forward weights whole counts on every CPU, while the gradient flows through soft
+            route = (hard + (soft - soft.detach())) * mask.unsqueeze(-1)  # padding routes nowhere
             weights = route.sum(dim=1)  # [B, k]
             alive = weights.detach() > 0
             mean = torch.einsum("blk,blo->bko", route, votes) / weights.detach().clamp(min=1.0).unsqueeze(-1)

@@ -136,5 +136,5 @@ def test_pipeline_steps_hand_pretrained_ids_to_retrieval_and_skip_when_off(tiny_
     steps.train_retrieval_step(tiny_world, plain, split, epochs=1)
     # off trains exactly as no pretraining at all; on starts elsewhere, so it ends elsewhere
     assert (plain / "model.pt").read_bytes() == (tmp_path / "model_off" / "model.pt").read_bytes()
-    differs = [k for k in models["on"] if not torch.equal(models["on"][k], models["off"][k])]
+    differs = [k for k in models["on"] if not torch.allclose(models["on"][k], models["off"][k], atol=1e-4)]
     assert any("user" in k and "emb" in k for k in differs), differs

@@ -99,6 +99,6 @@ def test_dedup_coarser_than_training_drops_items_and_finer_serves_duplicates(tin
     aligned = granularity_skew(pins, engaged, at["fine"], train="fine")
     coarser = granularity_skew(pins, engaged, at["coarse"], train="fine")
     finer = granularity_skew(pins, engaged, at["fine"], train="coarse")  # training at coarse, serving at fine
-    assert aligned == {"coverage": 1.0, "duplicate_share": 0.0}
-    assert coarser["coverage"] < 0.97 and coarser["duplicate_share"] == 0.0
+    assert aligned == pytest.approx({"coverage": 1.0, "duplicate_share": 0.0})  # shares of counts
+    assert coarser["coverage"] < 0.97 and coarser["duplicate_share"] == pytest.approx(0.0)
     assert finer["duplicate_share"] > 0.02

@@ -22,8 +22,8 @@ def test_random_hit_at_3_is_the_expectation_over_random_orders():
 
 
 def test_lift_share_is_zero_at_random_one_at_the_ground_truth_and_undefined_without_room():
-    assert lift_share(0.3, 0.3, 0.8) == 0.0
-    assert lift_share(0.8, 0.3, 0.8) == 1.0
+    assert lift_share(0.3, 0.3, 0.8) == pytest.approx(0.0)
+    assert lift_share(0.8, 0.3, 0.8) == pytest.approx(1.0)
     assert lift_share(0.55, 0.3, 0.8) == pytest.approx(0.5)
     assert np.isnan(lift_share(0.5, 0.3, 0.3))
 
@@ -32,7 +32,7 @@ def test_the_retraining_schedule_starts_at_the_first_cut_and_keeps_a_day_to_meas
     start = 1_000 * DAY_MS
     opts = FreshnessOptions(first_cut_day=14, train_days=7, retrain_days=3.5)
     cuts = _cuts(start, start + 28 * DAY_MS, opts)
-    assert [(c - start) / DAY_MS for c in cuts] == [14, 17.5, 21, 24.5]
+    assert [(c - start) / DAY_MS for c in cuts] == pytest.approx([14, 17.5, 21, 24.5])
     with pytest.raises(ValueError, match="needs data before the window"):
         _cuts(start, start + 28 * DAY_MS, FreshnessOptions(first_cut_day=5, train_days=7))
     with pytest.raises(ValueError, match="spans 14.0 days"):

@@ -45,8 +45,8 @@ def test_ratio_ci_brackets_the_ratio_and_narrows_with_more_users():
 def test_auc_counts_ordered_pairs_and_half_ties():
     from components.evaluate.metrics import auc
 
-    assert auc(np.array([0.9, 0.8, 0.1, 0.2]), np.array([1, 1, 0, 0])) == 1.0
-    assert auc(np.array([0.1, 0.2, 0.9]), np.array([1, 1, 0])) == 0.0
+    assert auc(np.array([0.9, 0.8, 0.1, 0.2]), np.array([1, 1, 0, 0])) == pytest.approx(1.0)
+    assert auc(np.array([0.1, 0.2, 0.9]), np.array([1, 1, 0])) == pytest.approx(0.0)
     # pos {0.5, 0.3}, neg {0.5, 0.1}: pairs (0.5>0.1), (0.5=0.5 half), (0.3>0.1), (0.3<0.5) -> 2.5 / 4
-    assert auc(np.array([0.5, 0.3, 0.5, 0.1]), np.array([1, 1, 0, 0])) == 0.625
+    assert auc(np.array([0.5, 0.3, 0.5, 0.1]), np.array([1, 1, 0, 0])) == pytest.approx(0.625)
     assert np.isnan(auc(np.array([0.1, 0.2]), np.array([0, 0])))

@@ -1,3 +1,5 @@
+from functools import partial
+
 import pytest
 import torch
 
@@ -68,11 +70,14 @@ def test_clustering_shapes_and_single_assignment():
     # every valid action goes to exactly one live capsule, padding to none
     assert (assign[~mask] == -1).all()
     assert ((assign[mask] >= 0) & (assign[mask] < 4)).all()
-    assert weights.sum(1).tolist() == mask.sum(1).float().tolist()
+    # The weights are hard counts in value, but carried by a straight-through estimator (hard + soft - soft.detach()),
+    # so they land within float32 rounding of the integer, not on it; how far depends on the CPU's kernels.
+    counts_close = partial(torch.testing.assert_close, atol=1e-5, rtol=0)
+    counts_close(weights.sum(1).detach(), mask.sum(1).float())
     for b in range(3):
-        counts = torch.bincount(assign[b][mask[b]], minlength=4).float()
-        assert torch.equal(counts, weights[b].detach())
-        assert torch.equal(ok[b], counts > 0)
+        counts = torch.bincount(assign[b][mask[b]], minlength=4)
+        counts_close(weights[b].detach(), counts.float())
+        assert torch.equal(ok[b], counts > 0)  # booleans from integer counts
     assert (caps[~ok] == 0).all()
     assert not ok[2].any()
 
@@ -118,7 +123,10 @@ def test_clustering_is_deterministic():
     mask = torch.ones(seq.shape[:2], dtype=torch.bool)
     layer = CapsuleClustering(dim=DIM, k=4)
     a, b = layer(seq, mask), layer(seq, mask)
-    assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+    assert torch.equal(a[2], b[2]) and torch.equal(a[1], b[1])  # the routing (integers, booleans) is the same
+    # the float outputs too, to rounding: the same kernels on the same input, but no bit-for-bit promise across threads
+    for x, y in zip(a, b, strict=True):
+        torch.testing.assert_close(x, y, atol=1e-6, rtol=1e-6)
 
 
 def test_top_representative_keeps_heaviest_valid_capsules():

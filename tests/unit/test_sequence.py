@@ -46,4 +46,4 @@ def test_sequence_age_hours_is_request_minus_action_time_and_zero_where_empty():
     filled = np.array([[True, True, False], [False, False, False]])
     age = sequence_age_hours(seq_ts, np.array([10_800_000, 5]), filled)
     assert age.dtype == np.float32
-    np.testing.assert_array_equal(age, [[1.0, 2.0, 0.0], [0.0, 0.0, 0.0]])
+    np.testing.assert_allclose(age, [[1.0, 2.0, 0.0], [0.0, 0.0, 0.0]], atol=1e-6)  # ms / 3.6e6 in float32

@@ -212,7 +212,8 @@ def test_time_window_mask_acts_in_training_only():
     run = lambda seed: m(cand, seq, actions, ages, torch.Generator().manual_seed(seed))  # noqa: E731
     with torch.no_grad():
         m.eval()
-        assert torch.equal(run(0), run(1))  # eval: deterministic, the generator is unused
+        # eval: the generator is unused, so two seeds give the same output (to rounding: the same kernels twice)
+        torch.testing.assert_close(run(0), run(1), atol=1e-6, rtol=1e-6)
         evaluated = run(0)
         m.train()  # dropout 0: training differs from eval only by the mask
         masked = run(0)
@@ -293,7 +294,8 @@ def test_export_then_load_gives_the_same_outputs(kind, tmp_path):
     loaded = load(tmp_path)
     assert not loaded.training and loaded.cfg == model.cfg
     with torch.no_grad():
-        assert torch.equal(model(**batch), loaded(**batch))
+        # the same weights through the loaded module: equal to float32 rounding (kernels may differ in order)
+        torch.testing.assert_close(loaded(**batch), model(**batch), atol=1e-6, rtol=1e-5)
 
 
 def test_exported_program_matches_the_module_at_any_batch_size(tmp_path):
