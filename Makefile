@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # The stamp is rebuilt only when the dependency files change, so a second `make test` does not reinstall.
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-fast bench lint fmt clean
+.PHONY: install demo test test-quality test-fast bench lint fmt clean
 
 install: $(STAMP)
 
@@ -21,11 +21,18 @@ $(STAMP): pyproject.toml requirements.lock
 demo: install
 	$(BIN)/homefeed demo
 
+# The test tiers select by marker (tests/conftest.py puts every test in exactly one of unit, integration, e2e,
+# manifests; `quality` marks the statistical claims). PYTEST_ARGS adds options, e.g. PYTEST_ARGS=--durations=25.
+PYTEST := $(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
 test: install
-	$(BIN)/python -m pytest -q
+	$(PYTEST) -m "not quality"
+
+test-quality: install
+	$(PYTEST) -m quality
 
 test-fast: install
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(PYTEST) -m "unit and not quality"
 
 bench: install
 	$(BIN)/python -m bench.run

@@ -164,10 +164,12 @@ def index(
     hnsw_m: int,
     hnsw_ef_construction: int,
     index_uri: str,
+    ray_workers: int,
     pin_index: Output[Artifact],
 ) -> None:
     """The serving corpus (decayed engagement, signature dedup) as a new Milvus collection version behind an alias:
-    in a Milvus Lite file in `pin_index`, or on the Milvus server `index_uri` (token from $MILVUS_TOKEN)."""
+    in a Milvus Lite file in `pin_index`, or on the Milvus server `index_uri` (token from $MILVUS_TOKEN). The pins
+    are embedded on Ray, sized to the corpus, or in the step's process where the run trains there (`ray_workers` 0)."""
     from components import steps
     from components.index.corpus import CorpusOptions
 
@@ -178,6 +180,7 @@ def index(
         corpus=CorpusOptions(half_life_days=half_life_days),
         hnsw={"M": hnsw_m, "efConstruction": hnsw_ef_construction},
         index_uri=index_uri,
+        embed_workers=0 if ray_workers == 0 else None,
     )
     pin_index.metadata.update(info)
 

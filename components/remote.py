@@ -41,8 +41,11 @@ class RayBackend:
     def __post_init__(self) -> None:
         if self.kind not in BACKENDS:
             raise ValueError(f"ray_backend must be one of {BACKENDS}, got {self.kind!r}")
-        if self.workers < 1 or self.gpus < 0:
-            raise ValueError(f"ray_workers must be >= 1 and gpus >= 0, got {self.workers}, {self.gpus}")
+        least = 1 if self.kind == "kuberay" else 0  # local: 0 trains in the step's process (Ray Train's local mode)
+        if self.workers < least or self.gpus < 0:
+            raise ValueError(
+                f"ray_workers must be >= {least} with ray_backend={self.kind} and gpus >= 0, got {self.workers}, {self.gpus}"
+            )
 
 
 def _steps() -> dict[str, Callable[..., dict]]:

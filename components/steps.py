@@ -120,8 +120,15 @@ def build_features(dataset_dir: Path, out_dir: Path, half_life_days: float = 7.0
     }
 
 
+def _workers(workers: int | None) -> int:
+    """The training steps' Ray Train workers: as given, else the default (components/train/worker.py)."""
+    from components.train.worker import default_workers
+
+    return default_workers() if workers is None else workers
+
+
 def pretrain_ids_step(
-    dataset_dir: Path, out_dir: Path, split: TimeSplit | dict, epochs: int, seed: int = 0, workers: int = 2
+    dataset_dir: Path, out_dir: Path, split: TimeSplit | dict, epochs: int, seed: int = 0, workers: int | None = None
 ) -> dict:
     """The `ID pretraining` step: contrastive user and pin ID embeddings (TorchRec tables, on Ray Train) on the
     clicks and repins of the window that ends where retrieval training ends: temporally aligned, as seed 000 says,
@@ -139,7 +146,7 @@ def pretrain_ids_step(
         summary = {"pretrained": False, "why": "id_pretrain_epochs is 0"}
         (out_dir / METRICS_FILE).write_text(json.dumps(summary) + "\n")
         return summary
-    opts = PretrainOptions(epochs=epochs, seed=seed, num_workers=workers)
+    opts = PretrainOptions(epochs=epochs, seed=seed, num_workers=_workers(workers))
     return {"pretrained": True, **pretrain_ids(dataset_dir, out_dir, _split(split).train_end_ms, opts=opts)}
 
 
@@ -149,7 +156,7 @@ def train_retrieval_step(
     split: TimeSplit | dict,
     epochs: int,
     seed: int = 0,
-    workers: int = 2,
+    workers: int | None = None,
     pretrained_dir: Path | None = None,
 ) -> dict:
     """The `train retrieval` step: the two-tower model on Ray Train (`workers` workers), on everything before the
@@ -161,7 +168,10 @@ def train_retrieval_step(
     split = _split(split)
     ids = Path(pretrained_dir) / EMBEDDINGS_FILE if pretrained_dir else None
     opts = RetrievalTraining(
-        epochs=epochs, seed=seed, num_workers=workers, pretrained_ids=str(ids) if ids and ids.exists() else None
+        epochs=epochs,
+        seed=seed,
+        num_workers=_workers(workers),
+        pretrained_ids=str(ids) if ids and ids.exists() else None,
     )
     return train_retrieval(dataset_dir, out_dir, split.train_end_ms, opts)
 
@@ -174,7 +184,7 @@ def train_ranking_step(
     epochs: int,
     max_examples: int,
     seed: int = 0,
-    workers: int = 2,
+    workers: int | None = None,
     sequence: str = "transact_v11",
 ) -> dict:
     """The `train ranking` step: Pinnability with the realtime sequence on Ray Train (`workers` workers), on the
@@ -198,7 +208,11 @@ def train_ranking_step(
     from models.ranking.sequence import SequenceConfig
 
     opts = RankingTraining(
-        epochs=epochs, max_examples=max_examples, seed=seed, num_workers=workers, sequence=SequenceConfig(kind=sequence)
+        epochs=epochs,
+        max_examples=max_examples,
+        seed=seed,
+        num_workers=_workers(workers),
+        sequence=SequenceConfig(kind=sequence),
     )
     return train_ranking(dataset_dir, out_dir, emb_path, split.ranking_start_ms, split.train_end_ms, opts)
 
@@ -233,6 +247,7 @@ def index_pins(
     corpus: CorpusOptions | None = None,
     hnsw: dict | None = None,
     index_uri: str = "",
+    embed_workers: int | None = None,
 ) -> dict:
     """The `corpus + index` step, in two parts:
 
@@ -252,6 +267,8 @@ def index_pins(
     the uri relative to `out_dir`. For a server: the uri, and the version this bundle built, never the alias, which
     is recorded as "alias" for other readers (why: the comment on `info` below).
     `hnsw`: the build parameters (`M`, `efConstruction`; Milvus' defaults otherwise), recorded there too.
+    `embed_workers`: Ray actors for the embedding (None: sized to the corpus, or 0 where $HOMEFEED_RAY_WORKERS
+    is 0; 0: in this process, without Ray).
     """
     from components.index.client import check_server_uri
     from components.index.corpus import build_corpus, read_corpus
@@ -268,7 +285,9 @@ def index_pins(
     ids = pins.pin_id.to_numpy()
     # only the corpus pins, by batch inference of the pin tower on Ray (components/index/embed.py)
     embedding: dict = {}
-    emb = embed_pins(retrieval_dir, dataset_dir, ids, stats=embedding)
+    if embed_workers is None and _workers(None) == 0:
+        embed_workers = 0
+    emb = embed_pins(retrieval_dir, dataset_dir, ids, workers=embed_workers, stats=embedding)
     out_dir.mkdir(parents=True, exist_ok=True)
     uri = index_uri or str((out_dir / MILVUS_FILE).resolve())
     signature = pins[GRANULARITIES[built["options"]["granularity"]]].to_numpy()

@@ -32,6 +32,7 @@ def embedding_refresh(
     hnsw_m: int = DEFAULTS.hnsw_m,
     hnsw_ef_construction: int = DEFAULTS.hnsw_ef_construction,
     index_uri: str = DEFAULTS.index_uri,
+    ray_workers: int = DEFAULTS.ray_workers,
     registry: str = DEFAULTS.registry,
     deploy_target: str = DEFAULTS.deploy_target,
 ) -> Outputs:

@@ -3,7 +3,7 @@ file (`pipeline:` in homefeed.yaml) and the CLI (`--set name=value`). Each pipel
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from components.features.online_store import OnlineStore
 
@@ -51,7 +51,9 @@ class PipelineParams(BaseModel):
     gate_policy: str = Field("", description="gate rules as JSON (components/gate.py); empty: the default policy")
     # where training runs
     ray_backend: str = Field("local", description="local (a Ray instance in the step) or kuberay (a RayJob)")
-    ray_workers: int = Field(2, ge=1, le=64, description="Ray Train workers per training step")
+    ray_workers: int = Field(
+        2, ge=0, le=64, description="Ray Train workers per training step; 0: in the step's own process (local only)"
+    )
     ranking_gpus: int = Field(0, ge=0, le=8, description="GPUs for ranking training (per Ray worker on KubeRay)")
 
     @field_validator("ray_backend")
@@ -62,6 +64,12 @@ class PipelineParams(BaseModel):
         if value not in BACKENDS:
             raise ValueError(f"ray_backend must be one of {BACKENDS}")
         return value
+
+    @model_validator(mode="after")
+    def _workers_for_the_backend(self) -> PipelineParams:
+        if self.ray_backend == "kuberay" and self.ray_workers < 1:
+            raise ValueError("ray_workers must be >= 1 with ray_backend=kuberay: a RayJob needs workers")
+        return self
 
     @field_validator("deploy_target")
     @classmethod

@@ -88,6 +88,7 @@ def release(dataset, retrieval_model, ranking_model, evaluation, feature_store, 
         hnsw_m=params["hnsw_m"],
         hnsw_ef_construction=params["hnsw_ef_construction"],
         index_uri=params["index_uri"],
+        ray_workers=params["ray_workers"],
     )
     small(index.set_display_name("corpus + index"))
     kubernetes.use_secret_as_env(index, MILVUS_SECRET, MILVUS_ENV, optional=True)

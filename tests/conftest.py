@@ -11,10 +11,24 @@ import pytest
 
 from components.data.world.config import preset
 from components.data.world.simulate import simulate_world
+from components.train.worker import RAY_WORKERS_ENV
 
 REPO = Path(__file__).resolve().parent.parent
 REDIS_ENV = "HOMEFEED_TEST_REDIS"  # .ci/run starts a redis-server and names it here
 SHARED_DATASETS = REPO.parent / "shared" / "datasets"
+# Training and batch embedding run in the test process, without starting Ray, wherever a test names no workers: the
+# tests of the Ray path (test_training, test_pretrain_ids, test_pin_embedding, test_remote_training, test_seqrec_eval)
+# name theirs. Set before any test imports the training code; an explicit setting wins.
+os.environ.setdefault(RAY_WORKERS_ENV, "0")
+TIERS = ("unit", "integration", "e2e", "manifests")  # each test is in exactly one; the Makefile selects by them
+
+
+def pytest_collection_modifyitems(config, items):
+    """Refuse a test in no tier or in two: `make test-fast` (-m unit) would silently drop or double it."""
+    wrong = [f"{item.nodeid}: {tiers or 'none'}" for item in items
+             if len(tiers := [t for t in TIERS if item.get_closest_marker(t)]) != 1]  # fmt: skip
+    if wrong:
+        raise pytest.UsageError("every test needs exactly one tier marker " + str(TIERS) + ":\n" + "\n".join(wrong))
 
 
 @pytest.fixture(scope="session")
@@ -41,7 +55,8 @@ def small_world(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_artifacts(tiny_world, tmp_path_factory) -> dict[str, Path]:
-    """What the serving predictors load, built from `tiny_world` by the pipeline's steps with a local run's settings:
+    """What the serving predictors load, built from `tiny_world` by the pipeline's steps with a local run's settings,
+    trained and embedded in this process (Ray Train's local mode; the Ray path has its own tests):
     {"data", "features", "retrieval", "ranking", "index"} -> directory. Read-only for tests.
 
     This process holds the Milvus Lite index open (and so its file lock) once the index is built: a server started as
@@ -52,9 +67,11 @@ def tiny_artifacts(tiny_world, tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("tiny_artifacts")
     split = steps.time_split(tiny_world)
     steps.build_features(tiny_world, root / "features")
-    steps.train_retrieval_step(tiny_world, root / "retrieval", split, epochs=2)
-    steps.train_ranking_step(tiny_world, root / "retrieval", root / "ranking", split, epochs=1, max_examples=20_000)
-    steps.index_pins(tiny_world, root / "retrieval", root / "index")
+    steps.train_retrieval_step(tiny_world, root / "retrieval", split, epochs=2, workers=0)
+    steps.train_ranking_step(
+        tiny_world, root / "retrieval", root / "ranking", split, epochs=1, max_examples=20_000, workers=0
+    )
+    steps.index_pins(tiny_world, root / "retrieval", root / "index", embed_workers=0)
     return {"data": tiny_world, **{name: root / name for name in ("features", "retrieval", "ranking", "index")}}
 
 

@@ -41,13 +41,13 @@ def _pin_interest(dataset_dir: Path, n_pins: int) -> np.ndarray:
 class _PinTower:
     """One Ray Data actor: the model is loaded once in the constructor, then called once per batch."""
 
-    def __init__(self, retrieval_dir: str, dataset_dir: str) -> None:
+    def __init__(self, retrieval_dir: str, dataset_dir: str, actor: bool = True) -> None:
         import torch
 
         from components.train.retrieval import load_two_tower
 
-        # Ray sets OMP_NUM_THREADS to the actor's CPUs; keep torch's intra-op pool to it as well.
-        torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
+        if actor:  # Ray sets OMP_NUM_THREADS to the actor's CPUs; keep torch's intra-op pool to it as well
+            torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
         self.model = load_two_tower(Path(retrieval_dir))
         self.interest = _pin_interest(Path(dataset_dir), self.model.cfg.n_pins)
 
@@ -94,7 +94,7 @@ def embed_pins(
 ) -> np.ndarray:
     """[len(pin_ids), out_dim] float32 pin-tower embeddings, row i for `pin_ids[i]`, computed on Ray by `workers`
     actors (default: one per PINS_PER_WORKER pins, at most DEFAULT_MAX_WORKERS; never more than the batches or the
-    cluster's CPUs) in batches of `batch_size`.
+    cluster's CPUs) in batches of `batch_size`; `workers=0` embeds the same batches in this process, without Ray.
 
     Ray is started on this machine, or attached to the cluster at `address`, once per process (`ensure_ray`).
     Unknown pin ids raise a ValueError before any Ray work. `stats`, when given, is filled with what the run used
@@ -104,16 +104,23 @@ def embed_pins(
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
-    if workers is not None and workers < 1:
-        raise ValueError(f"workers must be positive, got {workers}")
+    if workers is not None and workers < 0:
+        raise ValueError(f"workers must be >= 0 (0: in this process), got {workers}")
     t0 = time.perf_counter()
     pin_ids = np.asarray(pin_ids, dtype=np.int64).reshape(-1)
     cfg = _model_config(retrieval_dir)
     out = np.zeros((len(pin_ids), int(cfg["out_dim"])), dtype=np.float32)
     _check_known(dataset_dir, pin_ids, int(cfg["n_pins"]))
-    if len(pin_ids) == 0:
+    if len(pin_ids) == 0 or workers == 0:
+        if len(pin_ids):
+            tower = _PinTower(str(retrieval_dir), str(dataset_dir), actor=False)
+            for lo in range(0, len(pin_ids), batch_size):
+                out[lo : lo + batch_size] = tower({"row": None, "pin_id": pin_ids[lo : lo + batch_size]})["embedding"]
         if stats is not None:
-            stats.update(engine="ray", workers=0, batch_size=batch_size, pins=0, seconds=time.perf_counter() - t0)
+            engine = "local" if workers == 0 else "ray"
+            stats.update(
+                engine=engine, workers=0, batch_size=batch_size, pins=len(pin_ids), seconds=time.perf_counter() - t0
+            )
         return out
 
     import ray

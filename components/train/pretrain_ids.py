@@ -30,7 +30,7 @@ from components.data.dataset import Dataset
 from components.evaluate.metrics import recall_at_k
 from components.train.examples import POSITIVE_ACTIONS
 from components.train.ray_runner import fit_on_ray
-from components.train.worker import TrainingOptions, batches, load_shard, report_epoch
+from components.train.worker import TrainingOptions, batches, load_shard, report_epoch, world_size
 from models.retrieval.id_pretrain import IdPretrainConfig, IdPretrainModel
 
 DAY_MS = 86_400_000
@@ -155,7 +155,7 @@ def pretrain_ids(
     events = ds.read("events", columns=["user_id", "pin_id", "action", "ts"])
     pairs = positive_pairs(events, window_start_ms, window_end_ms)
     del events
-    needed = opts.batch_size * opts.num_workers
+    needed = opts.batch_size * world_size(opts.num_workers)
     if len(pairs) < needed:
         raise ValueError(
             f"the pretraining window [{window_start_ms}, {window_end_ms}) holds {len(pairs)} click/repin pairs; "
@@ -218,7 +218,7 @@ def pretrain_ids(
     torch.save(emb, out_dir / EMBEDDINGS_FILE)
     (out_dir / "model.pt").unlink()  # id_embeddings.pt holds the same tables
 
-    samples = int(metrics["worker_samples"]) * opts.num_workers  # every worker takes the same number of steps
+    samples = int(metrics["worker_samples"]) * world_size(opts.num_workers)  # every worker takes as many steps
     summary = {
         "pairs": int(len(pairs)),
         "pin_pairs": int(len(pp)) if use_pp else 0,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +14,7 @@ from components.data.dataset import Dataset
 from components.features.sequence import ActionLog
 from components.train.examples import USER_INPUTS, Catalog, read_events, retrieval_examples, user_features
 from components.train.ray_runner import fit_on_ray
-from components.train.worker import TrainingOptions, batches, load_shard, report_epoch
+from components.train.worker import TrainingOptions, batches, load_shard, report_epoch, world_size
 from models.retrieval.two_tower import TwoTower, TwoTowerConfig
 
 
@@ -53,8 +53,8 @@ def _model(config: dict) -> tuple[TwoTower, torch.Tensor]:
 
 
 def _fit(model, core: TwoTower, pin_interest, shard: dict, config: dict, rank: int, on_epoch) -> None:
-    """The training epochs, the same under Ray Train (`model` wrapped in DDP, `shard` this worker's rows) and in one
-    process (`model` is `core`, `shard` every row); `on_epoch(epoch, metrics)` after each."""
+    """The training epochs: `model` is `core` wrapped in DDP with several workers, `shard` this worker's rows (every
+    row in local mode); `on_epoch(epoch, metrics)` after each."""
     cfg = core.cfg
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=config["lr"])
     rng = np.random.default_rng(config["seed"] + rank)
@@ -128,7 +128,7 @@ class TrainingData:
 def _prepare(data: TrainingData, out_dir: Path, opts: RetrievalTraining) -> dict:
     """Write what a training run reads into `out_dir/work`; returns the run's config."""
     n = len(data.examples["pin_id"])
-    if n < opts.batch_size * opts.num_workers:
+    if n < opts.batch_size * world_size(opts.num_workers):
         raise ValueError(f"only {n} positives to train on: fewer than one batch per worker")
     work = Path(out_dir) / "work"
     work.mkdir(parents=True, exist_ok=True)
@@ -154,23 +154,14 @@ def _prepare(data: TrainingData, out_dir: Path, opts: RetrievalTraining) -> dict
 
 
 def fit_retrieval(data: TrainingData, out_dir: Path, opts: RetrievalTraining, on_ray: bool = True) -> dict:
-    """Train on `data`: on Ray Train with `opts.num_workers` workers, or (`on_ray=False`) in this process with all
-    cores' threads, the same epochs and output files (the baseline Ray Train is measured against). The model, its
-    config and metrics land in `out_dir`; returns the metrics."""
+    """Train on `data`: on Ray Train with `opts.num_workers` workers, or (`on_ray=False`, or `opts.num_workers` 0)
+    in this process with all cores' threads (Ray Train's local mode: the same loop, the baseline Ray Train is
+    measured against). The model, its config and metrics land in `out_dir`; returns the metrics."""
     out_dir = Path(out_dir)
+    if not on_ray:
+        opts = replace(opts, num_workers=0)
     config = _prepare(data, out_dir, opts)
-    if on_ray:
-        metrics, _ = fit_on_ray(train_loop, config, out_dir, name="retrieval", num_workers=opts.num_workers)
-    else:
-        torch.manual_seed(config["seed"])
-        with np.load(config["examples"]) as f:
-            rows = {k: f[k] for k in f.files}
-        model, pin_interest = _model(config)
-        history: list[dict] = []
-        _fit(model, model, pin_interest, rows, config, 0, lambda _epoch, m: history.append(m))
-        torch.save(model.state_dict(), out_dir / "model.pt")
-        (out_dir / "config.json").write_text(json.dumps(config["model"], indent=2))
-        metrics = history[-1]
+    metrics, _ = fit_on_ray(train_loop, config, out_dir, name="retrieval", num_workers=opts.num_workers)
     summary = {"train_examples": len(data.examples["pin_id"]), **metrics}
     (out_dir / "train_metrics.json").write_text(json.dumps(summary, indent=2))
     return summary

@@ -6,11 +6,23 @@ import json
 import os
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+
+RAY_WORKERS_ENV = "HOMEFEED_RAY_WORKERS"
+
+
+def default_workers() -> int:
+    """Ray workers for a training or a batch embedding that names none: $HOMEFEED_RAY_WORKERS, else 2. 0 runs the
+    work in the calling process, without starting Ray (Ray Train's local mode). The test suite sets 0
+    (tests/conftest.py); the tests of the Ray path name their workers."""
+    value = os.environ.get(RAY_WORKERS_ENV, "2")
+    if not value.isdigit():
+        raise ValueError(f"${RAY_WORKERS_ENV} must be a whole number >= 0, got {value!r}")
+    return int(value)
 
 
 @dataclass
@@ -20,8 +32,13 @@ class TrainingOptions:
     epochs: int = 2
     batch_size: int = 512
     lr: float = 1e-3
-    num_workers: int = 2
+    num_workers: int = field(default_factory=default_workers)  # Ray Train workers; 0: in this process (local mode)
     seed: int = 0
+
+
+def world_size(num_workers: int) -> int:
+    """How many processes share the examples: the workers, or the one process of local mode (`num_workers` 0)."""
+    return max(1, num_workers)
 
 
 def load_shard(path: str) -> dict[str, np.ndarray]:
@@ -55,8 +72,12 @@ def report_epoch(metrics: dict, model: torch.nn.Module | None = None, config: di
     if model is None:
         ray.train.report(metrics)
         return
-    with tempfile.TemporaryDirectory() as tmp:
-        core = model.module if hasattr(model, "module") else model
-        torch.save(core.state_dict(), Path(tmp) / "model.pt")
-        (Path(tmp) / "config.json").write_text(json.dumps(config, indent=2))
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+    # Ray removes the folder once it has uploaded the checkpoint to the run's storage. In local mode nothing is
+    # uploaded: the result's checkpoint is this folder, and fit_on_ray removes it after copying it out.
+    tmp = tempfile.mkdtemp(prefix="homefeed-checkpoint-")
+    core = model.module if hasattr(model, "module") else model
+    torch.save(core.state_dict(), Path(tmp) / "model.pt")
+    (Path(tmp) / "config.json").write_text(json.dumps(config, indent=2))
+    ray.train.report(
+        metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp), delete_local_checkpoint_after_upload=True
+    )

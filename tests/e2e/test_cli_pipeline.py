@@ -1,6 +1,6 @@
-"""`homefeed pipeline run --local` as a user types it, then `homefeed deployment` and `homefeed deployment --stop`:
-the retraining pipeline on the tiny world deploys to the workspace's local servers, which keep serving after the
-command returns, until stopped."""
+"""`homefeed pipeline run --local` as a user types it (the session's shared run, tests/e2e/conftest.py), then
+`homefeed deployment` and `homefeed deployment --stop`: the training pipeline on the tiny world deploys to the
+workspace's local servers, which keep serving after the command returns, until stopped."""
 
 from __future__ import annotations
 
@@ -8,36 +8,29 @@ import json
 
 import httpx
 import pytest
-from click.testing import CliRunner
 
-from homefeed.cli import main
 from serving.launcher import alive
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
-def test_run_local_deploys_to_servers_that_outlive_the_command(tmp_path, monkeypatch):
-    monkeypatch.setenv("HOMEFEED_WORKSPACE", str(tmp_path))
-    runner = CliRunner()
-    args = ["pipeline", "run", "--local", "--pipeline", "homefeed_retraining", "--source", "world:tiny",
-            "--set", "retrieval_epochs=1", "--set", "ranking_epochs=1", "--set", "ranking_max_examples=2000"]  # fmt: skip
+def test_run_local_deploys_to_servers_that_outlive_the_command(tiny_run):
+    workspace = tiny_run.workspace
     try:
-        result = runner.invoke(main, args)
-        assert result.exit_code == 0, result.output
-        said = " ".join(result.output.split())  # the terminal wraps long lines
+        said = " ".join(tiny_run.output.split())  # the terminal wraps long lines
         assert "gate: deployed: every gated metric passed (no champion yet" in said
         assert "deployed: registry version 1 to local:" in said
-        state = json.loads((tmp_path / "serving" / "deployment.json").read_text())
+        state = json.loads((workspace / "serving" / "deployment.json").read_text())
         url = state["servers"]["homefeed"]["url"]
         assert f"homefeed at {url}" in said
-        assert (tmp_path / "registry" / "homefeed" / "versions" / "v1" / "version.json").exists()
+        assert (workspace / "registry" / "homefeed" / "versions" / "v1" / "version.json").exists()
         # the servers outlived the command
         answer = httpx.post(f"{url}/v1/models/homefeed:predict", json={"instances": [{"user_id": 5}]}, timeout=60)
         assert answer.status_code == 200 and answer.json()["predictions"][0]["pins"]
-        shown = runner.invoke(main, ["deployment"])
+        shown = tiny_run.invoke("deployment")
         assert shown.exit_code == 0 and "v1 serving" in shown.output and url in shown.output
     finally:
-        stopped = runner.invoke(main, ["deployment", "--stop"])
+        stopped = tiny_run.invoke("deployment", "--stop")
     assert stopped.exit_code == 0 and "v1 stopped" in stopped.output, stopped.output
     assert not any(alive(s["pid"]) for s in state["servers"].values())
     with pytest.raises(httpx.TransportError):

@@ -23,24 +23,19 @@ from components.train.ranking import load_pinnability, score
 from components.train.retrieval import load_two_tower, pin_embeddings
 from homefeed.serve_commands import server_specs
 from pipelines.compile import golden
-from pipelines.local import load_run, run_local
 from pipelines.params import PipelineParams
 from serving.launcher import free_ports, running_servers, wait_until_ready
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 FEED_SIZE = 10
-PARAMS = PipelineParams(source="world:tiny", retrieval_epochs=2, ranking_epochs=1, ranking_max_examples=5_000)
+PARAMS = PipelineParams(source="world:tiny")  # the time split: the shared run keeps its defaults
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    runs = tmp_path_factory.mktemp("runs")
-    # a registry of the test's own (the gate then deploys: no champion yet); the servers are started by the tests
-    release = {"registry": str(tmp_path_factory.mktemp("registry")), "deploy_target": "none"}
-    done = run_local(PARAMS.model_dump() | release, runs)
-    assert load_run(runs).run_id == done.run_id  # `latest` points at it
-    return done
+def run(tiny_run):
+    """The session's run (tests/e2e/conftest.py); these tests start servers of their own on its artifacts."""
+    return tiny_run.run
 
 
 def test_every_step_ran_and_the_run_is_versioned(run):

@@ -28,17 +28,27 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 MUST_DIFFER = preset(
     "tiny+intent", intent_weight=8.0, interest_concentration=2.0, intent_minutes=180.0, requests_per_session=8.0
 )
-USERS_PER_ARM = 60
+TRAINING = {"retrieval_epochs": 2, "ranking_epochs": 2, "max_examples": 12_000}
+USERS_PER_ARM = 20  # the mechanics (what is served, logged, streamed and reported): a few users per arm show them
+POWERED_USERS_PER_ARM = 60  # the effect's sign and interval: enough users per arm to tell the arms apart
+
+
+def _experiment(root, users_per_arm: int):
+    simulate_world(MUST_DIFFER, root / "world")
+    result = run_ab(root / "world", root / "exp", days=1, users_per_arm=users_per_arm, training=TRAINING,
+                    candidates=100, log=lambda _: None)  # fmt: skip
+    return root, result
 
 
 @pytest.fixture(scope="module")
 def experiment(tmp_path_factory):
-    root = tmp_path_factory.mktemp("experiment")
-    simulate_world(MUST_DIFFER, root / "world")
-    training = {"retrieval_epochs": 2, "ranking_epochs": 2, "max_examples": 12_000}
-    result = run_ab(root / "world", root / "exp", days=1, users_per_arm=USERS_PER_ARM, training=training,
-                    candidates=100, log=lambda _: None)  # fmt: skip
-    return root, result
+    return _experiment(tmp_path_factory.mktemp("experiment"), USERS_PER_ARM)
+
+
+@pytest.fixture(scope="module")
+def powered_experiment(tmp_path_factory):
+    """The same experiment with three times the users: its own run, in the quality tier only."""
+    return _experiment(tmp_path_factory.mktemp("powered_experiment"), POWERED_USERS_PER_ARM)
 
 
 def test_the_report_has_every_metric_per_arm_and_segment_with_intervals(experiment):
@@ -93,8 +103,9 @@ def test_every_action_went_through_its_arms_stream_into_its_online_store(experim
     assert any(heads["control"][u] != heads["treatment"][u] for u in shared)
 
 
-def test_the_arm_that_reads_the_realtime_sequence_wins_where_intent_rules(experiment):
-    _, result = experiment
+@pytest.mark.quality
+def test_the_arm_that_reads_the_realtime_sequence_wins_where_intent_rules(powered_experiment):
+    _, result = powered_experiment
     assert result["report"]["design"] == "paired"
     effects = result["report"]["segments"]["all"]["effects"]
     repin, hide = effects["repin_rate"]["treatment"], effects["hide_rate"]["treatment"]

@@ -14,6 +14,10 @@ few dozen holdout users, HIT@3 repin on a few dozen requests with a repin, where
 higher than the proper one. None of these differences would be evidence on its own; what the test shows is the mechanism: the
 gate's decision follows the measured comparison, and what is registered and served follows the decision. Training
 is deterministic (fixed seeds, CPU), so the figures and the outcome are the same on every run.
+
+It makes its own four runs rather than read the session's shared one (tests/e2e/conftest.py): the gate is about what
+a run does given the runs before it, against one registry and one deployment. Like the shared run, the steps train
+in their own processes (`ray_workers=0`).
 """
 
 from __future__ import annotations
@@ -55,7 +59,7 @@ def serving_bundle(pid: int) -> str:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("retraining")
-    base = PipelineParams(source="world:tiny", gate_policy=POLICY).model_dump() | {
+    base = PipelineParams(source="world:tiny", gate_policy=POLICY, ray_workers=0).model_dump() | {
         "registry": str(root / "registry"),
         "deploy_target": f"local:{root / 'serving'}",
     }

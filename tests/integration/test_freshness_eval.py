@@ -20,6 +20,7 @@ def drifting_world(tmp_path_factory):
 
 
 @pytest.mark.slow
+@pytest.mark.quality
 def test_freshness_measures_a_stale_and_a_retrained_arm_every_day(drifting_world, tmp_path):
     out = tmp_path / "fresh"
     args = ["eval", "freshness", "--dataset", str(drifting_world), "--variants", "none", "--first-cut-day", "8"]

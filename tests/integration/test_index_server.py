@@ -18,7 +18,7 @@ from components.index.client import TOKEN_ENV, client_for, local_milvus
 from components.index.versions import live_collection
 from components.train.retrieval import RetrievalTraining, train_retrieval_local
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ from components.data.world.config import DAY_MS, preset
 from components.data.world.simulate import simulate_world
 from components.evaluate.drift_scenarios import interest_shift, lift, quiet_days, stale_model
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.quality]
 
 SEED = 1  # not the seed the thresholds were chosen on
 

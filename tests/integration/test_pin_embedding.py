@@ -15,7 +15,7 @@ from components.index.embed import embed_pins
 from components.train.examples import Catalog
 from components.train.retrieval import load_two_tower, pin_embeddings
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
@@ -66,9 +66,18 @@ def test_unknown_pin_ids_are_named_before_any_ray_work(tiny_artifacts, monkeypat
         embed_pins(tiny_artifacts["retrieval"], tiny_artifacts["data"], [0, n_pins + 3, 1, -1])
 
 
-def test_the_index_step_embeds_the_corpus_on_ray(tiny_artifacts):
+def test_without_workers_the_same_embeddings_come_from_this_process(tiny_artifacts, in_process, monkeypatch):
+    _no_ray(monkeypatch)
+    ids = np.array([5, 0, 5, 17, 3], dtype=np.int64)
+    stats: dict = {}
+    emb = embed_pins(tiny_artifacts["retrieval"], tiny_artifacts["data"], ids, batch_size=2, workers=0, stats=stats)
+    np.testing.assert_allclose(emb, in_process[ids], atol=1e-5, rtol=0)  # the same pin tower, batched otherwise
+    assert stats["engine"] == "local" and stats["workers"] == 0 and stats["pins"] == len(ids)
+
+
+def test_the_index_step_records_how_it_embedded_the_corpus(tiny_artifacts):
     info = json.loads((tiny_artifacts["index"] / steps.INDEX_FILE).read_text())
-    embedding = info["embedding"]
-    assert embedding["engine"] == "ray" and embedding["workers"] >= 1 and embedding["batch_size"] >= 1
+    embedding = info["embedding"]  # tiny_artifacts embeds in this process (embed_workers=0)
+    assert embedding["engine"] == "local" and embedding["workers"] == 0 and embedding["batch_size"] >= 1
     assert embedding["seconds"] > 0
     assert info["count"] == info["corpus"]["counts"]["served"]  # the corpus pins alone, not the whole catalogue

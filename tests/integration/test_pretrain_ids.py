@@ -1,5 +1,6 @@
 """Contrastive ID-embedding pretraining (seed 000): torchrec tables trained on Ray Train (2 CPU workers) on a window
-that ends before what they are checked against; the window is respected; the vectors predict later engagement."""
+that ends before what they are checked against; the window is respected; the vectors predict later engagement.
+The other trainings here run in this process (the suite's default, tests/conftest.py)."""
 
 import json
 
@@ -69,7 +70,9 @@ def test_pretrain_on_ray_respects_window_and_predicts_later_engagement(tiny_worl
     end = (first + last) // 2
     start = end - 6 * DAY_MS
     assert start > first  # the window cuts the data at both ends
-    summary = pretrain_ids(tiny_world, tmp_path / "ids", end, window_days=6, opts=PretrainOptions(seed=0))
+    summary = pretrain_ids(
+        tiny_world, tmp_path / "ids", end, window_days=6, opts=PretrainOptions(seed=0, num_workers=2)
+    )
 
     # outputs
     emb = load_id_embeddings(tmp_path / "ids" / "id_embeddings.pt")
@@ -111,7 +114,8 @@ def test_id_overfitting_experiment_measures_every_variant_on_both_sides_of_the_c
     assert len(result["variants"]) == 5
     for v in result["variants"].values():
         assert 0.0 <= v["holdout_hit_rate"] <= 1.0 and 0.0 <= v["train_hit_rate"] <= 1.0
-        assert v["gap"] == pytest.approx(v["train_hit_rate"] - v["holdout_hit_rate"], abs=1e-4)
+        # all three are rounded to 4 decimals, so they agree to within three half-units of the last place
+        assert v["gap"] == pytest.approx(v["train_hit_rate"] - v["holdout_hit_rate"], abs=1.6e-4)
     assert "| pretrained misaligned, dropout 0.5 |" in (tmp_path / "id_pretraining.md").read_text()
 
 

@@ -12,6 +12,8 @@ from components.evaluate.ranking_comparison import default_variants, prepare, ru
 from components.train.ranking import RankingTraining
 from homefeed.cli import main
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.mark.slow
 def test_eval_ranking_writes_the_comparison_with_the_reference_first(tiny_world, tmp_path):
@@ -40,6 +42,7 @@ def test_eval_ranking_refuses_an_unknown_variant(tiny_world, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.quality
 def test_transact_beats_the_model_without_sequence_where_short_term_intent_matters(tmp_path):
     """The Done-when run of F5: on world:tiny+intent (intents that change within the day and show in the session's
     earlier engagements), TransAct v1.1 ranks the holdout's repins clearly better than the same model without the

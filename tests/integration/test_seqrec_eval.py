@@ -26,6 +26,7 @@ def _chain_walks(path, n_chains=30, chain_len=10, n_users=400, seed=0):
     return path
 
 
+@pytest.mark.quality
 def test_the_tower_learns_the_chains_that_popularity_cannot_see(tmp_path):
     data = _chain_walks(tmp_path / "chains.txt")
     opts = training_options(epochs=30, batch_size=128, seed=0)
@@ -70,6 +71,7 @@ def test_cli_says_what_is_wrong_with_a_bad_file(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.quality
 @pytest.mark.data
 def test_movielens_100k_beats_popularity(shared_datasets, tmp_path):
     opts = training_options(epochs=2, batch_size=512, seed=0)  # 2 x 190 steps: about 30 s

@@ -13,7 +13,6 @@ import numpy as np
 import psutil
 import pytest
 from fastapi.testclient import TestClient
-from servers import serving_stack
 
 from components.data.dataset import Dataset
 from components.features.sequence import ActionLog
@@ -367,10 +366,9 @@ def test_our_command_line_flags_cannot_be_read_by_kserves_parser():
 
 
 @pytest.fixture(scope="module")
-def stack(tiny_artifacts, tmp_path_factory):
-    """The three servers as processes on loopback."""
-    with serving_stack(tiny_artifacts, tmp_path_factory.mktemp("stack"), candidates=200) as urls:
-        yield urls
+def stack(tiny_stack):
+    """The three servers as processes on loopback: the session's (tests/integration/conftest.py)."""
+    return tiny_stack
 
 
 def _post(url: str, model: str, instances: list[dict]) -> httpx.Response:

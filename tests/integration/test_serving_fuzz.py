@@ -1,22 +1,30 @@
-"""Property-based fuzzing of the three REST endpoints, v1 and v2, on real servers (the launcher's processes on
-loopback, the tiny world's artifacts): whatever a client sends, the answer is never a 5xx. Bodies are drawn from
-arbitrary JSON, from near-valid instances (real field names with values of any type, ids around the real ranges,
-so many requests are valid and go all the way through retrieval and ranking) and from v2 tensors with any name,
-shape, datatype and data."""
+"""Property-based fuzzing of the three REST endpoints, v1 and v2: whatever a client sends, the answer is never a 5xx.
+Bodies are drawn from arbitrary JSON, from near-valid instances (real field names with values of any type, ids
+around the real ranges, so many requests are valid and go all the way through retrieval and ranking) and from v2
+tensors with any name, shape, datatype and data.
+
+Most bodies go to the servers' REST application built in this process (`serving.server.rest_app`, the app
+`python -m serving` runs, through FastAPI's TestClient), with retrieval and ranking loaded here and homefeed calling
+the session's real retrieval and ranking servers; fewer go over loopback to the session's real servers
+(tests/integration/conftest.py), which adds what only a server has: its HTTP parsing and the processes' own state.
+"""
 
 from __future__ import annotations
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from servers import serving_stack
+
+from serving.server import homefeed_predictor, ranking_predictor, rest_app, retrieval_predictor
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 MODELS = ("retrieval", "ranking", "homefeed")
 FIELDS = ("user_id", "k", "n", "interests", "candidates")
-EXAMPLES = 60
+EXAMPLES = 60  # bodies per model and protocol, in this process
+HTTP_EXAMPLES = 12  # bodies per model and protocol, over loopback
 
 scalars = (
     st.none()
@@ -50,10 +58,22 @@ v2_bodies = st.fixed_dictionaries({"inputs": st.lists(tensors, max_size=3)}) | j
 
 
 @pytest.fixture(scope="module")
-def urls(tiny_artifacts, tmp_path_factory):
-    root = tmp_path_factory.mktemp("fuzz")
-    with serving_stack(tiny_artifacts, root, candidates=50) as found, httpx.Client(timeout=60) as client:
-        yield found, client
+def in_process(tiny_artifacts, tiny_stack):
+    """(path -> response) on the REST app built in this process; a server error comes back as the 500 it would be."""
+    art = tiny_artifacts
+    retrieval = retrieval_predictor(art["retrieval"], art["features"], art["index"])
+    ranking = ranking_predictor(art["ranking"], art["features"], art["index"], "cpu")
+    homefeed = homefeed_predictor(tiny_stack["retrieval"], tiny_stack["ranking"], candidates=50)
+    for model in (retrieval, ranking, homefeed):
+        model.load()
+    with TestClient(rest_app(retrieval, ranking, homefeed), raise_server_exceptions=False) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def over_http(tiny_stack):
+    with httpx.Client(timeout=60) as client:
+        yield tiny_stack, client
 
 
 def _check(response: httpx.Response, body) -> None:
@@ -68,25 +88,34 @@ def _check(response: httpx.Response, body) -> None:
 PROTOCOLS = {"v1": ("/v1/models/{}:predict", v1_bodies), "v2": ("/v2/models/{}/infer", v2_bodies)}
 
 
-@pytest.mark.parametrize("protocol", PROTOCOLS)
-@pytest.mark.parametrize("model", MODELS)
-def test_no_body_gets_a_server_error(urls, model, protocol):
-    found, client = urls
-    path, bodies = PROTOCOLS[protocol]
-    url = found[model] + path.format(model)
-
-    @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def _fuzz(post, path: str, bodies, examples: int) -> None:
+    @settings(max_examples=examples, deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(body=bodies)
     def check(body):
-        _check(client.post(url, json=body), body)
+        _check(post(path, json=body), body)
 
     check()
 
 
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize("model", MODELS)
+def test_no_body_gets_a_server_error(in_process, model, protocol):
+    path, bodies = PROTOCOLS[protocol]
+    _fuzz(in_process.post, path.format(model), bodies, EXAMPLES)
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize("model", MODELS)
+def test_no_body_gets_a_server_error_from_the_real_servers(over_http, model, protocol):
+    urls, client = over_http
+    path, bodies = PROTOCOLS[protocol]
+    _fuzz(client.post, urls[model] + path.format(model), bodies, HTTP_EXAMPLES)
+
+
 @pytest.mark.parametrize("model", MODELS)
 @pytest.mark.parametrize("raw", [b"", b"not json", b'{"instances": [', b"\xff\xfe", b"[1, 2]", b"null"])
-def test_a_body_that_is_not_a_json_object_is_a_client_error(urls, model, raw):
-    found, client = urls
+def test_a_body_that_is_not_a_json_object_is_a_client_error(over_http, model, raw):
+    found, client = over_http
     for path, _ in PROTOCOLS.values():
         url = found[model] + path.format(model)
         response = client.post(url, content=raw, headers={"content-type": "application/json"})

@@ -26,7 +26,9 @@ def test_train_evaluate_retrieval_and_ranking_on_ray(tiny_world, tmp_path):
     ds = Dataset(tiny_world)
     start, end = ds.manifest()["time_span_ms"]
     cut = end - 3 * DAY
-    summary = train_retrieval(tiny_world, tmp_path / "retrieval", cut, RetrievalTraining(epochs=1, batch_size=128))
+    summary = train_retrieval(
+        tiny_world, tmp_path / "retrieval", cut, RetrievalTraining(epochs=1, batch_size=128, num_workers=2)
+    )
     assert np.isfinite(summary["train_loss"]) and summary["train_examples"] > 256
     assert {"model.pt", "config.json", "train_metrics.json"} <= {p.name for p in (tmp_path / "retrieval").iterdir()}
 
@@ -43,7 +45,7 @@ def test_train_evaluate_retrieval_and_ranking_on_ray(tiny_world, tmp_path):
     assert all(0.0 <= v <= 1.0 for v in (*rec["recall"].values(), *rec["popularity_recall"].values()))
     assert rec["recall"]["100"] >= rec["recall"]["10"]
 
-    opts = RankingTraining(epochs=1, batch_size=128, max_examples=4_000)
+    opts = RankingTraining(epochs=1, batch_size=128, max_examples=4_000, num_workers=2)
     summary = train_ranking(tiny_world, tmp_path / "ranking", tmp_path / "user_emb.npy", start, cut, opts)
     assert summary["train_examples"] == 4_000 and np.isfinite(summary["train_loss"])
     model, user_emb = load_pinnability(tmp_path / "ranking")
@@ -55,9 +57,14 @@ def test_train_evaluate_retrieval_and_ranking_on_ray(tiny_world, tmp_path):
     json.dumps(rank)  # results are plain JSON
 
 
-def test_the_same_training_runs_in_one_process_without_ray(tiny_world, tmp_path):
+def test_the_same_training_runs_in_one_process_without_ray(tiny_world, tmp_path, monkeypatch):
+    from components.train import ray_runner
     from components.train.retrieval import train_retrieval_local
 
+    def refuse(*_args, **_kwargs):
+        raise AssertionError("a Ray instance was started")
+
+    monkeypatch.setattr(ray_runner, "ensure_ray", refuse)  # Ray Train's local mode needs none
     ds = Dataset(tiny_world)
     cut = ds.manifest()["time_span_ms"][1] - 3 * DAY
     summary = train_retrieval_local(tiny_world, tmp_path, cut, RetrievalTraining(epochs=1, batch_size=128))

@@ -31,7 +31,7 @@ from serving.launcher import free_ports
 from serving.ui.report import latest_report
 from serving.ui.stack import Artifacts, ui_app
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 CHROMEDRIVER = "/usr/bin/chromedriver"  # Debian's chromium-driver: Selenium Manager must not download one
 SCREENSHOT_ENV = "HOMEFEED_UI_SCREENSHOT"

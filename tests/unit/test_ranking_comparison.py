@@ -1,9 +1,12 @@
 """The figures of `homefeed eval ranking` on hand-made cases."""
 
 import numpy as np
+import pytest
 
 from components.evaluate.ranking_comparison import concentration, measure
 from models.ranking.pinnability import BLEND, HEADS
+
+pytestmark = pytest.mark.unit
 
 
 def test_concentration_counts_top3_pins_in_the_last_actions_interest():
