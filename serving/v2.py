@@ -59,8 +59,10 @@ def instances(request: InferRequest, schema: Schema) -> list[dict]:
             raise InvalidInput(f"inputs.{tensor.name}: expected an integer datatype (INT64), got {tensor.datatype}")
         try:
             given[tensor.name] = np.asarray(tensor.as_numpy())
-        except (ValueError, TypeError) as exc:
-            raise InvalidInput(f"inputs.{tensor.name}: data does not fit shape {tensor.shape}: {exc}") from exc
+        except (ValueError, TypeError, OverflowError) as exc:  # numpy: OverflowError for -1 as UINT8
+            raise InvalidInput(
+                f"inputs.{tensor.name}: data does not fit {tensor.datatype} of shape {tensor.shape}: {exc}"
+            ) from exc
     rows = _rows(given, schema)
     out: list[dict] = [{} for _ in range(rows)]
     for name, values in given.items():

@@ -38,7 +38,9 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 POLICY = json.dumps({"recall@100": {"direction": "higher", "tolerance": 0.01}})
 WEAK = {"retrieval_epochs": 1, "ranking_epochs": 1, "ranking_max_examples": 1_000}
-PROPER = {"retrieval_epochs": 3, "ranking_epochs": 2, "ranking_max_examples": 30_000}
+# On the tiny world's 14-day window, recall@100 measured 0.116 after 1 retrieval epoch, 0.086 after 3 and 0.308
+# after 12 (one process, seed 0): far apart, so the comparison does not hang on rounding.
+PROPER = {"retrieval_epochs": 12, "ranking_epochs": 2, "ranking_max_examples": 30_000}
 USERS = [3, 17, 42]
 
 

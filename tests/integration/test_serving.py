@@ -276,6 +276,8 @@ V2_BAD = [
     ("retrieval", [_v2("user_id", [1]), _v2("kk", [5])], "inputs.kk"),
     ("retrieval", [_v2("user_id", [1.5], datatype="FP32")], "inputs.user_id"),
     ("retrieval", [_v2("user_id", [1, 2], [3])], "inputs.user_id"),
+    ("retrieval", [_v2("user_id", [-1], datatype="UINT8")], "inputs.user_id"),  # out of the type's range (fuzzing)
+    ("ranking", [_v2("user_id", [1]), _v2("candidates", [441], datatype="UINT8")], "inputs.candidates"),
     ("retrieval", [_v2("user_id", [1, 2]), _v2("k", [5, 5, 5])], "inputs.k"),
     ("retrieval", [_v2("user_id", [1]), _v2("k", [0])], "instances[0].k"),
     ("ranking", [_v2("user_id", [1]), _v2("candidates", [1, 2])], "inputs.candidates"),
