@@ -1,6 +1,6 @@
-"""F6: approximate top-100 from the pin index (Milvus Lite, HNSW) against exact top-100 with numpy, core for core.
+"""Approximate top-100 from the pin index (Milvus Lite, HNSW) against exact top-100 with numpy, core for core.
 
-Target (issue F6): on a 1M-pin, 64-d corpus, ANN recall@100 >= 0.95 against exact search, at >= 20x lower latency
+Target: on a 1M-pin, 64-d corpus, ANN recall@100 >= 0.95 against exact search, at >= 20x lower latency
 than exact top-k with numpy on one core; and the same with an interest filter.
 
 Corpus: N unit vectors in 64-d around 32 interest centroids (pin = centroid + gaussian noise about as long as the

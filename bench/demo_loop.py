@@ -96,8 +96,8 @@ def _markdown(result: dict) -> str:
 |---|---|---|---|
 {chr(10).join(rows)}
 
-Offline evaluation on the last day (holdout), model vs baseline; the models are the walking skeleton's, tuned in F4
-and F5:
+Offline evaluation on the last day (holdout), model vs baseline; the models are the walking skeleton's, tuned
+by the retrieval and ranking comparisons:
 
 | metric | model | baseline |
 |---|---|---|

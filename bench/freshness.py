@@ -4,7 +4,7 @@ world without drift, with slow drift and with a sudden interest shift (`python -
 
 Every world is world:small with the intent scenario (so the realtime sequence matters, as in the paper); `+drift`
 moves tastes 5% a day towards a second taste, `+shift` moves half the users onto 3 long-tail interests on day 17.
-The monitoring issue (F8) reads the JSON.
+docs/monitoring.md cites the JSON.
 """
 
 from __future__ import annotations

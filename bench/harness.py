@@ -1,4 +1,4 @@
-"""Benchmark plumbing: a description of the machine, and results written as JSON (for tools and the README) plus
+"""Benchmark plumbing: a description of the machine, and results written as JSON (for tools and docs/results.md) plus
 a markdown table (for people) under bench/results/."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Pretrained ID embeddings against dropout and the pretraining window, on the default world: what
-`homefeed eval ids --source world:small` prints, kept in bench/results/ for the README.
+`homefeed eval ids --source world:small` prints, kept in bench/results/ for docs/results.md.
 
 Run: `python -m bench.id_pretraining` (about 5 minutes on 2 cores).
 """

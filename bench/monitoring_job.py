@@ -1,4 +1,4 @@
-"""The daily monitoring job on a day of about a million impressions (F8's target: at most 60 s on this machine),
+"""The daily monitoring job on a day of about a million impressions (the target: at most 60 s on this machine),
 beside the same job reading every row as the baseline (`python -m bench.monitoring_job`, about 10 minutes).
 
 The world: 100,000 users, 500,000 pins and 9M events over 8 days, so the last day holds about 1.15M impressions and

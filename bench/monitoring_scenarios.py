@@ -1,4 +1,4 @@
-"""F8's drift scenarios per seed (`python -m bench.monitoring_scenarios [SEED...]`, about 5 minutes a seed): where
+"""The drift scenarios per seed (`python -m bench.monitoring_scenarios [SEED...]`, about 5 minutes a seed): where
 the default trigger thresholds come from (seed 0) and how they hold on a seed they were not chosen on (seed 1, the
 one the scenario tests run). components/evaluate/drift_scenarios.py replays each scenario.
 

@@ -1,4 +1,4 @@
-"""F10's target: on the default world (world:small), an A/B test served through the real stack, control = the
+"""The online experiment's target: on the default world (world:small), an A/B test served through the real stack, control = the
 ranking model without the realtime sequence, treatment = TransAct v1.1, both trained the same way on the world's
 history. The seed reports that TransAct raised repins and lowered hides online, with a larger repin gain for
 non-core users; this measures whether our world and stack show the same direction, and says so either way.
@@ -90,7 +90,7 @@ def markdown(r: dict) -> str:
         else f"{r['users_per_arm']} users per arm (split design: a live A/B test)"
     )
     trained = "models reused from an earlier run" if r.get("models_reused") else "training included"
-    return f"""### Online experiment: TransAct against no sequence, served through the real stack (F10)
+    return f"""### Online experiment: TransAct against no sequence, served through the real stack
 
 world:{r["world"]} (seed {r["seed"]}), {who}, {r["days"]} simulated days: {r["pages"]:,} pages, {r["events"]:,}
 events fed back through the stream processor; serving {r["serving_s"]:.0f} s, {r["wall_s"]:.0f} s in all ({trained}).

@@ -1,5 +1,5 @@
 """Seed 003's comparison table on our data: Pinnability with each sequence module, 3 seeds each, on world:medium and
-on MovieLens-100K (when ../shared/datasets is there), kept in bench/results/ for the README.
+on MovieLens-100K (when ../shared/datasets is there), kept in bench/results/ for docs/results.md.
 
 The variants train with torch alone, so the training half runs wherever a GPU is. On 2 CPU cores one TransAct epoch
 over 50k impressions takes minutes, and the table needs 33 trainings per dataset; the published tables were
@@ -69,7 +69,7 @@ def publish(results_dir: Path) -> None:
         )
         # where the variants trained: the examples were prepared on this machine, the training ran on result's device
         result["machine"] = {"trained_on": result["device"]}
-        label = source if source.startswith("world") else source.split(":")[0]  # no local paths in the README
+        label = source if source.startswith("world") else source.split(":")[0]  # no local paths in docs/results.md
         md = markdown(result).replace("(`homefeed eval ranking`)", f"(`homefeed eval ranking`, {label})")
         write_result(f"ranking_eval_{name}", result, md + f"\nReproduce: {result['command']}.\n")
 

@@ -1,5 +1,5 @@
 """The retrieval variants side by side on the medium world: what `homefeed eval retrieval --source world:medium`
-prints, kept in bench/results/ so the README's table is generated from a measured run.
+prints, kept in bench/results/ so docs/results.md's table is generated from a measured run.
 
 Run: `python -m bench.retrieval_eval` (about 10 minutes on 2 cores).
 """

@@ -1,11 +1,11 @@
-"""`make bench`: run every benchmark, then regenerate the README's results section from the JSON they wrote."""
+"""`make bench`: run every benchmark, then regenerate docs/results.md from the JSON they wrote."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 
-from bench.readme import update_readme
+from bench.results_page import write_page
 
 # bench.ranking_eval and bench.ranking_serving are not in this list: the first's 66 trainings take hours on 2 CPU
 # cores, and the second measures a GPU; both ran on an H200 through the device tool (see their docstrings)
@@ -30,7 +30,7 @@ def main() -> None:
     for argv in BENCHMARKS:
         print(f"== {' '.join(argv)}", flush=True)
         subprocess.run([sys.executable, "-m", *argv], check=True)
-    update_readme()
+    write_page()
 
 
 if __name__ == "__main__":

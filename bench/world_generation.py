@@ -1,4 +1,4 @@
-"""World generation at the F1 target size (100k users, 1M pins, 10M events): wall time and peak memory, and the
+"""World generation at the target size (100k users, 1M pins, 10M events): wall time and peak memory, and the
 event-generation throughput against the per-request loop baseline (bench/baselines/world_loop.py).
 
 Each measurement runs in its own process, so peak memory is that of the generation alone.

@@ -12,7 +12,7 @@ No `from __future__ import annotations` here: KFP reads the artifact types from 
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Model, Output
 
-# The project image (Dockerfile, F9). Its tag follows the package version, so a pipeline compiled from a release
+# The project image (Dockerfile). Its tag follows the package version, so a pipeline compiled from a release
 # runs the code it was compiled from. kfp is in the image, so the component need not pip-install it at start-up.
 IMAGE = "ghcr.io/homefeed-platform/homefeed:0.1.0"
 

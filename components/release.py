@@ -33,7 +33,7 @@ MODEL_NAME = "homefeed"
 BUNDLE_PARTS = ("retrieval", "ranking", "index")
 EVALUATION_FILE = "evaluation.json"
 DECISION_FILE = "decision.json"
-# The InferenceServices a cluster deploy moves to the new version (manifests/, F9), named like the models they serve.
+# The InferenceServices a cluster deploy moves to the new version (manifests/), named like the models they serve.
 # Both get the bundle's URI: the storage initializer puts it under /mnt/models, and each predictor reads its own
 # folder there (retrieval/ or ranking/) and the shared index/.
 INFERENCE_SERVICES = ("retrieval", "ranking")

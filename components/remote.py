@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 BACKENDS = ("local", "kuberay")
-WORKSPACE_PVC = "homefeed-work"  # created by the manifests (F9)
+WORKSPACE_PVC = "homefeed-work"  # created by the manifests
 WORKSPACE_MOUNT = "/mnt/homefeed-work"
 CALL_FILE, RESULT_FILE = "call.json", "result.json"
 

@@ -3,7 +3,7 @@
 It runs homefeed_training through kfp.local, starts the retrieval, ranking and homefeed model servers on the run's
 artifacts (loopback, free ports), asks the homefeed endpoint for three users' feeds over REST and prints them next
 to the users' interests and recent actions as the online store holds them, then stops the servers it started.
-`demo.json` in the run directory keeps what was shown and the per-step times (the README's tables read it).
+`demo.json` in the run directory keeps what was shown and the per-step times (docs/results.md's tables read it).
 """
 
 from __future__ import annotations

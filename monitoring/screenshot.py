@@ -1,6 +1,6 @@
 """A PNG of the monitoring dashboard: Evidently's UI on the workspace, rendered by a headless Chromium.
 
-Used for the README's picture (`homefeed monitor screenshot`); the UI is the one `homefeed monitor ui` serves, so the
+Used for the picture in docs/monitoring.md (`homefeed monitor screenshot`); the UI is the one `homefeed monitor ui` serves, so the
 picture shows what a user sees. Chromium is Debian's package (`apt-get install chromium`); without it this says so.
 Evidently draws its plots after the page has loaded, so Chromium is given a virtual-time budget and composites
 every stage before it captures (without these flags the lines are not drawn yet).

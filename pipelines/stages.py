@@ -12,7 +12,7 @@ from kfp import dsl, kubernetes
 from components import kfp_components as c
 from components.remote import WORKSPACE_MOUNT, WORKSPACE_PVC
 
-# The registry's S3 credentials (manifests/, F9), as the environment boto3 reads. Optional: a registry on a mounted
+# The registry's S3 credentials (manifests/), as the environment boto3 reads. Optional: a registry on a mounted
 # path needs none, and a missing Secret must not stop such a run.
 REGISTRY_SECRET = "homefeed-registry-s3"
 REGISTRY_ENV = {k: k for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL")}

@@ -1,4 +1,4 @@
-"""F8's drift scenarios on the simulated world: the monitoring job and the trigger policy replayed over past days,
+"""The drift scenarios on the simulated world: the monitoring job and the trigger policy replayed over past days,
 as `homefeed monitor run --trigger` would have run them each day. The scenario tests assert on these results
 (tests/integration/test_monitoring_scenarios.py), and `python -m bench.monitoring_scenarios` reports them per seed,
 with the figures the default thresholds were chosen from (monitoring/trigger.py).

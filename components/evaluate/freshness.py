@@ -15,7 +15,7 @@ without the sequence, and settled on retraining twice a week. This measures the 
   (model - random) / (ground truth - random), the share of the achievable gain over random that the model gets.
 
 Decay is the stale arm's lift share falling with its age; recovery is the retrained arm's lift share against the
-stale arm's on the same days. The monitoring issue (F8) reads the JSON this writes.
+stale arm's on the same days. docs/monitoring.md cites the JSON this writes.
 """
 
 from __future__ import annotations

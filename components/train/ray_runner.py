@@ -1,7 +1,7 @@
 """Run a torch training loop on Ray Train and collect its final checkpoint into the artifact store.
 
 Locally this starts (or joins) a Ray instance on this machine; in a cluster the same call runs inside a KubeRay
-RayJob, where `ray.init()` attaches to the job's cluster (issue F7). Data goes to workers as a file path: every
+RayJob, where `ray.init()` attaches to the job's cluster. Data goes to workers as a file path: every
 worker reads its own shard, so nothing large passes through the object store.
 """
 

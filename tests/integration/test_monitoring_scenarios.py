@@ -1,4 +1,4 @@
-"""F8's drift scenarios on the simulated world, through the monitoring job and the default trigger policy
+"""The drift scenarios on the simulated world, through the monitoring job and the default trigger policy
 (components/evaluate/drift_scenarios.py replays them; bench/monitoring_scenarios.py reports them per seed).
 
 The default thresholds were chosen by looking at seed 0 of these worlds; these tests run seed 1, so they check the

@@ -44,7 +44,7 @@ def test_eval_ranking_refuses_an_unknown_variant(tiny_world, tmp_path):
 @pytest.mark.slow
 @pytest.mark.quality
 def test_transact_beats_the_model_without_sequence_where_short_term_intent_matters(tmp_path):
-    """The Done-when run of F5: on world:tiny+intent (intents that change within the day and show in the session's
+    """The ranking comparison's claim: on world:tiny+intent (intents that change within the day and show in the session's
     earlier engagements), TransAct v1.1 ranks the holdout's repins clearly better than the same model without the
     realtime sequence. Seeded, so the margin is a property of the code, not of luck (measured +20%; the
     bar is +8%)."""

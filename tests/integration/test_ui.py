@@ -2,7 +2,7 @@
 retrieval and ranking servers as processes, actions through the real stream processor; the API with httpx and the
 page itself in headless Chromium driven by Selenium.
 
-Set HOMEFEED_UI_SCREENSHOT=path.png to keep a picture of the page (the README's).
+Set HOMEFEED_UI_SCREENSHOT=path.png to keep a picture of the page (the one in docs/experiments.md).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The platform's rules for what may run (issue F9): Pod Security "restricted", requests and limits, images,
+"""The platform's rules for what may run: Pod Security "restricted", requests and limits, images,
 secrets, RBAC, GPUs. Each check takes a target's objects and returns violations, one string each, naming the object
 (Kind/name), where the pod spec is, the container and the field, so a failing test says exactly what to fix.
 
@@ -196,7 +196,7 @@ def looks_secret(name: str) -> bool:
 
 
 def no_secret_data(objects: list[dict[str, Any]]) -> list[str]:
-    """Secrets are created out of band (README); the manifests never carry their values."""
+    """Secrets are created out of band (docs/deploy.md); the manifests never carry their values."""
     return [
         f"{describe(obj)}: {field} is set (create the Secret out of band; reference it)"
         for obj in objects

@@ -1,4 +1,4 @@
-"""The F6 ANN bench's own pieces: the exact baseline it compares against and its recall count."""
+"""The ANN bench's own pieces: the exact baseline it compares against and its recall count."""
 
 import numpy as np
 import pytest

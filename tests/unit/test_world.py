@@ -182,7 +182,7 @@ def test_scenarios_add_behaviour_to_a_size_preset_and_unknown_names_are_refused(
 
 
 def test_in_the_intent_scenario_the_latest_engagement_reveals_what_gets_repinned(tmp_path):
-    """What F5's "world where short-term intent matters" means, measured on the ground truth: a request's repins
+    """What the ranking comparison's "world where short-term intent matters" means, measured on the ground truth: a request's repins
     share the interest of the user's engagement just before more often there than in the default world."""
 
     def share(name: str) -> float:

@@ -131,7 +131,7 @@ PRESETS: dict[str, dict] = {
 
 # Scenarios change behaviour knobs and add to any size preset ("small+intent", "medium+intent+drift").
 SCENARIOS: dict[str, dict] = {
-    # Short-term intent that matters and that the realtime sequence reveals (seed 003's premise, F5's test world):
+    # Short-term intent that matters and that the realtime sequence reveals (seed 003's premise; the ranking comparison's test world):
     # broader tastes (so the long-term taste does not give the intent away), a strong intent term, intents that
     # last a 45-minute visit, and longer sessions whose earlier engagements show it. tests/unit/test_world.py checks
     # that a repin shares the interest of the engagement just before it clearly more often than in the default world.
