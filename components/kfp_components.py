@@ -12,12 +12,11 @@ No `from __future__ import annotations` here: KFP reads the artifact types from 
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Model, Output
 
-# The project image (Dockerfile). Its tag follows the package version, so a pipeline compiled from a release
-# runs the code it was compiled from. kfp is in the image, so the component need not pip-install it at start-up.
-IMAGE = "ghcr.io/homefeed-platform/homefeed:0.1.0"
+from components.remote import IMAGE
 
 
 def _component(fn):
+    # kfp is in the image, so the component need not pip-install it at start-up
     return dsl.component(base_image=IMAGE, install_kfp_package=False)(fn)
 
 

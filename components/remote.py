@@ -24,6 +24,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+# The project image (Dockerfile) that every pipeline task and RayJob runs. Its tag follows the package version, so a
+# pipeline compiled from a release runs the code it was compiled from.
+IMAGE = "ghcr.io/homefeed-platform/homefeed:0.1.0"
 BACKENDS = ("local", "kuberay")
 WORKSPACE_PVC = "homefeed-work"  # created by the manifests
 WORKSPACE_MOUNT = "/mnt/homefeed-work"
@@ -82,7 +85,6 @@ def rayjob_spec(step: str, job_id: str, backend: RayBackend, call_file: str, nam
     shared workspace volume on every Ray pod. manifests/templates/rayjob.yaml is this for one step, rendered
     (tests/manifests check that it still is)."""
     from components.cluster.rayjob import RayJobSpec, rayjob_name
-    from components.kfp_components import IMAGE
 
     slug = step.replace("_", "-")
     return RayJobSpec(
