@@ -20,9 +20,8 @@ import numpy as np
 import pandas as pd
 from feast import FeatureStore
 
-from components.data.contracts import ACTIONS, SEGMENTS
-from components.features.sequence import PAD_ACTION, PAD_PIN, SEQ_LEN
 from components.features.store import online_user_features
+from models.schema import ACTIONS, PAD_ACTION, PAD_PIN, SEGMENTS, SEQ_LEN
 
 HIDE = ACTIONS.index("hide")
 NEW = SEGMENTS.index("new")  # the segment of a user without a profile

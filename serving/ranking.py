@@ -38,7 +38,8 @@ import torch
 from feast import FeatureStore
 
 from components.train.ranking import load_pinnability
-from models.ranking.pinnability import BLEND, HEADS
+from models.ranking.pinnability import BLEND, HEADS, PinnabilityConfig, read_config
+from models.schema import N_SEGMENTS, SEQ_LEN
 from serving import observe
 from serving.corpus import ServingCorpus
 from serving.online import OnlineUsers, online_users, without_features
@@ -58,6 +59,17 @@ SCHEMA = Schema(
 
 def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def check_contract(cfg: PinnabilityConfig, model_dir: Path) -> None:
+    """A ValueError at load for a model built for other sequences or segments than this server reads
+    (models/schema.py): it would otherwise be fed sequences cut or padded to its length, or segment codes it
+    never learnt, and answer without an error."""
+    built = {"sequence length": cfg.sequence.seq_len, "segments": cfg.n_segments}
+    served = {"sequence length": SEQ_LEN, "segments": N_SEGMENTS}
+    wrong = [f"{name} {built[name]} (this server: {served[name]})" for name in built if built[name] != served[name]]
+    if wrong:
+        raise ValueError(f"{model_dir}: the ranking model was built for {', '.join(wrong)}; see models/schema.py")
 
 
 class RankingPredictor(kserve.Model):
@@ -83,6 +95,7 @@ class RankingPredictor(kserve.Model):
         self.blend = np.array([BLEND[h] for h in HEADS], dtype=np.float32)
 
     def load(self) -> bool:
+        check_contract(read_config(self.model_dir), self.model_dir)  # before the weights, whose shapes follow it
         model, user_emb = load_pinnability(self.model_dir)
         mode = "reduce-overhead" if self.compile and self.device.type == "cuda" else None
         self.scorer = Scorer(model, self.device, self.dtype, compile=self.compile, grouped=True, compile_mode=mode)

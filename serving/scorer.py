@@ -22,10 +22,10 @@ import numpy as np
 import torch
 
 from models.ranking.pinnability import HEADS, Pinnability
+from models.schema import PAD_ACTION, PAD_PIN
 
 DTYPES = ("auto", "fp32", "bf16")
 MAX_CANDIDATES = 1000  # the most candidates one ranking request may hold per user (serving/ranking.py's limit)
-PAD_PIN, PAD_ACTION = -1, 0  # the data's sequence padding (components.features.sequence; models/ stays data-free)
 # Pair-count buckets under torch.compile: powers of two below 128, then multiples of 128 (waste < 128 pairs, 11
 # buckets up to 1,024), then multiples of 1,024 for multi-user requests.
 SMALL_BUCKET, STEP, LARGE_STEP = 16, 128, 1024

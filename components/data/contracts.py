@@ -14,34 +14,15 @@ import json
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-
-class Action(StrEnum):
-    """What a user did with a pin. Click, repin and hide happen only on an impressed pin."""
-
-    IMPRESSION = "impression"
-    CLICK = "click"
-    REPIN = "repin"
-    HIDE = "hide"
-
-
-class Segment(StrEnum):
-    """User segments of seed 003; everything but core is 'non-core'."""
-
-    CORE = "core"
-    CASUAL = "casual"
-    NEW = "new"
-    RESURRECTED = "resurrected"
-
-
-ACTIONS: tuple[str, ...] = tuple(a.value for a in Action)
-SEGMENTS: tuple[str, ...] = tuple(s.value for s in Segment)
+# What a user did with a pin (click, repin and hide happen only on an impressed pin) and the user segments: declared
+# once, in the shared schema, with their codes.
+from models.schema import ACTIONS, SEGMENTS  # noqa: F401  (re-exported: the data layer's importers read them here)
 
 # Timestamps are UTC epoch milliseconds. The bounds catch the common mistake of epoch seconds (a 2020 time in
 # seconds reads as January 1970 in milliseconds, below every lower bound) and garbage far in the future. Content

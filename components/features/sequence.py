@@ -14,12 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from components.data.contracts import ACTIONS
+from models.schema import ACTIONS, PAD_ACTION, PAD_PIN, SEQ_LEN, SEQUENCE_ACTIONS  # noqa: F401  (re-exported)
 
-SEQ_LEN = 100
-SEQUENCE_ACTIONS = ("click", "repin", "hide")  # impressions are not actions a user took
-PAD_PIN = -1
-PAD_ACTION = 0
 _TS_BITS = 40  # about 34 years of milliseconds relative to the earliest time involved
 _MAX_USER = 1 << (63 - _TS_BITS)
 

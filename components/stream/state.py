@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from components.data.contracts import ACTIONS
-from components.features.sequence import PAD_ACTION, PAD_PIN, SEQ_LEN, SEQUENCE_ACTIONS, Sequences
+from components.features.sequence import Sequences
+from models.schema import ACTIONS, PAD_ACTION, PAD_PIN, SEQ_LEN, SEQUENCE_ACTIONS
 
 _SEQUENCE_CODES = frozenset(ACTIONS.index(a) for a in SEQUENCE_ACTIONS)
 

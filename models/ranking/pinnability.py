@@ -37,6 +37,7 @@ from torch import nn
 
 from models.layers import CrossNetV2, FrozenEmbedding, mlp
 from models.ranking.sequence import SequenceConfig, grouped_sequence, make_sequence_module, model_actions
+from models.schema import N_SEGMENTS
 
 HEADS = ("click", "repin", "hide")
 HEAD_WEIGHTS = {"click": 1.0, "repin": 2.0, "hide": 1.0}  # repin is the engagement the seed optimises for
@@ -50,7 +51,7 @@ STATE_FILE, CONFIG_FILE, PROGRAM_FILE = "model.pt", "config.json", "model.pt2"
 @dataclass
 class PinnabilityConfig:
     n_interests: int
-    n_segments: int = 4
+    n_segments: int = N_SEGMENTS
     hidden: tuple[int, ...] = (128, 64)
     cross_layers: int = 2
     # Low-rank DCN v2 (rank of each cross layer's weight; None = full rank). Full rank over TransAct v1.1's
@@ -203,10 +204,15 @@ def example_inputs(model: Pinnability, batch: int) -> tuple[torch.Tensor, ...]:
     )
 
 
+def read_config(path_dir: Path) -> PinnabilityConfig:
+    """The config `export` wrote, without loading the weights."""
+    return PinnabilityConfig.from_dict(json.loads((Path(path_dir) / CONFIG_FILE).read_text()))
+
+
 def load(path_dir: Path, map_location: str | torch.device = "cpu") -> Pinnability:
     """Rebuild from `export`'s files, in eval mode. The content table and user_dim come from the state dict."""
     path_dir = Path(path_dir)
-    cfg = PinnabilityConfig.from_dict(json.loads((path_dir / CONFIG_FILE).read_text()))
+    cfg = read_config(path_dir)
     state = torch.load(path_dir / STATE_FILE, map_location=map_location, weights_only=True)
     table = state["content.table"]
     d = table.shape[1]

@@ -35,9 +35,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.schema import N_ACTIONS, PAD_INDEX, SEQ_LEN
+
 KINDS = ("none", "avgpool", "cnn", "rnn", "lstm", "transformer", "transact_v10", "transact_v11")
-N_ACTIONS = 4  # len(components.data.contracts.ACTIONS); models/ stays free of data-layer imports
-PAD_INDEX = N_ACTIONS  # the model's padding code: one row past the real actions
 
 
 @dataclass
@@ -55,7 +55,7 @@ class SequenceConfig:
     ffn_dim: int = 32
     dropout: float = 0.1
     first_k: int = 10
-    seq_len: int = 100
+    seq_len: int = SEQ_LEN
     action_embedding: bool = True
     early_fusion: bool = True
     time_window_mask: bool = True

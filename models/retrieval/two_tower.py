@@ -33,6 +33,7 @@ from models.layers import FrozenEmbedding, mlp
 from models.retrieval.crossing import make_crossing
 from models.retrieval.losses import sampled_softmax
 from models.retrieval.multi_embedding import CapsuleClustering, top_representative
+from models.schema import N_SEGMENTS
 
 USER_FIELDS = ("user_id", "seq_pin_ids", "seq_content", "segment", "declared")  # + "condition" when conditional
 SEQ_FIELDS = slice(1, 3)  # the two fields pooled over the sequence; per-capsule vectors pool them again
@@ -44,7 +45,7 @@ class TwoTowerConfig:
     n_users: int
     n_pins: int
     n_interests: int
-    n_segments: int = 4
+    n_segments: int = N_SEGMENTS
     id_dim: int = 32
     field_dim: int = 32
     out_dim: int = 64

@@ -16,9 +16,8 @@ from pathlib import Path
 import numpy as np
 from feast import FeatureStore
 
-from components.data.contracts import ACTIONS, SEGMENTS
 from components.data.dataset import Dataset
-from components.features.sequence import PAD_PIN, SEQ_LEN
+from models.schema import ACTIONS, PAD_PIN, SEGMENTS, SEQ_LEN
 from serving.online import declared_interests, online_users
 
 

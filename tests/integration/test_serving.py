@@ -5,6 +5,8 @@ and the homefeed over real loopback processes started by the launcher."""
 from __future__ import annotations
 
 import contextlib
+import json
+import shutil
 import socket
 
 import httpx
@@ -452,3 +454,23 @@ def test_the_launcher_reports_a_server_that_dies_while_loading(tmp_path):
     spec = ServerSpec("ranking", ["ranking", *absent])
     with pytest.raises(ServerFailed, match="is not a ranking model directory"), running_servers([spec], tmp_path):
         pass
+
+
+@slow
+@pytest.mark.parametrize(("field", "value", "said"), [
+    (("sequence", "seq_len"), 50, r"built for sequence length 50 \(this server: 100\)"),
+    (("n_segments",), 5, r"built for segments 5 \(this server: 4\)"),
+])  # fmt: skip
+def test_a_ranking_model_built_for_another_contract_is_refused_at_load(tiny_artifacts, tmp_path, field, value, said):
+    model_dir = shutil.copytree(tiny_artifacts["ranking"], tmp_path / "ranking")
+    config = json.loads((model_dir / "config.json").read_text())
+    *path, name = field
+    target = config
+    for key in path:
+        target = target[key]
+    target[name] = value
+    (model_dir / "config.json").write_text(json.dumps(config))
+    predictor = ranking_predictor(model_dir, tiny_artifacts["features"], tiny_artifacts["index"], "cpu")
+    with pytest.raises(ValueError, match=said):
+        predictor.load()
+    assert not predictor.ready

@@ -171,3 +171,12 @@ def test_categorical_and_plain_strings_validate_alike():
     cat = plain.assign(action=pd.Categorical(plain["action"].where(plain.index != 0, "like")))
     assert validate(cat, EVENT).rejects[0].row == 0
     assert set(contracts.ACTIONS) == {"impression", "click", "repin", "hide"}
+
+
+def test_the_shared_schema_pads_with_codes_no_real_action_uses():
+    from models import schema
+
+    assert set(schema.SEQUENCE_ACTIONS) < set(schema.ACTIONS)
+    assert schema.ACTIONS[schema.PAD_ACTION] not in schema.SEQUENCE_ACTIONS  # the data's pad code: never in a sequence
+    assert len(schema.ACTIONS) == schema.PAD_INDEX  # the models' pad code: one past every real action
+    assert schema.PAD_PIN < 0 and schema.SEQ_LEN == 100 and schema.N_SEGMENTS == len(schema.SEGMENTS) == 4
