@@ -267,8 +267,7 @@ def index_pins(
     the uri relative to `out_dir`. For a server: the uri, and the version this bundle built, never the alias, which
     is recorded as "alias" for other readers (why: the comment on `info` below).
     `hnsw`: the build parameters (`M`, `efConstruction`; Milvus' defaults otherwise), recorded there too.
-    `embed_workers`: Ray actors for the embedding (None: sized to the corpus, or 0 where $HOMEFEED_RAY_WORKERS
-    is 0; 0: in this process, without Ray).
+    `embed_workers`: Ray actors for the embedding (None: embed_pins' default; 0: in this process, without Ray).
     """
     from components.index.client import check_server_uri
     from components.index.corpus import build_corpus, read_corpus
@@ -285,8 +284,6 @@ def index_pins(
     ids = pins.pin_id.to_numpy()
     # only the corpus pins, by batch inference of the pin tower on Ray (components/index/embed.py)
     embedding: dict = {}
-    if embed_workers is None and _workers(None) == 0:
-        embed_workers = 0
     emb = embed_pins(retrieval_dir, dataset_dir, ids, workers=embed_workers, stats=embedding)
     out_dir.mkdir(parents=True, exist_ok=True)
     uri = index_uri or str((out_dir / MILVUS_FILE).resolve())

@@ -94,13 +94,15 @@ def embed_pins(
 ) -> np.ndarray:
     """[len(pin_ids), out_dim] float32 pin-tower embeddings, row i for `pin_ids[i]`, computed on Ray by `workers`
     actors (default: one per PINS_PER_WORKER pins, at most DEFAULT_MAX_WORKERS; never more than the batches or the
-    cluster's CPUs) in batches of `batch_size`; `workers=0` embeds the same batches in this process, without Ray.
+    cluster's CPUs; none where $HOMEFEED_RAY_WORKERS is 0) in batches of `batch_size`; `workers=0` embeds the same
+    batches in this process, without Ray.
 
     Ray is started on this machine, or attached to the cluster at `address`, once per process (`ensure_ray`).
     Unknown pin ids raise a ValueError before any Ray work. `stats`, when given, is filled with what the run used
     and its wall time: {"engine", "workers", "batch_size", "pins", "seconds"}.
     """
     from components.train.ray_runner import ensure_ray
+    from components.train.worker import default_workers
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
@@ -111,11 +113,13 @@ def embed_pins(
     cfg = _model_config(retrieval_dir)
     out = np.zeros((len(pin_ids), int(cfg["out_dim"])), dtype=np.float32)
     _check_known(dataset_dir, pin_ids, int(cfg["n_pins"]))
-    if len(pin_ids) == 0 or workers == 0:
-        if len(pin_ids):
-            tower = _PinTower(str(retrieval_dir), str(dataset_dir), actor=False)
-            for lo in range(0, len(pin_ids), batch_size):
-                out[lo : lo + batch_size] = tower({"row": None, "pin_id": pin_ids[lo : lo + batch_size]})["embedding"]
+    if workers is None and default_workers() == 0:  # $HOMEFEED_RAY_WORKERS=0: no Ray unless asked for by count
+        workers = 0
+    if workers == 0 and len(pin_ids):
+        tower = _PinTower(str(retrieval_dir), str(dataset_dir), actor=False)
+        for lo in range(0, len(pin_ids), batch_size):
+            out[lo : lo + batch_size] = tower({"row": None, "pin_id": pin_ids[lo : lo + batch_size]})["embedding"]
+    if workers == 0 or len(pin_ids) == 0:
         if stats is not None:
             engine = "local" if workers == 0 else "ray"
             stats.update(
