@@ -1,6 +1,6 @@
 # The one project image: the pipelines' components, the KServe predictors, the RayJobs' and the standing Ray
 # cluster's pods, the stream processor, Redis, the monitoring CronJob and the Evidently UI all run it
-# (manifests/, components/remote.py IMAGE). Never built on the project's build machine, which has no
+# (manifests/, pipelines/ray_backend.py IMAGE). Never built on the project's build machine, which has no
 # container engine; docs/deploy.md says so.
 #
 #   docker build -t ghcr.io/homefeed-platform/homefeed:0.1.0 .                                     # CPU torch

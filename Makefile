@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # The stamp is rebuilt only when the dependency files change, so a second `make test` does not reinstall.
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-quality test-fast bench lint fmt clean
+.PHONY: install demo test test-quality test-fast bench lint imports fmt clean
 
 install: $(STAMP)
 
@@ -25,7 +25,7 @@ demo: install
 # manifests; `quality` marks the statistical claims). PYTEST_ARGS adds options, e.g. PYTEST_ARGS=--durations=25.
 PYTEST := $(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
-test: install
+test: install imports
 	$(PYTEST) -m "not quality"
 
 test-quality: install
@@ -37,9 +37,13 @@ test-fast: install
 bench: install
 	$(BIN)/python -m bench.run
 
-lint: install
+lint: install imports
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# The layer contracts in pyproject.toml ([tool.importlinter]): each layer imports only from those below it, no cycles.
+imports: install
+	$(BIN)/lint-imports --no-cache
 
 fmt: install
 	$(BIN)/ruff check --fix .

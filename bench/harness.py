@@ -72,7 +72,7 @@ def peak_rss_gib() -> float:
 def prepared_dataset(source: str, seed: int = 0) -> Iterator[Path]:
     """`source` prepared as the pipeline's data step prepares it, in a temporary directory that is removed after;
     yields the work directory, with the dataset in its `dataset/`."""
-    from components import steps
+    from pipelines import steps
 
     with tempfile.TemporaryDirectory() as tmp:
         steps.prepare_data(source, Path(tmp) / "dataset", seed)

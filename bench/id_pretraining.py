@@ -15,8 +15,8 @@ COMMAND = f"homefeed eval ids --source {SOURCE} --epochs {EPOCHS}"
 
 
 def main() -> dict:
+    from components.data.split import time_split
     from components.evaluate.id_overfitting import evaluate_id_pretraining, markdown
-    from components.steps import time_split
 
     with prepared_dataset(SOURCE) as tmp:
         data = tmp / "dataset"

@@ -1,6 +1,6 @@
 """The drift scenarios per seed (`python -m bench.monitoring_scenarios [SEED...]`, about 5 minutes a seed): where
 the default trigger thresholds come from (seed 0) and how they hold on a seed they were not chosen on (seed 1, the
-one the scenario tests run). components/evaluate/drift_scenarios.py replays each scenario.
+one the scenario tests run). homefeed/drift_scenarios.py replays each scenario.
 
 - quiet: world:small, 14 daily windows: the largest day-to-day repin drop and engaged-interest distance, the triggers;
 - shift: world:small+shift, the two days before the shift and six from it: the figures on the first day after it,
@@ -24,7 +24,7 @@ SEEDS = (0, 1)
 def run_seed(seed: int) -> dict:
     from components.data.world.config import preset
     from components.data.world.simulate import simulate_world
-    from components.evaluate.drift_scenarios import interest_shift, quiet_days, stale_model
+    from homefeed.drift_scenarios import interest_shift, quiet_days, stale_model
 
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -48,7 +48,7 @@ def main(seeds: list[int]) -> None:
 
 
 def markdown(results: dict) -> str:
-    from components.evaluate.drift_scenarios import lift
+    from homefeed.drift_scenarios import lift
 
     quiet, shift, stale = [], [], []
     for seed, r in results.items():

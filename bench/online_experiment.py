@@ -4,7 +4,7 @@ history. The seed reports that TransAct raised repins and lowered hides online, 
 non-core users; this measures whether our world and stack show the same direction, and says so either way.
 
 The baseline is the control arm, served side by side in the same run. By default the paired design: the same users
-on the same visits, each arm from its own online store (components/experiment/design.py); `--design split` runs a
+on the same visits, each arm from its own online store (homefeed/experiment/design.py); `--design split` runs a
 live-style A/B test instead. Effects: relative, treatment against control, with 95% bootstrap intervals over users.
 
 Run: `python -m bench.online_experiment [--users-per-arm N] [--days D] [--seed S] [--design paired|split]
@@ -32,7 +32,7 @@ def measure(
     give the same models); default a temporary folder."""
     from components.data.world.config import preset
     from components.data.world.simulate import simulate_world
-    from components.experiment.run import run_ab
+    from homefeed.experiment.run import run_ab
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(work or tmp)
@@ -124,7 +124,7 @@ def main() -> None:
 
 def write_plot(r: dict) -> Path:
     """bench/results/online_experiment.svg: the effects' forest plot the markdown shows."""
-    from components.experiment.plot import effects_svg
+    from homefeed.experiment.plot import effects_svg
 
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{NAME}.svg"

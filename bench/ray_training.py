@@ -18,9 +18,9 @@ EPOCHS = 3
 
 
 def main() -> dict:
-    from components import steps
     from components.evaluate.offline import evaluate_retrieval
     from components.train.retrieval import RetrievalTraining, train_retrieval, train_retrieval_local
+    from pipelines import steps
 
     opts = RetrievalTraining(epochs=EPOCHS, seed=0)
     runs = {}

@@ -15,8 +15,8 @@ COMMAND = f"homefeed eval retrieval --source {SOURCE} --epochs {EPOCHS}"
 
 
 def main() -> dict:
+    from components.data.split import time_split
     from components.evaluate.retrieval_ablation import default_variants, evaluate_variants, markdown
-    from components.steps import time_split
 
     with prepared_dataset(SOURCE) as tmp:
         data = tmp / "dataset"

@@ -3,7 +3,7 @@ ranking of its candidates, the best N: the full two-hop path), each at concurren
 
     python -m bench.serving_latency [--preset small] [--requests 400] [--artifacts DIR | --keep DIR] [--name NAME]
 
-The artifacts are the pipeline's, built by its own steps (components/steps.py) from `world:<preset>` (small by
+The artifacts are the pipeline's, built by its own steps (pipelines/steps.py) from `world:<preset>` (small by
 default, the demo's world: about 5k users, 20k pins) in a child process: data, Feast features (SQLite online store),
 retrieval two-tower, ranking (Pinnability + TransAct), Milvus Lite index of the serving corpus. Training is short
 (1 epoch each, ranking on at most 20,000 impressions): latency does not depend on the models' quality, only on their
@@ -11,7 +11,7 @@ shapes, which are the defaults. `--artifacts DIR` reuses a directory with data/ 
 (e.g. one a previous `--keep DIR` built); otherwise they are built into a temporary directory (into DIR and kept with
 `--keep DIR`).
 
-The three KServe model servers run as real processes on loopback, as `serving/launcher.py` starts them (one process
+The three KServe model servers run as real processes on loopback, as `components/cluster/launcher.py` starts them (one process
 each, default settings, CPU, torch's default thread count; the homefeed asks retrieval for CANDIDATES candidates).
 The retrieval server reads a copy of the index directory. Requests are one user each: retrieval
 `{"user_id": U, "k": 100}`, homefeed `{"user_id": U, "n": 10}`; users are drawn uniformly (seeded) from every user of
@@ -74,7 +74,7 @@ ENDPOINTS = {  # model (its endpoint) -> one user's instance
 def build(root: Path, world: str, seed: int) -> dict:
     """The pipeline's steps into root/{data,features,retrieval,ranking,index}, short training; the seconds of each
     step and what they built, also written to root/build.json."""
-    from components import steps
+    from pipelines import steps
 
     root.mkdir(parents=True, exist_ok=True)
     seconds: dict[str, float] = {}
@@ -118,14 +118,14 @@ def build(root: Path, world: str, seed: int) -> dict:
 def describe(root: Path) -> dict:
     """What an artifact directory holds: its build.json when there is one, else what can be read from it."""
     from components.data.dataset import Dataset
-    from components.steps import read_index_info
+    from components.index.bundle import IndexBundle
 
     missing = [p for p in PARTS if not (root / p).is_dir()]
     if missing:
         raise FileNotFoundError(f"{root} lacks {', '.join(missing)}: it needs {', '.join(PARTS)} subfolders")
     info = json.loads((root / BUILD_FILE).read_text()) if (root / BUILD_FILE).exists() else {}
     info.setdefault("world", "(reused artifacts, no build.json)")
-    info["corpus"] = read_index_info(root / "index")["count"]
+    info["corpus"] = IndexBundle.read(root / "index").count
     info["users"] = int(len(Dataset(root / "data").read("users", columns=["user_id"])))
     return info
 
@@ -341,7 +341,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(json.dumps(build(args.build, args.preset, args.seed)))
         return {}
 
-    from serving.launcher import homefeed_specs, running_servers
+    from components.cluster.launcher import homefeed_specs, running_servers
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -1,7 +1,7 @@
 """The champion/challenger gate: deploy a freshly trained model only if it is not worse than the one serving.
 
-A challenger's offline metrics (`steps.flat_metrics(evaluation)`) are compared, metric by metric, with the
-champion's under a `GatePolicy`: each gated metric has a direction (higher or lower is better) and a tolerance, the
+A challenger's offline metrics (`Evaluation.flat()`, components/evaluate/result.py) are compared, metric by
+metric, with the champion's under a `GatePolicy`: each gated metric has a direction (higher or lower is better) and a tolerance, the
 amount by which the challenger may trail the champion and still pass. The challenger is deployed only when every
 gated metric passes. Metrics that are not in the policy are carried along (they end up in KFP Metrics) but never
 decide anything; baselines (`*_popularity`, `*_random`) describe the data, not the model, and may not be gated on.

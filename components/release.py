@@ -13,7 +13,7 @@ evaluated there (its bundle is unreadable, or its ID tables do not cover this da
 used and the decision's `basis` says so.
 
 Deploy targets (`DeployTarget.parse`):
-    local:<dir>        restart the local model servers on the new bundle (serving/deployment.py)
+    local:<dir>        restart the local model servers on the new bundle (components/cluster/local_deployment.py)
     kserve:<namespace> patch the InferenceServices' storageUri to the version in an s3:// registry, wait until Ready
     none               register and promote only
 """
@@ -26,12 +26,14 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from components.data.split import TimeSplit
+from components.evaluate.offline import evaluate_models
+from components.evaluate.result import EVALUATION_FILE, Evaluation
 from components.gate import GatePolicy, decide
 from components.registry import Registry
 
 MODEL_NAME = "homefeed"
 BUNDLE_PARTS = ("retrieval", "ranking", "index")
-EVALUATION_FILE = "evaluation.json"
 DECISION_FILE = "decision.json"
 # The InferenceServices a cluster deploy moves to the new version (manifests/), named like the models they serve.
 # Both get the bundle's URI: the storage initializer puts it under /mnt/models, and each predictor reads its own
@@ -70,11 +72,9 @@ def gate_step(
     The returned dict is `Decision.to_dict()` plus `champion_version`, `basis`, `metrics` (Decision.as_metrics())
     and `run_id`; it is recorded in the registry's history when the model has versions there.
     """
-    from components.steps import evaluate, flat_metrics
-
     rules = GatePolicy.from_dict(json.loads(policy)) if policy.strip() else GatePolicy.default()
     registry = Registry(_required(registry_uri))
-    challenger = flat_metrics(json.loads((Path(evaluation_dir) / EVALUATION_FILE).read_text()))
+    challenger = Evaluation.read(evaluation_dir).flat()
     champ = registry.champion(model_name)
     basis, champion_metrics = "no champion", None
     if champ is not None:
@@ -82,8 +82,8 @@ def gate_step(
         with tempfile.TemporaryDirectory(prefix="champion-") as tmp:
             try:
                 models = registry.fetch(model_name, champ.version, Path(tmp) / "bundle", only=("retrieval", "ranking"))
-                result = evaluate(dataset_dir, models / "retrieval", models / "ranking", Path(tmp) / "eval", split)
-                basis, champion_metrics = "re-evaluated on this holdout", flat_metrics(result)
+                result = evaluate_models(dataset_dir, models / "retrieval", models / "ranking", TimeSplit.of(split))
+                basis, champion_metrics = "re-evaluated on this holdout", result.flat()
             except Exception as exc:  # any failure: fall back to the recorded figures, and say why
                 basis = f"registered metrics (re-evaluation failed: {type(exc).__name__}: {exc})"
     decision = decide(challenger, champion_metrics, rules)
@@ -155,7 +155,7 @@ def _roll_out(
     if target.kind == "none":
         return {}
     if target.kind == "local":
-        from serving import deployment
+        from components.cluster import local_deployment as deployment
 
         dest = deployment.release_dir(target.where, version)
         if not dest.exists():

@@ -20,8 +20,8 @@ from rich.table import Table
 
 from components.data.contracts import ACTIONS, SEGMENTS
 from components.data.dataset import Dataset
-from components.steps import DRIFT_SUMMARY
 from homefeed.config import Settings
+from monitoring.drift import DRIFT_SUMMARY
 
 RECENT = 5  # recent actions shown per user
 DEMO_FILE = "demo.json"
@@ -149,9 +149,9 @@ def demo_params(settings: Settings) -> dict:
 
 def run_demo(settings: Settings, console: Console) -> dict:
     """The demo end to end; returns what it wrote to demo.json."""
+    from components.cluster.launcher import running_servers
     from homefeed.pipeline_commands import metrics_table, run_pipeline
     from homefeed.serve_commands import server_specs
-    from serving.launcher import running_servers
 
     t0 = time.perf_counter()
     run = run_pipeline(demo_params(settings), settings.runs_dir)

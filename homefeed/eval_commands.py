@@ -58,8 +58,8 @@ def eval_group() -> None:
 @_experiment_options
 def retrieval(obj: Ctx, dataset, source, variants: str, epochs: int, holdout_days: float, seed: int, out) -> None:
     """Train the retrieval variants and measure recall@100/@1000 overall, per segment and per interest."""
+    from components.data.split import time_split
     from components.evaluate.retrieval_ablation import default_variants, evaluate_variants
-    from components.steps import time_split
 
     out = out or obj.settings.workspace / "eval" / "retrieval"
     known = {v.name: v for v in default_variants(epochs, seed)}
@@ -76,8 +76,8 @@ def retrieval(obj: Ctx, dataset, source, variants: str, epochs: int, holdout_day
 @_experiment_options
 def ids(obj: Ctx, dataset, source, epochs: int, holdout_days: float, seed: int, out) -> None:
     """Pretrained ID embeddings: train/holdout hit rates with and without dropout, aligned and misaligned windows."""
+    from components.data.split import time_split
     from components.evaluate.id_overfitting import evaluate_id_pretraining
-    from components.steps import time_split
 
     out = out or obj.settings.workspace / "eval" / "ids"
     dataset = dataset or _prepared(out, source or obj.settings.pipeline.source, seed)
@@ -211,7 +211,7 @@ def freshness(obj: Ctx, dataset, source, variants, first_cut_day, train_days, re
 
 def _prepared(out: Path, source: str, seed: int) -> Path:
     """A dataset from `source` under `out/dataset`."""
-    from components import steps
+    from pipelines import steps
 
     dataset = out / "dataset"
     with console.status(f"preparing {source}"):

@@ -37,10 +37,10 @@ def experiment(obj: Ctx, world_dir, out_dir, arms, design, days, users_per_arm, 
     homefeeds for DAYS simulated days: each arm serves through its own ranking and homefeed servers, users act on
     what they see by the ground truth, and their actions flow back through the stream processor into the online
     features before their next page. Writes the logs and a report with confidence intervals (report.md/json)."""
-    from components.experiment import arms as arms_
-    from components.experiment.engine import world_of
-    from components.experiment.report import markdown
-    from components.experiment.run import run_ab
+    from homefeed.experiment import arms as arms_
+    from homefeed.experiment.engine import world_of
+    from homefeed.experiment.report import markdown
+    from homefeed.experiment.run import run_ab
 
     try:
         world_of(world_dir)  # a clear error now for a dataset without ground truth, before any training

@@ -74,8 +74,8 @@ def run_cmd(obj: Ctx, run_local_: bool, name: str, source: str | None, overrides
 
 def deployment_line(meta: dict) -> str:
     """Where the deployed version now serves (the deploy artifact's metadata)."""
+    from components.cluster.local_deployment import read_state
     from components.release import DeployTarget
-    from serving.deployment import read_state
 
     target = DeployTarget.parse(meta["target"])
     line = f"deployed: registry version {meta['version']} to {meta['target']}"
@@ -211,7 +211,7 @@ def decision_line(meta: dict) -> str:
 @click.pass_obj
 def drift(obj: Ctx, run_dir, dataset, out, reference_days, current_days) -> None:
     """Evidently report of engagement rates (repin, click, hide per impression): latest window vs reference."""
-    from components.steps import engagement_drift
+    from monitoring.drift import engagement_drift
     from pipelines.local import load_run
 
     if dataset is None:
@@ -233,7 +233,7 @@ def drift_table(summary: dict) -> Table:
     """A monitoring-job summary (monitoring.job.run_window) as a table: per action, the reference and current rate
     overall and per group (with its current impressions), the relative change, and the two-proportion z-test's
     p-value and verdict; the caption lists the other distributions whose drift test failed."""
-    from components.steps import engagement_changes
+    from monitoring.drift import engagement_changes
     from monitoring.job import GROUPS
 
     w, by_group = summary["windows"], summary.get("impressions_by_group", {})

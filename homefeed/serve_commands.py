@@ -18,9 +18,9 @@ KINDS = ("retrieval", "ranking", "homefeed")
 
 
 def server_specs(run, candidates: int) -> list:
-    """The three servers on `run`'s artifacts (serving.launcher specs; the homefeed's upstream URLs are placeholders
+    """The three servers on `run`'s artifacts (components.cluster.launcher specs; the homefeed's upstream URLs are placeholders
     `{retrieval}` and `{ranking}`)."""
-    from serving.launcher import homefeed_specs
+    from components.cluster.launcher import homefeed_specs
 
     return homefeed_specs(
         run.path("retrieval_model"),
@@ -64,7 +64,7 @@ def serve(obj: Ctx, kind: str, run_dir: Path | None, port: int | None) -> None:
 @click.pass_obj
 def deployment(obj: Ctx, stop: bool) -> None:
     """The local deployment that `homefeed pipeline run --local` keeps serving: its version and servers."""
-    from serving import deployment as local
+    from components.cluster import local_deployment as local
 
     where = obj.settings.workspace / "serving"
     state = local.undeploy(where) if stop else local.read_state(where)

@@ -43,8 +43,8 @@ def ui(obj: Ctx, run_dir, dataset, features, retrieval, ranking, index, retrieva
     feed with per-head scores, and repin/hide buttons whose actions stream into the online store."""
     import uvicorn
 
-    from serving.launcher import ServerFailed
-    from serving.ui.stack import REQUIRED, ui_app
+    from components.cluster.launcher import ServerFailed
+    from homefeed.ui.stack import REQUIRED, ui_app
 
     given = {"dataset": dataset, "features": features, "retrieval": retrieval, "ranking": ranking, "index": index}
     artifacts = _artifacts(obj, run_dir, given)
@@ -91,8 +91,8 @@ def _working_folder(work_dir: Path | None) -> Iterator[Path]:
 def _artifacts(obj: Ctx, run_dir: Path | None, given: dict[str, Path | None]):
     """The five artifact directories, from the explicit options (all of them) or a run; a UsageError names what is
     missing."""
+    from homefeed.ui.stack import Artifacts
     from pipelines.local import load_run
-    from serving.ui.stack import Artifacts
 
     named = [k for k, v in given.items() if v is not None]
     if named and run_dir is not None:

@@ -34,8 +34,8 @@ def chromium() -> str:
 def screenshot(workspace: Path, out: Path, width: int = 1400, height: int = 6000, timeout_s: float = 90) -> Path:
     """Serve `workspace` with the Evidently UI on a free loopback port, capture its project's dashboard into `out`
     (`height` is the browser window's: the page below it is not captured; the blank below the page is cropped)."""
+    from components.cluster.launcher import free_ports
     from monitoring.dashboard import PROJECT
-    from serving.launcher import free_ports
 
     browser = chromium()
     (port,) = free_ports(1)

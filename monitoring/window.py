@@ -164,7 +164,7 @@ def _model_columns(
     seed: int,
 ) -> pd.DataFrame:
     """Scores and top-3 flags of the ranking model on a sample of the window's requests."""
-    from components.evaluate.metrics import rank_in_request
+    from components.metrics import rank_in_request
     from components.train.examples import ranking_examples
     from components.train.ranking import load_pinnability, score, served_score
 

@@ -11,7 +11,7 @@ from typing import NamedTuple
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset
 
-from components import kfp_components as c
+from pipelines import kfp_components as c
 from pipelines import stages
 from pipelines.params import DEFAULTS
 

@@ -15,7 +15,7 @@ from typing import NamedTuple
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, Dataset, Metrics, Model
 
-from components import kfp_components as c
+from pipelines import kfp_components as c
 from pipelines import stages
 from pipelines.params import DEFAULTS
 

@@ -141,7 +141,7 @@ def _point_latest(runs_dir: Path, run_id: str) -> None:
 
 def local_defaults(params: dict, workspace: Path) -> dict:
     """`params` with the release settings a local run leaves empty filled in: the registry under `workspace`, and
-    the local model servers (serving/deployment.py) as the deploy target."""
+    the local model servers (components/cluster/local_deployment.py) as the deploy target."""
     workspace = Path(workspace).resolve()
     out = dict(params)
     if "registry" in out and not out["registry"]:

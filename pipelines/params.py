@@ -59,7 +59,7 @@ class PipelineParams(BaseModel):
     @field_validator("ray_backend")
     @classmethod
     def _known_backend(cls, value: str) -> str:
-        from components.remote import BACKENDS
+        from pipelines.ray_backend import BACKENDS
 
         if value not in BACKENDS:
             raise ValueError(f"ray_backend must be one of {BACKENDS}")

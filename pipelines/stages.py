@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from kfp import dsl, kubernetes
 
-from components import kfp_components as c
-from components.remote import WORKSPACE_MOUNT, WORKSPACE_PVC
+from pipelines import kfp_components as c
+from pipelines.ray_backend import WORKSPACE_MOUNT, WORKSPACE_PVC
 
 # The registry's S3 credentials (manifests/), as the environment boto3 reads. Optional: a registry on a mounted
 # path needs none, and a missing Secret must not stop such a run.

@@ -2,7 +2,7 @@
 popular pins per interest, for lookups that must not cost a network call per candidate.
 
 Loaded from the index directory: `index.json` names the corpus version the live collection was built from
-(components/steps.py, `index_pins`), and `corpus/v<N>/` holds that version's table (components/index/corpus.py).
+(pipelines/steps.py, `index_pins`), and `corpus/v<N>/` holds that version's table (components/index/corpus.py).
 The table is small next to the model (a few columns per pin), and reading it at start-up means:
 
 - ranking gets every candidate's interest from memory (no per-candidate Feast read);
@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from components.index.bundle import IndexBundle
 from components.index.corpus import GRANULARITIES, read_corpus
-from components.steps import read_index_info
 from models.retrieval.multi_embedding import round_robin_merge
 
 POPULAR = "popular"  # the source of a fallback candidate when no interest narrows it
@@ -44,10 +44,7 @@ class ServingCorpus:
 
     @classmethod
     def load(cls, index_dir: Path) -> ServingCorpus:
-        info = read_index_info(index_dir)
-        corpus = info.get("corpus")
-        if corpus is None:
-            raise FileNotFoundError(f"{index_dir}/index.json names no corpus version (rebuild the index step)")
+        corpus = IndexBundle.read(index_dir).corpus
         table, manifest = read_corpus(Path(index_dir) / "corpus", corpus["version"])
         return cls.from_table(table, manifest["options"]["granularity"], corpus["version"])
 

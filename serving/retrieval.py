@@ -47,8 +47,8 @@ import numpy as np
 import torch
 from feast import FeatureStore
 
+from components.index.bundle import IndexBundle
 from components.index.milvus import count, search
-from components.steps import read_index_info
 from components.train.examples import RETRIEVAL_SEQ_LEN, USER_INPUTS
 from components.train.retrieval import load_two_tower
 from models.retrieval.multi_embedding import round_robin_merge, top_representative
@@ -79,10 +79,10 @@ class RetrievalPredictor(kserve.Model):
     def load(self) -> bool:
         self.model = load_two_tower(self.model_dir)
         self.store = FeatureStore(repo_path=str(self.features_dir))
-        self.index = read_index_info(self.index_dir)
+        self.index = IndexBundle.read(self.index_dir)
         self.corpus = ServingCorpus.load(self.index_dir)
         # opens and loads the collection now: a missing or locked index fails the start, not the first request
-        self.corpus_size = count(self.index["uri"], self.index["collection"])
+        self.corpus_size = count(self.index.uri, self.index.collection)
         # the ready flag drives the readiness probe: set only once every dependency has opened
         self.ready = True
         return self.ready
@@ -143,7 +143,9 @@ class RetrievalPredictor(kserve.Model):
                 fetch = max(requests[queries[q].row]["k"] + len(users.hidden[queries[q].row]) for q in qs)
                 allowed = None if interests is None else list(interests)
                 vectors = np.stack([queries[q].vector for q in qs])
-                hits = search(self.index["uri"], self.index["collection"], vectors, fetch, allowed,
+                # the bundle's search breadth, never below what this query fetches (HNSW needs ef >= k)
+                ef = None if self.index.search_ef is None else max(fetch, self.index.search_ef)
+                hits = search(self.index.uri, self.index.collection, vectors, fetch, allowed, ef=ef,
                               timeout=ANN_TIMEOUT_S)  # fmt: skip
                 for q, per_query in zip(qs, hits, strict=True):
                     found[q] = [{**hit, "source": queries[q].source} for hit in per_query]

@@ -30,7 +30,7 @@ MODEL_FILES = ("model.pt", "config.json")
 
 
 def retrieval_predictor(model_dir: Path, features_dir: Path, index_dir: Path) -> RetrievalPredictor:
-    from components.steps import INDEX_FILE
+    from components.index.bundle import INDEX_FILE
     from serving.retrieval import RetrievalPredictor
 
     _require(model_dir, "retrieval model", *MODEL_FILES)
@@ -47,7 +47,7 @@ def ranking_predictor(
     dtype: str = "auto",
     compile: bool | None = None,
 ) -> RankingPredictor:
-    from components.steps import INDEX_FILE
+    from components.index.bundle import INDEX_FILE
 
     _require(model_dir, "ranking model", *MODEL_FILES, "user_embeddings.npy")
     _require(features_dir, "feature repository", "feature_store.yaml")

@@ -62,7 +62,7 @@ def tiny_artifacts(tiny_world, tmp_path_factory) -> dict[str, Path]:
     This process holds the Milvus Lite index open (and so its file lock) once the index is built: a server started as
     a separate process needs a copy of the index directory.
     """
-    from components import steps
+    from pipelines import steps
 
     root = tmp_path_factory.mktemp("tiny_artifacts")
     split = steps.time_split(tiny_world)

@@ -7,7 +7,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from components import release, steps
+from components import release
+from monitoring.drift import engagement_drift
+from pipelines import steps
 
 
 def run_inline(params: dict, root: Path) -> dict[str, float]:
@@ -24,7 +26,7 @@ def run_inline(params: dict, root: Path) -> dict[str, float]:
     timed("data", steps.prepare_data, p["source"], data, p["seed"])
     split = steps.time_split(data, p["holdout_days"], p["ranking_days"])
     timed("features", steps.build_features, data, root / "features", p["half_life_days"], p["online_store"])
-    timed("monitor", steps.engagement_drift, data, root / "drift", p["reference_days"], p["current_days"])
+    timed("monitor", engagement_drift, data, root / "drift", p["reference_days"], p["current_days"])
     timed(
         "train-retrieval", steps.train_retrieval_step, data, root / "retrieval", split, p["retrieval_epochs"], p["seed"]
     )

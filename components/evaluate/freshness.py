@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from components.evaluate.metrics import hit_at_k
+from components.metrics import hit_at_k
 from components.train.ranking import RankingTraining, score, served_score, train_in_process
 from models.ranking.pinnability import HEADS, PinnabilityConfig
 from models.ranking.sequence import SequenceConfig

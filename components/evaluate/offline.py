@@ -3,13 +3,14 @@ measured with a simple baseline in the same run (most popular pins; random order
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from components.data.dataset import Dataset
-from components.evaluate.metrics import hit_at_k, recall_at_k, top_k
+from components.data.split import TimeSplit
+from components.evaluate.result import Evaluation
+from components.metrics import hit_at_k, recall_at_k, top_k
 from components.train.examples import POSITIVE_ACTIONS, Catalog, ranking_examples, read_events
 from components.train.ranking import load_pinnability, score, served_score
 from components.train.retrieval import load_two_tower, pin_embeddings, user_embeddings
@@ -60,6 +61,10 @@ def evaluate_ranking(dataset: Path, model_dir: Path, start_ms: int, end_ms: int,
     return out
 
 
-def write_metrics(path: Path, metrics: dict) -> None:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+def evaluate_models(dataset_dir: Path, retrieval_dir: Path, ranking_dir: Path, split: TimeSplit) -> Evaluation:
+    """recall@K of retrieval and HIT@3 per head of ranking on the holdout of `split`, each next to its baseline."""
+    return Evaluation(
+        split,
+        evaluate_retrieval(dataset_dir, retrieval_dir, split.train_end_ms, ks=(10, 100)),
+        evaluate_ranking(dataset_dir, ranking_dir, split.train_end_ms, split.end_ms),
+    )

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from components.evaluate.metrics import auc, hit_at_k, rank_in_request
+from components.metrics import auc, hit_at_k, rank_in_request
 from components.train.ranking import RankingTraining, score, served_score, train_in_process
 from models.ranking.pinnability import HEADS, PinnabilityConfig
 from models.ranking.sequence import SequenceConfig
@@ -84,7 +84,7 @@ def prepare(dataset: Path, out_dir: Path, holdout_days: float, ranking_days: flo
     Train examples are a sample of the ranking window's impressions; eval examples are every impression of the
     holdout (whole requests, which HIT@3 ranks within)."""
     from components.data.dataset import Dataset
-    from components.steps import time_split
+    from components.data.split import time_split
     from components.train.examples import Catalog, ranking_examples, read_events
     from components.train.retrieval import RetrievalTraining, load_two_tower, train_retrieval_local, user_embeddings
 

@@ -24,7 +24,7 @@ import torch
 
 from components.data.contracts import SEGMENTS
 from components.data.dataset import Dataset
-from components.evaluate.metrics import ratio_ci, recall_at_k, recall_per_user, top_k
+from components.metrics import ratio_ci, recall_at_k, recall_per_user, top_k
 from components.train.examples import POSITIVE_ACTIONS, USER_INPUTS, Catalog, read_events, user_features
 from components.train.retrieval import RetrievalTraining, load_two_tower, pin_embeddings, train_retrieval
 from models.retrieval.multi_embedding import round_robin_merge, top_representative

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from components.evaluate.metrics import hr_ndcg_at_k, sampled_rank
+from components.metrics import hr_ndcg_at_k, sampled_rank
 from components.train.examples import RETRIEVAL_SEQ_LEN
 from components.train.retrieval import RetrievalTraining, TrainingData, fit_retrieval, load_two_tower
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-from components.process import stop
+from components.cluster.process import stop
 
 SQLITE = "sqlite"
 SQLITE_PATH = "data/online_store.db"  # relative to the repository, like the sources' paths

@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 import grpc
 from pymilvus import MilvusClient, MilvusException
 
-from components.process import stop
+from components.cluster.process import stop
 
 TOKEN_ENV = "MILVUS_TOKEN"
 SERVER_SCHEMES = ("http", "https")

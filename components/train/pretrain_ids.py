@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from components.data.dataset import Dataset
-from components.evaluate.metrics import recall_at_k
+from components.metrics import recall_at_k
 from components.train.examples import POSITIVE_ACTIONS
 from components.train.ray_runner import fit_on_ray
 from components.train.worker import TrainingOptions, batches, load_shard, report_epoch, world_size

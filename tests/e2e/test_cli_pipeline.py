@@ -9,7 +9,7 @@ import json
 import httpx
 import pytest
 
-from serving.launcher import alive
+from components.cluster.launcher import alive
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -13,18 +13,20 @@ import httpx
 import numpy as np
 import pytest
 
+from components.cluster.launcher import free_ports, running_servers, wait_until_ready
 from components.data.dataset import Dataset
-from components.evaluate.metrics import hit_at_k
+from components.data.split import time_split
+from components.index.bundle import IndexBundle
 from components.index.corpus import read_corpus
 from components.index.milvus import count
-from components.steps import DRIFT_SUMMARY, read_index_info, time_split
+from components.metrics import hit_at_k
 from components.train.examples import Catalog, ranking_examples, read_events
 from components.train.ranking import load_pinnability, score
 from components.train.retrieval import load_two_tower, pin_embeddings
 from homefeed.serve_commands import server_specs
+from monitoring.drift import DRIFT_SUMMARY
 from pipelines.compile import golden
 from pipelines.params import PipelineParams
-from serving.launcher import free_ports, running_servers, wait_until_ready
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -124,7 +126,7 @@ def test_milvus_serves_the_corpus_version_through_the_alias(run):
     ds = Dataset(run.path("dataset"))
     end = ds.read("events", columns=["ts"])["ts"].max() + 1
     existing = (ds.read("pins", columns=["created_ts"])["created_ts"] < end).sum()
-    info = read_index_info(run.path("pin_index"))
+    info = IndexBundle.read(run.path("pin_index")).to_json()
     corpus, manifest = read_corpus(run.path("pin_index") / "corpus")
     assert (info["collection"], info["version"]) == ("pins_live", "pins_v1")
     assert count(info["uri"], info["collection"]) == len(corpus) == info["corpus"]["counts"]["served"]

@@ -19,10 +19,10 @@ from feast import FeatureStore
 
 from components.data.world.config import preset
 from components.data.world.simulate import simulate_world
-from components.experiment.report import METRICS, SEGMENT_GROUPS
-from components.experiment.run import run_ab
 from components.train.worker import RAY_WORKERS_ENV
 from homefeed.cli import main
+from homefeed.experiment.report import METRICS, SEGMENT_GROUPS
+from homefeed.experiment.run import run_ab
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

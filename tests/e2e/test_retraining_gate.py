@@ -28,11 +28,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from components.cluster import local_deployment as deployment
 from components.registry import Registry
 from components.release import MODEL_NAME
 from pipelines.local import run_local
 from pipelines.params import PipelineParams
-from serving import deployment
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

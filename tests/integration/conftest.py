@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from serving.launcher import homefeed_specs, running_servers
+from components.cluster.launcher import homefeed_specs, running_servers
 
 STACK_CANDIDATES = 200  # retrieval's candidates per homefeed request on the shared stack
 

@@ -1,4 +1,4 @@
-"""The pipeline's `monitor` step (components.steps.engagement_drift): the monitoring job on the latest window, with
+"""The pipeline's `monitor` step (monitoring.drift.engagement_drift): the monitoring job on the latest window, with
 real Evidently, on the tiny world and on constructed datasets where the answer is known."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pyarrow as pa
 import pytest
 
 from components.data.dataset import Dataset, write_table
-from components.steps import DRIFT_SUMMARY, engagement_drift
+from monitoring.drift import DRIFT_SUMMARY, engagement_drift
 from monitoring.engagement import ENGAGEMENTS, actions_without_impression, engagement_frame
 from monitoring.job import DAY_MS, GROUPS, Windows, grouped
 

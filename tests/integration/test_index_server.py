@@ -12,11 +12,13 @@ import json
 import numpy as np
 import pytest
 
-from components import steps
+from components.data.split import time_split
 from components.index import milvus
+from components.index.bundle import INDEX_FILE, MILVUS_FILE, IndexBundle
 from components.index.client import TOKEN_ENV, client_for, local_milvus
 from components.index.versions import live_collection
 from components.train.retrieval import RetrievalTraining, train_retrieval_local
+from pipelines import steps
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -25,7 +27,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 def retrieval_model(tiny_world, tmp_path_factory):
     out = tmp_path_factory.mktemp("retrieval")
     opts = RetrievalTraining(epochs=1, batch_size=256)
-    train_retrieval_local(tiny_world, out, steps.time_split(tiny_world).train_end_ms, opts)
+    train_retrieval_local(tiny_world, out, time_split(tiny_world).train_end_ms, opts)
     return out
 
 
@@ -45,28 +47,28 @@ def published(tiny_world, retrieval_model, server, tmp_path_factory):
 
 
 def test_index_json_names_the_server_and_the_version_this_bundle_built(published, server):
-    info = json.loads((published["first"] / steps.INDEX_FILE).read_text())
+    info = json.loads((published["first"] / INDEX_FILE).read_text())
     assert info["uri"] == server
     assert info["collection"] == info["version"] == "pins_v1" and info["alias"] == "pins_live"
-    assert not (published["first"] / steps.MILVUS_FILE).exists()  # nothing local: the server holds the index
+    assert not (published["first"] / MILVUS_FILE).exists()  # nothing local: the server holds the index
     assert milvus.count(server, "pins_v1") == info["count"] == info["corpus"]["counts"]["served"]
 
 
-def test_read_index_info_leaves_a_server_uri_as_it_is(published, server):
-    assert steps.read_index_info(published["first"])["uri"] == server
+def test_reading_the_bundle_leaves_a_server_uri_as_it_is(published, server):
+    assert IndexBundle.read(published["first"]).uri == server
 
 
 def test_a_search_with_index_json_returns_the_bundles_pins(published, server):
-    info = steps.read_index_info(published["first"])
-    some = client_for(info["uri"]).query(info["collection"], filter="", output_fields=["embedding"], limit=3)
+    bundle = IndexBundle.read(published["first"])
+    some = client_for(bundle.uri).query(bundle.collection, filter="", output_fields=["embedding"], limit=3)
     queries = np.array([row["embedding"] for row in some], dtype=np.float32)
-    hits = milvus.search(info["uri"], info["collection"], queries, k=5)
+    hits = milvus.search(bundle.uri, bundle.collection, queries, k=5)
     assert [h[0]["pin_id"] for h in hits] == [row["pin_id"] for row in some]  # each pin's own vector finds it
     assert all(len(h) == 5 for h in hits)
 
 
 def test_the_alias_moves_on_but_the_serving_bundle_keeps_its_version(published, server):
-    first, second = (json.loads((published[n] / steps.INDEX_FILE).read_text()) for n in ("first", "second"))
+    first, second = (json.loads((published[n] / INDEX_FILE).read_text()) for n in ("first", "second"))
     assert second["collection"] == "pins_v2" and live_collection(server, "pins_live") == "pins_v2"
     # the first bundle's predictor, still serving during the second's rollout, still finds its collection
     assert first["collection"] == "pins_v1" and milvus.count(server, "pins_v1") == first["count"]
@@ -74,8 +76,8 @@ def test_the_alias_moves_on_but_the_serving_bundle_keeps_its_version(published, 
 
 def test_the_default_is_still_a_milvus_lite_file_behind_the_alias(tiny_world, retrieval_model, tmp_path):
     info = steps.index_pins(tiny_world, retrieval_model, tmp_path / "index")
-    assert info["uri"] == steps.MILVUS_FILE and info["collection"] == "pins_live" and "alias" not in info
-    assert steps.read_index_info(tmp_path / "index")["uri"] == str((tmp_path / "index" / steps.MILVUS_FILE).resolve())
+    assert info["uri"] == MILVUS_FILE and info["collection"] == "pins_live" and "alias" not in info
+    assert IndexBundle.read(tmp_path / "index").uri == str((tmp_path / "index" / MILVUS_FILE).resolve())
 
 
 @pytest.mark.parametrize(

@@ -135,7 +135,7 @@ def test_evidently_ui_serves_the_workspace(monitored):
 
     import httpx
 
-    from serving.launcher import free_ports
+    from components.cluster.launcher import free_ports
 
     (port,) = free_ports(1)
     evidently = Path(sys.executable).with_name("evidently")

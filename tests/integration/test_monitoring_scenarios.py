@@ -1,5 +1,5 @@
 """The drift scenarios on the simulated world, through the monitoring job and the default trigger policy
-(components/evaluate/drift_scenarios.py replays them; bench/monitoring_scenarios.py reports them per seed).
+(homefeed/drift_scenarios.py replays them; bench/monitoring_scenarios.py reports them per seed).
 
 The default thresholds were chosen by looking at seed 0 of these worlds; these tests run seed 1, so they check the
 policy on data it was not tuned on:
@@ -19,7 +19,7 @@ import pytest
 
 from components.data.world.config import DAY_MS, preset
 from components.data.world.simulate import simulate_world
-from components.evaluate.drift_scenarios import interest_shift, lift, quiet_days, stale_model
+from homefeed.drift_scenarios import interest_shift, lift, quiet_days, stale_model
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.quality]
 

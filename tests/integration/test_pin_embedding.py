@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import ray
 
-from components import steps
 from components.data.dataset import Dataset
+from components.index.bundle import INDEX_FILE
 from components.index.embed import embed_pins
 from components.train.examples import Catalog
 from components.train.retrieval import load_two_tower, pin_embeddings
@@ -76,7 +76,7 @@ def test_without_workers_the_same_embeddings_come_from_this_process(tiny_artifac
 
 
 def test_the_index_step_records_how_it_embedded_the_corpus(tiny_artifacts):
-    info = json.loads((tiny_artifacts["index"] / steps.INDEX_FILE).read_text())
+    info = json.loads((tiny_artifacts["index"] / INDEX_FILE).read_text())
     embedding = info["embedding"]  # tiny_artifacts embeds in this process (embed_workers=0)
     assert embedding["engine"] == "local" and embedding["workers"] == 0 and embedding["batch_size"] >= 1
     assert embedding["seconds"] > 0

@@ -104,8 +104,8 @@ def test_pretrain_on_ray_respects_window_and_predicts_later_engagement(tiny_worl
 
 @pytest.mark.slow
 def test_id_overfitting_experiment_measures_every_variant_on_both_sides_of_the_cut(tiny_world, tmp_path):
+    from components.data.split import time_split
     from components.evaluate.id_overfitting import evaluate_id_pretraining
-    from components.steps import time_split
 
     cut = time_split(tiny_world, 3.0).train_end_ms
     result = evaluate_id_pretraining(tiny_world, tmp_path, cut, epochs=1, n_pairs=500)
@@ -121,8 +121,8 @@ def test_id_overfitting_experiment_measures_every_variant_on_both_sides_of_the_c
 
 @pytest.mark.slow
 def test_pipeline_steps_hand_pretrained_ids_to_retrieval_and_skip_when_off(tiny_world, tmp_path):
-    from components import steps
     from components.train.pretrain_ids import EMBEDDINGS_FILE, METRICS_FILE
+    from pipelines import steps
 
     split = steps.time_split(tiny_world)
     off = steps.pretrain_ids_step(tiny_world, tmp_path / "off", split, epochs=0)

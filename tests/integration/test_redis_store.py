@@ -15,7 +15,6 @@ from feast.infra.online_stores.redis import RedisOnlineStoreConfig
 from feast.infra.registry.s3 import S3RegistryStore
 from feast.repo_config import load_repo_config
 
-from components import steps
 from components.data.dataset import Dataset
 from components.features.online_store import OnlineStore
 from components.features.repo import DEFINITIONS
@@ -24,6 +23,7 @@ from components.features.store import build_feature_store, online_pin_features, 
 from components.features.tables import sequence_table
 from components.stream.processor import StreamProcessor
 from components.stream.sources import open_source
+from pipelines import steps
 
 # The cluster's Feast configuration lives with the manifests that mount it (ConfigMap homefeed-feature-store).
 CLUSTER_CONFIG = Path(__file__).resolve().parents[2] / "manifests" / "base" / "features" / "feature_store.yaml"

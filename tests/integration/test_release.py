@@ -12,11 +12,12 @@ import httpx
 import pytest
 from recorded_api import RecordedAPI, reply, write_kubeconfig
 
-from components import release, steps
+from components import release
+from components.cluster import local_deployment as deployment
+from components.cluster.launcher import alive
 from components.registry import Registry
 from components.release import DeployTarget
-from serving import deployment
-from serving.launcher import alive
+from pipelines import steps
 
 pytestmark = pytest.mark.integration
 

@@ -20,8 +20,9 @@ from pathlib import Path
 import pytest
 from recorded_api import RecordedAPI, replies, reply, write_kubeconfig
 
-from components import remote, steps
 from components.cluster.rayjob import RayJobFailed
+from pipelines import steps
+from pipelines.ray_backend import RayBackend, run_step
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -31,7 +32,7 @@ COLLECTION = "/apis/ray.io/v1/namespaces/homefeed/rayjobs"
 def run_entrypoint(request) -> None:
     """KubeRay's part: run the submitted job's entrypoint (on this machine, not on a Ray cluster)."""
     args = shlex.split(request.body["spec"]["entrypoint"])
-    assert args[:3] == ["python", "-m", "components.remote"]
+    assert args[:3] == ["python", "-m", "pipelines.ray_backend"]
     subprocess.run([sys.executable, *args[1:]], check=True, timeout=600)
 
 
@@ -55,9 +56,9 @@ def test_training_step_runs_as_a_rayjob_and_returns_the_same_model(tiny_world, t
     with RecordedAPI(script) as api:
         monkeypatch.setenv("KUBECONFIG", str(write_kubeconfig(tmp_path / "kubeconfig", api.url)))
         monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-        backend = remote.RayBackend("kuberay", workers=2, mount=str(mount), poll_s=0.01)
+        backend = RayBackend("kuberay", workers=2, mount=str(mount), poll_s=0.01)
         statuses: list = []
-        summary = remote.run_step(
+        summary = run_step(
             "train_retrieval",
             kwargs_for(tiny_world, tmp_path / "model"),
             backend,
@@ -93,9 +94,9 @@ def test_a_failed_rayjob_fails_the_step_and_keeps_no_output(tiny_world, tmp_path
     with RecordedAPI(script) as api:
         monkeypatch.setenv("KUBECONFIG", str(write_kubeconfig(tmp_path / "kubeconfig", api.url)))
         monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-        backend = remote.RayBackend("kuberay", mount=str(tmp_path / "volume"), poll_s=0.01)
+        backend = RayBackend("kuberay", mount=str(tmp_path / "volume"), poll_s=0.01)
         with pytest.raises(RayJobFailed):
-            remote.run_step(
+            run_step(
                 "train_retrieval", kwargs_for(tiny_world, tmp_path / "model"), backend, "run-2/task-1",
                 ["dataset_dir"], ["out_dir"],
             )  # fmt: skip
@@ -105,6 +106,6 @@ def test_a_failed_rayjob_fails_the_step_and_keeps_no_output(tiny_world, tmp_path
 
 def test_unknown_backend_or_step_is_refused():
     with pytest.raises(ValueError, match="ray_backend must be one of"):
-        remote.RayBackend("slurm")
+        RayBackend("slurm")
     with pytest.raises(ValueError, match="unknown step"):
-        remote.run_step("train_everything", {}, remote.RayBackend(), "x")
+        run_step("train_everything", {}, RayBackend(), "x")

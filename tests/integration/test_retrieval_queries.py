@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from components import steps
 from components.index.milvus import search
 from components.train.examples import RETRIEVAL_SEQ_LEN
 from components.train.retrieval import RetrievalTraining, train_retrieval
 from models.retrieval.multi_embedding import round_robin_merge, top_representative
+from pipelines import steps
 from serving.online import online_users
 from serving.server import retrieval_predictor
 

@@ -16,6 +16,7 @@ import psutil
 import pytest
 from fastapi.testclient import TestClient
 
+from components.cluster.launcher import ServerFailed, ServerSpec, running_servers
 from components.data.dataset import Dataset
 from components.features.sequence import ActionLog
 from components.features.store import build_feature_store
@@ -25,7 +26,6 @@ from components.train.ranking import score
 from components.train.retrieval import pin_embeddings, user_embeddings
 from models.ranking.pinnability import BLEND
 from serving.__main__ import build_parser
-from serving.launcher import ServerFailed, ServerSpec, running_servers
 from serving.online import HIDE, online_users
 from serving.server import homefeed_predictor, ranking_predictor, rest_app, retrieval_predictor
 

@@ -17,17 +17,17 @@ import pytest
 from feast import FeatureStore
 from prometheus_client.parser import text_string_to_metric_families
 
+from components.cluster.launcher import ServerSpec, running_servers
 from components.data.dataset import Dataset
 from components.features.online_store import local_redis, redis_available
 from components.features.store import build_feature_store
+from components.index.bundle import INDEX_FILE
 from components.index.client import local_milvus
 from components.index.milvus import search
 from components.index.versions import publish_version
-from components.steps import INDEX_FILE
 from components.train.examples import RETRIEVAL_SEQ_LEN, Catalog
 from components.train.retrieval import load_two_tower, pin_embeddings
 from serving.corpus import ServingCorpus
-from serving.launcher import ServerSpec, running_servers
 from serving.online import OnlineUsers, declared_interests, online_users
 from serving.server import retrieval_predictor
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from components import steps
 from components.data.dataset import Dataset
 from components.data.world.config import DAY_MS
+from components.evaluate.result import flat_metrics
+from pipelines import steps
 
 pytestmark = pytest.mark.integration
 
@@ -57,7 +58,7 @@ def test_flat_metrics_names_each_figure_and_its_baseline():
         "retrieval": {"recall": {"10": 0.1, "100": 0.3}, "popularity_recall": {"10": 0.05, "100": 0.2}},
         "ranking": {"impressions": 9, "requests": 3, "hit@3_repin": 0.4, "hit@3_repin_random": 0.3},
     }
-    assert steps.flat_metrics(evaluation) == {
+    assert flat_metrics(evaluation) == {
         "recall@10": 0.1,
         "recall@100": 0.3,
         "recall@10_popularity": 0.05,

@@ -22,14 +22,14 @@ import pytest
 import uvicorn
 from click.testing import CliRunner
 
+from components.cluster.launcher import free_ports
 from components.data.contracts import ACTIONS
 from components.features.sequence import ActionLog
 from homefeed.context import Ctx
+from homefeed.ui.report import latest_report
+from homefeed.ui.stack import Artifacts, ui_app
 from homefeed.ui_command import ui
 from pipelines.local import LocalRun
-from serving.launcher import free_ports
-from serving.ui.report import latest_report
-from serving.ui.stack import Artifacts, ui_app
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -14,7 +14,7 @@ from typing import Any
 from pods import CONTAINER_SECURITY, IMAGE, POD_SECURITY, RESOURCES, SCRATCH, Container, Pod, pods
 from render import describe
 
-from components.remote import IMAGE as PROJECT_IMAGE
+from pipelines.ray_backend import IMAGE as PROJECT_IMAGE
 
 Check = Callable[[list[dict[str, Any]]], list[str]]
 

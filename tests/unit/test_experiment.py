@@ -11,9 +11,9 @@ import pytest
 from components.data.contracts import ACTIONS, SEGMENTS
 from components.data.world.config import DAY_MS, preset
 from components.data.world.truth import OUTCOMES
-from components.experiment.design import Arm, ExperimentConfig, assign_arms, batches, schedule
-from components.experiment.report import METRICS, build_report, markdown, per_user
-from components.experiment.users import _ACTION_OF_OUTCOME
+from homefeed.experiment.design import Arm, ExperimentConfig, assign_arms, batches, schedule
+from homefeed.experiment.report import METRICS, build_report, markdown, per_user
+from homefeed.experiment.users import _ACTION_OF_OUTCOME
 
 pytestmark = pytest.mark.unit
 
@@ -185,9 +185,9 @@ def test_the_forest_plot_draws_each_effect_inside_its_interval_coloured_by_what_
     import json
     import xml.etree.ElementTree as ET
 
-    from components.experiment.plot import COLOURS, PLOTTED, effects_svg
-    from components.experiment.report import write
-    from serving.ui.report import report_page
+    from homefeed.experiment.plot import COLOURS, PLOTTED, effects_svg
+    from homefeed.experiment.report import write
+    from homefeed.ui.report import report_page
 
     pages, assignment = _pages_for(1.0)  # repins double: the repin rate's interval lies above zero
     report = build_report(pages, assignment, control="control", resamples=300)

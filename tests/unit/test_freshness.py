@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from components.evaluate.freshness import DAY_MS, FreshnessOptions, _cuts, lift_share, random_hit_at_k
-from components.evaluate.metrics import hit_at_k
+from components.metrics import hit_at_k
 
 pytestmark = pytest.mark.unit
 

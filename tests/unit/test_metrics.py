@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from components.evaluate.metrics import hit_at_k, ratio_ci, recall_at_k, recall_per_user
+from components.metrics import hit_at_k, ratio_ci, recall_at_k, recall_per_user
 
 pytestmark = pytest.mark.unit
 
@@ -43,7 +43,7 @@ def test_ratio_ci_brackets_the_ratio_and_narrows_with_more_users():
 
 
 def test_auc_counts_ordered_pairs_and_half_ties():
-    from components.evaluate.metrics import auc
+    from components.metrics import auc
 
     assert auc(np.array([0.9, 0.8, 0.1, 0.2]), np.array([1, 1, 0, 0])) == pytest.approx(1.0)
     assert auc(np.array([0.1, 0.2, 0.9]), np.array([1, 1, 0])) == pytest.approx(0.0)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components.remote import RayBackend, rayjob_spec, rayjob_template
+from pipelines.ray_backend import RayBackend, rayjob_spec, rayjob_template
 
 pytestmark = pytest.mark.unit
 
@@ -16,7 +16,7 @@ TEMPLATE = Path(__file__).resolve().parents[2] / "manifests" / "templates" / "ra
 
 def test_the_template_is_what_the_code_submits():
     assert TEMPLATE.read_text() == rayjob_template(), (
-        "manifests/templates/rayjob.yaml is stale: python -m components.remote --template > " + str(TEMPLATE)
+        "manifests/templates/rayjob.yaml is stale: python -m pipelines.ray_backend --template > " + str(TEMPLATE)
     )
 
 

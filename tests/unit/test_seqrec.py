@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 
-from components.evaluate.metrics import hr_ndcg_at_k, sampled_rank
 from components.evaluate.seqrec import (
     SeqrecDataError,
     candidates,
@@ -13,6 +12,7 @@ from components.evaluate.seqrec import (
     sample_negatives,
     training_data,
 )
+from components.metrics import hr_ndcg_at_k, sampled_rank
 
 pytestmark = pytest.mark.unit
 

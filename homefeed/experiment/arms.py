@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from components.data.world.config import DAY_MS
-from components.experiment.design import Arm
+from homefeed.experiment.design import Arm
 
 DEFAULT_ARMS = {"control": "none", "treatment": "transact_v11"}
 DONE_FILE = {"features": "feature_store.yaml", "retrieval": "model.pt", "index": "index.json", "ranking": "model.pt"}
@@ -35,8 +35,8 @@ def prepare(
     progress=print,
 ) -> dict:
     """Train or reuse the artifacts; returns {"features", "retrieval", "index": Path, "arms": [Arm, ...]}."""
-    from components import steps
     from components.data.dataset import Dataset
+    from pipelines import steps
 
     arms = arms or DEFAULT_ARMS
     out_dir = Path(out_dir)

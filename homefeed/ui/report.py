@@ -2,7 +2,7 @@
 
 Markdown is rendered by markdown-it-py (already installed with rich) with tables on and raw HTML off, so a report
 cannot inject markup into the page. The effects' forest plot is drawn from report.json beside it, when there is one
-(components/experiment/plot.py: numbers in, escaped labels), not read from a file of markup.
+(homefeed/experiment/plot.py: numbers in, escaped labels), not read from a file of markup.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def report_page(path: Path) -> str:
     body = MarkdownIt("commonmark", {"html": False}).enable("table").render(path.read_text(encoding="utf-8"))
     data = path.with_name("report.json")
     if data.exists():
-        from components.experiment.plot import effects_svg
+        from homefeed.experiment.plot import effects_svg
 
         body = f"<figure>{effects_svg(json.loads(data.read_text()))}</figure>" + body
     title = html.escape(path.parent.parent.name)

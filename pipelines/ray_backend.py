@@ -5,7 +5,7 @@ One setting switches (the pipeline parameter `ray_backend`); the step function i
 - `local`: the step runs in the calling process, whose `ray.init()` starts a Ray instance on this machine (or in the
   KFP pod, on a cluster without KubeRay).
 - `kuberay`: the step's inputs are staged on the shared workspace volume (a ReadWriteMany PVC the KFP task and the
-  Ray pods both mount at WORKSPACE_MOUNT), a `RayJob` runs `python -m components.remote <call.json>` on a fresh Ray
+  Ray pods both mount at WORKSPACE_MOUNT), a `RayJob` runs `python -m pipelines.ray_backend <call.json>` on a fresh Ray
   cluster of `ray_workers` workers (with `gpus` each), and the step's outputs come back from the volume into the KFP
   output artifact. The job is polled until it ends; anything but SUCCEEDED fails the step
   (components/cluster/rayjob.py). KubeRay deletes the cluster when the job finishes (shutdownAfterJobFinishes) and
@@ -53,7 +53,7 @@ class RayBackend:
 
 def _steps() -> dict[str, Callable[..., dict]]:
     """The steps that may run remotely, by name: each takes JSON-able keyword arguments only."""
-    from components import steps
+    from pipelines import steps
 
     return {
         "pretrain_ids": steps.pretrain_ids_step,
@@ -81,7 +81,7 @@ def run_step(
 
 
 def rayjob_spec(step: str, job_id: str, backend: RayBackend, call_file: str, namespace: str):
-    """The RayJob a kuberay step submits: `python -m components.remote <call_file>` on the project image, with the
+    """The RayJob a kuberay step submits: `python -m pipelines.ray_backend <call_file>` on the project image, with the
     shared workspace volume on every Ray pod. manifests/templates/rayjob.yaml is this for one step, rendered
     (tests/manifests check that it still is)."""
     from components.cluster.rayjob import RayJobSpec, rayjob_name
@@ -91,7 +91,7 @@ def rayjob_spec(step: str, job_id: str, backend: RayBackend, call_file: str, nam
         name=rayjob_name(slug, job_id),
         namespace=namespace,
         image=IMAGE,
-        entrypoint=f"python -m components.remote {call_file}",
+        entrypoint=f"python -m pipelines.ray_backend {call_file}",
         runtime_env={"env_vars": {"PYTHONUNBUFFERED": "1"}},
         workers=backend.workers,
         worker_gpus=backend.gpus,
@@ -126,10 +126,10 @@ def _run_on_kuberay(step, kwargs, backend, job_id, inputs, outputs, on_status) -
 
 
 TEMPLATE_HEADER = """\
-# The RayJob a training step submits with ray_backend=kuberay (components/remote.py rayjob_spec), here for
+# The RayJob a training step submits with ray_backend=kuberay (pipelines/ray_backend.py rayjob_spec), here for
 # train_ranking with 2 workers of 1 GPU. The pipelines create one per step and run, named from the KFP run and task
 # ids; this file is for reading and review, and kustomize does not apply it. Regenerate it with
-#   python -m components.remote --template > manifests/templates/rayjob.yaml
+#   python -m pipelines.ray_backend --template > manifests/templates/rayjob.yaml
 # (tests/manifests check that it matches the code, the RayJob CRD and the security policy).
 """
 
@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.stdout.write(rayjob_template())
         return
     if len(args) != 1:
-        raise SystemExit("usage: python -m components.remote <call.json> | --template")
+        raise SystemExit("usage: python -m pipelines.ray_backend <call.json> | --template")
     call_path = Path(args[0])
     call = json.loads(call_path.read_text())
     result = _steps()[call["step"]](**call["kwargs"])

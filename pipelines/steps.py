@@ -1,60 +1,28 @@
 """The pipeline's steps as plain functions: directories in, a directory out, a JSON-able summary back.
 
-Each function here is what one KFP component runs (components/kfp_components.py wraps them thinly) and what tests
+Each function here is what one KFP component runs (pipelines/kfp_components.py wraps them thinly) and what tests
 call directly. A step reads only its inputs' directories and writes only its own, so the same code runs under
 kfp.local on a laptop and in a pod on Kubeflow, where the directories are artifact mounts.
 
-The time split is one definition shared by the training, evaluation and serving steps (`time_split`): retrieval
-trains on everything before the holdout, ranking on the last `ranking_days` before it, and both are evaluated on
-the holdout (the last `holdout_days` of the dataset).
+The artifacts they pass each other are typed where they meet more than one reader: the time split
+(components/data/split.py), the evaluation (components/evaluate/result.py), the index bundle
+(components/index/bundle.py) and the gate's decision (components/release.py). The drift step is monitoring's
+(monitoring/drift.py).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from components.data.dataset import Dataset
-from components.data.world.config import DAY_MS
+from components.data.split import TimeSplit, time_split
+from components.index.bundle import COLLECTION, MILVUS_FILE, IndexBundle
 from components.index.corpus import GRANULARITIES, CorpusOptions
 
-INDEX_FILE = "index.json"  # written by `index_pins`, read by the retrieval predictor
-MILVUS_FILE = "milvus.db"
-COLLECTION = "pins"
-DRIFT_SUMMARY = "summary.json"  # written by `engagement_drift` beside the window folder of the monitoring job
-
-
-@dataclass(frozen=True)
-class TimeSplit:
-    """UTC epoch ms bounds: ranking trains on [ranking_start, train_end), retrieval on [.., train_end), both are
-    evaluated on [train_end, end)."""
-
-    ranking_start_ms: int
-    train_end_ms: int
-    end_ms: int
-
-
-def time_split(dataset_dir: Path, holdout_days: float = 1.0, ranking_days: float = 3.0) -> TimeSplit:
-    """The split of `dataset_dir` by event time; refuses a holdout or ranking window that leaves nothing to train."""
-    if holdout_days <= 0 or ranking_days <= 0:
-        raise ValueError(f"holdout_days and ranking_days must be positive, got {holdout_days}, {ranking_days}")
-    ts = Dataset(dataset_dir).read("events", columns=["ts"])["ts"]
-    if ts.empty:
-        raise ValueError(f"{dataset_dir} has no events to split")
-    start, end = int(ts.min()), int(ts.max()) + 1
-    train_end = end - round(holdout_days * DAY_MS)
-    ranking_start = max(start, train_end - round(ranking_days * DAY_MS))
-    if train_end <= start:
-        span = (end - start) / DAY_MS
-        raise ValueError(f"holdout_days={holdout_days} covers the whole dataset ({span:.2f} days of events)")
-    return TimeSplit(ranking_start, train_end, end)
-
-
-def _split(split: TimeSplit | dict) -> TimeSplit:
-    return TimeSplit(**split) if isinstance(split, dict) else split
+__all__ = ["TimeSplit", "time_split"]  # re-exported: the steps' callers build their split here
 
 
 def prepare_data(source: str, out_dir: Path, seed: int = 0) -> dict:
@@ -147,7 +115,7 @@ def pretrain_ids_step(
         (out_dir / METRICS_FILE).write_text(json.dumps(summary) + "\n")
         return summary
     opts = PretrainOptions(epochs=epochs, seed=seed, num_workers=_workers(workers))
-    return {"pretrained": True, **pretrain_ids(dataset_dir, out_dir, _split(split).train_end_ms, opts=opts)}
+    return {"pretrained": True, **pretrain_ids(dataset_dir, out_dir, TimeSplit.of(split).train_end_ms, opts=opts)}
 
 
 def train_retrieval_step(
@@ -161,11 +129,11 @@ def train_retrieval_step(
 ) -> dict:
     """The `train retrieval` step: the two-tower model on Ray Train (`workers` workers), on everything before the
     holdout, starting from the ID embeddings in `pretrained_dir` when `pretrain_ids_step` wrote some there. `split`
-    may be a dict (a call that came as JSON, components/remote.py)."""
+    may be a dict (a call that came as JSON, pipelines/ray_backend.py)."""
     from components.train.pretrain_ids import EMBEDDINGS_FILE
     from components.train.retrieval import RetrievalTraining, train_retrieval
 
-    split = _split(split)
+    split = TimeSplit.of(split)
     ids = Path(pretrained_dir) / EMBEDDINGS_FILE if pretrained_dir else None
     opts = RetrievalTraining(
         epochs=epochs,
@@ -197,7 +165,7 @@ def train_ranking_step(
     from components.train.ranking import RankingTraining, train_ranking
     from components.train.retrieval import load_two_tower, user_embeddings
 
-    ds, out_dir, split = Dataset(dataset_dir), Path(out_dir), _split(split)
+    ds, out_dir, split = Dataset(dataset_dir), Path(out_dir), TimeSplit.of(split)
     cat = Catalog.load(ds)
     _, log = read_events(ds)
     users = np.arange(cat.n_users)
@@ -219,24 +187,12 @@ def train_ranking_step(
 
 def evaluate(dataset_dir: Path, retrieval_dir: Path, ranking_dir: Path, out_dir: Path, split: TimeSplit) -> dict:
     """The `evaluate` step: recall@K of retrieval and HIT@3 per head of ranking on the holdout, each next to its
-    baseline; written to `out_dir/evaluation.json` and returned."""
-    from components.evaluate.offline import evaluate_ranking, evaluate_retrieval, write_metrics
+    baseline; written to `out_dir/evaluation.json` and returned (components/evaluate/result.py)."""
+    from components.evaluate.offline import evaluate_models
 
-    result = {
-        "split": asdict(split),
-        "retrieval": evaluate_retrieval(dataset_dir, retrieval_dir, split.train_end_ms, ks=(10, 100)),
-        "ranking": evaluate_ranking(dataset_dir, ranking_dir, split.train_end_ms, split.end_ms),
-    }
-    write_metrics(Path(out_dir) / "evaluation.json", result)
-    return result
-
-
-def flat_metrics(evaluation: dict) -> dict[str, float]:
-    """The scalar figures of an evaluation as `name: value`, the form KFP Metrics take."""
-    out = {f"recall@{k}": v for k, v in evaluation["retrieval"]["recall"].items()}
-    out |= {f"recall@{k}_popularity": v for k, v in evaluation["retrieval"]["popularity_recall"].items()}
-    out |= {k: v for k, v in evaluation["ranking"].items() if k.startswith("hit@")}
-    return {k: float(v) for k, v in out.items()}
+    result = evaluate_models(dataset_dir, retrieval_dir, ranking_dir, TimeSplit.of(split))
+    result.write(out_dir)
+    return result.to_json()
 
 
 def index_pins(
@@ -248,6 +204,7 @@ def index_pins(
     hnsw: dict | None = None,
     index_uri: str = "",
     embed_workers: int | None = None,
+    search_ef: int | None = None,
 ) -> dict:
     """The `corpus + index` step, in two parts:
 
@@ -265,8 +222,9 @@ def index_pins(
 
     `out_dir/index.json` tells readers where to search. For the Lite file: the alias (the file is this bundle's own),
     the uri relative to `out_dir`. For a server: the uri, and the version this bundle built, never the alias, which
-    is recorded as "alias" for other readers (why: the comment on `info` below).
+    is recorded as "alias" for other readers (why: the comment on `bundle` below).
     `hnsw`: the build parameters (`M`, `efConstruction`; Milvus' defaults otherwise), recorded there too.
+    `search_ef`: the HNSW search breadth the retrieval predictor will use (None: max(k, 64)), recorded there too.
     `embed_workers`: Ray actors for the embedding (None: embed_pins' default; 0: in this process, without Ray).
     """
     from components.index.client import check_server_uri
@@ -297,77 +255,19 @@ def index_pins(
     # bundle on a server names its own version. The version the serving predictor searches until then survives the
     # swap: publish_version keeps the newest two (`keep=2`), this one and the previous. (Only one previous: after a
     # publish whose deploy failed, the next publish drops the version still serving.)
-    info = {
-        "uri": index_uri or MILVUS_FILE,
-        "collection": published["collection"] if index_uri else published["alias"],
-        "version": published["collection"],
-        "count": published["count"],
-        "recall_check": {f"recall@{published['recall_k']}": published["recall"]},
-        "dim": int(emb.shape[1]),
-        "metric": "IP",
-        "hnsw": {**HNSW_DEFAULTS, **(hnsw or {})},
-        "corpus": {"version": built["version"], "as_of_ms": built["as_of_ms"], "counts": built["counts"]},
-        "embedding": {k: embedding[k] for k in ("engine", "workers", "batch_size", "seconds")},
-    }
-    if index_uri:
-        info["alias"] = published["alias"]
-    (out_dir / INDEX_FILE).write_text(json.dumps(info, indent=2) + "\n")
-    return info
-
-
-def read_index_info(index_dir: Path) -> dict:
-    """`index.json` of an index directory, a Milvus Lite file's `uri` made absolute (a server's is left as it is)."""
-    index_dir = Path(index_dir)
-    path = index_dir / INDEX_FILE
-    if not path.exists():
-        raise FileNotFoundError(f"{index_dir} is not an index directory: {INDEX_FILE} is missing")
-    info = json.loads(path.read_text())
-    if "://" not in info["uri"]:
-        info["uri"] = str((index_dir / info["uri"]).resolve())
-    return info
-
-
-def engagement_drift(dataset_dir: Path, out_dir: Path, reference_days: float = 7, current_days: float = 1) -> dict:
-    """The `monitor` step: the monitoring job (monitoring/job.py) on the dataset's latest window, without a model.
-
-    The latest `current_days` are compared with the `reference_days` before them: engagement rates overall and per
-    group with the z-test, and the feature distributions. The job writes `out_dir/<window end>/report.html`,
-    `report.json` and `summary.json`; the summary returned, also written as `out_dir/summary.json`, is the job's
-    with two keys more, which the pipeline's artifact metadata reads: `actions` (`engagement_changes` overall) and
-    `drift_detected` (whether the z-test found any of the three overall rates moved).
-    """
-    from monitoring.job import Windows, run_window
-    from monitoring.window import Source
-
-    source = Source.load(dataset_dir)  # read once: for where the data ends and for both windows
-    windows = Windows.ending(source.end_ms(), current_days, reference_days)
-    summary = run_window(Path(dataset_dir), windows, Path(out_dir), source=source)
-    actions = engagement_changes(summary)
-    summary["actions"] = actions
-    summary["drift_detected"] = any(v["drift_detected"] for v in actions.values())
-    (Path(out_dir) / DRIFT_SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
-    return summary
-
-
-def engagement_changes(summary: dict, group: str = "all") -> dict[str, dict]:
-    """Per engagement action, from a monitoring-job summary (monitoring.job.run_window): the reference and current
-    rate of `group`'s impressions ("all", "core" or "non-core"), the relative change (None from a zero or missing
-    rate: JSON has no infinity), and the two-proportion z-test's p-value (`drift_score`) and verdict. A rate is None
-    where the group had no impressions in that window."""
-    from monitoring.engagement import ENGAGEMENTS
-    from monitoring.job import grouped
-
-    changes = {}
-    for action in ENGAGEMENTS:
-        ref, cur = summary["reference_mean"].get(grouped(action, group)), summary["mean"].get(grouped(action, group))
-        test = summary["drift"].get(grouped(f"{action}_flag", group), {})
-        changes[action] = {
-            "reference_rate": ref,
-            "current_rate": cur,
-            "relative_change": (cur - ref) / ref if ref and cur is not None else None,
-            "drift_score": test.get("score"),
-            "drift_detected": bool(test.get("detected", False)),
-            "method": test.get("method"),
-            "threshold": test.get("threshold"),
-        }
-    return changes
+    bundle = IndexBundle(
+        uri=index_uri or MILVUS_FILE,
+        collection=published["collection"] if index_uri else published["alias"],
+        version=published["collection"],
+        count=published["count"],
+        recall_check={f"recall@{published['recall_k']}": published["recall"]},
+        dim=int(emb.shape[1]),
+        metric="IP",
+        hnsw={**HNSW_DEFAULTS, **(hnsw or {})},
+        corpus={"version": built["version"], "as_of_ms": built["as_of_ms"], "counts": built["counts"]},
+        embedding={k: embedding[k] for k in ("engine", "workers", "batch_size", "seconds")},
+        alias=published["alias"] if index_uri else None,
+        search_ef=search_ef,
+    )
+    bundle.write(out_dir)
+    return bundle.to_json()

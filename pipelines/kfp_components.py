@@ -1,4 +1,4 @@
-"""KFP v2 lightweight components: one thin wrapper per step of components/steps.py.
+"""KFP v2 lightweight components: one thin wrapper per step of pipelines/steps.py.
 
 A wrapper turns KFP artifacts into directories, calls its step and records a few figures in the output's metadata
 (they show in the KFP UI and come back from a local run). Its body is all KFP ships to the pod, so it imports what
@@ -12,7 +12,7 @@ No `from __future__ import annotations` here: KFP reads the artifact types from 
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Model, Output
 
-from components.remote import IMAGE
+from pipelines.ray_backend import IMAGE
 
 
 def _component(fn):
@@ -23,7 +23,7 @@ def _component(fn):
 @_component
 def data(source: str, seed: int, dataset: Output[Dataset]) -> None:
     """Simulate a world or ingest a dataset (`source`: world:<preset>, movielens:<folder>, sequences:<file>)."""
-    from components import steps
+    from pipelines import steps
 
     manifest = steps.prepare_data(source, dataset.path, seed)
     dataset.metadata.update({"source": source, **{f"rows_{k}": v for k, v in manifest["rows"].items()}})
@@ -34,7 +34,7 @@ def features(
     dataset: Input[Dataset], half_life_days: float, online_store: str, feature_store: Output[Artifact]
 ) -> None:
     """A Feast repository with the batch views materialized and the last-100 sequences streamed online."""
-    from components import steps
+    from pipelines import steps
 
     summary = steps.build_features(dataset.path, feature_store.path, half_life_days, online_store)
     feature_store.metadata.update(summary)
@@ -64,7 +64,8 @@ def pretrain_ids(
     """Contrastive user/pin ID embeddings on the window aligned with retrieval training (`epochs` 0: off)."""
     from dataclasses import asdict
 
-    from components import remote, steps
+    from pipelines import steps
+    from pipelines.ray_backend import RayBackend, run_step
 
     split = steps.time_split(dataset.path, holdout_days, ranking_days)
     kwargs = {"dataset_dir": dataset.path, "out_dir": ids.path, "split": asdict(split), "epochs": epochs,
@@ -72,8 +73,8 @@ def pretrain_ids(
     if epochs == 0:  # nothing for a Ray cluster to do
         summary = steps.pretrain_ids_step(**kwargs)
     else:
-        backend = remote.RayBackend(ray_backend, ray_workers)
-        summary = remote.run_step("pretrain_ids", kwargs, backend, job_id, ["dataset_dir"], ["out_dir"], print)
+        backend = RayBackend(ray_backend, ray_workers)
+        summary = run_step("pretrain_ids", kwargs, backend, job_id, ["dataset_dir"], ["out_dir"], print)
     ids.metadata.update({k: v for k, v in summary.items() if isinstance(v, (bool, int, float, str))})
 
 
@@ -94,14 +95,15 @@ def train_retrieval(
     starts from the pretrained ID embeddings when the ID pretraining step made some."""
     from dataclasses import asdict
 
-    from components import remote, steps
+    from pipelines import steps
+    from pipelines.ray_backend import RayBackend, run_step
 
     split = steps.time_split(dataset.path, holdout_days, ranking_days)
     kwargs = {"dataset_dir": dataset.path, "out_dir": model.path, "split": asdict(split), "epochs": epochs,
               "seed": seed, "workers": ray_workers, "pretrained_dir": pretrained_ids.path}  # fmt: skip
-    backend = remote.RayBackend(ray_backend, ray_workers)
+    backend = RayBackend(ray_backend, ray_workers)
     inputs = ["dataset_dir", "pretrained_dir"]
-    summary = remote.run_step("train_retrieval", kwargs, backend, job_id, inputs, ["out_dir"], print)
+    summary = run_step("train_retrieval", kwargs, backend, job_id, inputs, ["out_dir"], print)
     model.metadata.update({k: summary[k] for k in ("train_examples", "train_loss")} | {"ray_backend": ray_backend})
 
 
@@ -124,15 +126,16 @@ def train_ranking(
     whose workers have `gpus` GPUs each (`ray_backend`)."""
     from dataclasses import asdict
 
-    from components import remote, steps
+    from pipelines import steps
+    from pipelines.ray_backend import RayBackend, run_step
 
     split = steps.time_split(dataset.path, holdout_days, ranking_days)
     kwargs = {"dataset_dir": dataset.path, "retrieval_dir": retrieval_model.path, "out_dir": model.path,
               "split": asdict(split), "epochs": epochs, "max_examples": max_examples, "seed": seed,
               "workers": ray_workers}  # fmt: skip
-    backend = remote.RayBackend(ray_backend, ray_workers, gpus)
+    backend = RayBackend(ray_backend, ray_workers, gpus)
     inputs = ["dataset_dir", "retrieval_dir"]
-    summary = remote.run_step("train_ranking", kwargs, backend, job_id, inputs, ["out_dir"], print)
+    summary = run_step("train_ranking", kwargs, backend, job_id, inputs, ["out_dir"], print)
     model.metadata.update({k: summary[k] for k in ("train_examples", "train_loss")} | {"ray_backend": ray_backend})
 
 
@@ -147,11 +150,12 @@ def evaluate(
     metrics: Output[Metrics],
 ) -> None:
     """recall@K and HIT@3 per head on the holdout, with their baselines: a JSON file and KFP Metrics."""
-    from components import steps
+    from components.evaluate.result import flat_metrics
+    from pipelines import steps
 
     split = steps.time_split(dataset.path, holdout_days, ranking_days)
     result = steps.evaluate(dataset.path, retrieval_model.path, ranking_model.path, evaluation.path, split)
-    for name, value in steps.flat_metrics(result).items():
+    for name, value in flat_metrics(result).items():
         metrics.log_metric(name, value)
 
 
@@ -169,8 +173,8 @@ def index(
     """The serving corpus (decayed engagement, signature dedup) as a new Milvus collection version behind an alias:
     in a Milvus Lite file in `pin_index`, or on the Milvus server `index_uri` (token from $MILVUS_TOKEN). The pins
     are embedded on Ray, sized to the corpus, or in the step's process where the run trains there (`ray_workers` 0)."""
-    from components import steps
     from components.index.corpus import CorpusOptions
+    from pipelines import steps
 
     info = steps.index_pins(
         dataset.path,
@@ -198,7 +202,8 @@ def gate(
 ) -> bool:
     """Champion/challenger: both metric sets (the champion re-evaluated on this holdout) and the verdict, as KFP
     Metrics and a decision.json; returns whether to deploy."""
-    from components import release, steps
+    from components import release
+    from pipelines import steps
 
     split = steps.time_split(dataset.path, holdout_days, ranking_days)
     record = release.gate_step(dataset.path, evaluation.path, decision.path, split, registry, run_id, gate_policy)
@@ -251,9 +256,9 @@ def monitor(
     """The Evidently engagement-drift report: the latest window's repin, click and hide rates against a reference."""
     import shutil
 
-    from components import steps
+    from monitoring.drift import engagement_drift
 
-    summary = steps.engagement_drift(dataset.path, drift.path, reference_days, current_days)
+    summary = engagement_drift(dataset.path, drift.path, reference_days, current_days)
     shutil.copyfile(summary["html"], drift_html.path)  # an HTML artifact is what the KFP UI renders inline
     drift.metadata.update(
         {"drift_detected": summary["drift_detected"]}

@@ -1,5 +1,5 @@
 // The homefeed page: one user's profile, realtime sequence, candidates and feed, from the app's JSON API
-// (serving/ui/app.py). Plain DOM code, no framework or build step; every value from the API is inserted as text.
+// (homefeed/ui/app.py). Plain DOM code, no framework or build step; every value from the API is inserted as text.
 "use strict";
 
 const FEED_SIZE = 12;

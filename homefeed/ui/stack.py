@@ -2,7 +2,7 @@
 the retrieval and ranking servers on it, and the app.
 
 The page's actions are pushed into the online store, so the servers run on a working copy of the run's feature
-repository and index (serving.launcher.working_copy says why), never on the run's own artifacts.
+repository and index (components.cluster.launcher.working_copy says why), never on the run's own artifacts.
 
 Example:
     artifacts = Artifacts.of_run(load_run(Path("workspace/runs/latest")))
@@ -77,14 +77,14 @@ def ui_app(
     """Copy the feature repository (and index) into `work_dir`, start retrieval and ranking on the copies (unless
     both URLs are given), and yield the app; the servers stop when the block ends. `work_dir` must not exist yet or be
     empty: a copy left by an earlier page would carry its actions. Raises FileNotFoundError naming missing files, and
-    serving.launcher.ServerFailed when a server does not start."""
+    components.cluster.launcher.ServerFailed when a server does not start."""
     from feast import FeatureStore
 
+    from components.cluster.launcher import homefeed_specs, running_servers, working_copy
+    from homefeed.ui.actions import ActionSink
+    from homefeed.ui.app import UiState, create_app
+    from homefeed.ui.world import World
     from serving.homefeed import HomefeedPredictor
-    from serving.launcher import homefeed_specs, running_servers, working_copy
-    from serving.ui.actions import ActionSink
-    from serving.ui.app import UiState, create_app
-    from serving.ui.world import World
 
     external = retrieval_url is not None and ranking_url is not None
     if (retrieval_url is None) != (ranking_url is None):

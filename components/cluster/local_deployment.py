@@ -9,7 +9,7 @@ The laptop stand-in for the InferenceServices a cluster deploy patches. A deploy
 A deploy restarts the three servers (retrieval, ranking, homefeed) on the new bundle, on the ports the deployment
 already uses, so a client keeps its URLs. If the new servers do not come up, the previous version is started again
 and the deploy fails: a failed rollout leaves the last good version serving. The servers run in sessions of their
-own (serving/launcher.py), so they outlive the pipeline step that started them; `undeploy` stops them by pid.
+own (components/cluster/launcher.py), so they outlive the pipeline step that started them; `undeploy` stops them by pid.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import os
 from datetime import UTC, datetime
 from pathlib import Path
 
-from serving.launcher import ServerFailed, free_ports, homefeed_specs, start_servers, stop_pids
+from components.cluster.launcher import ServerFailed, free_ports, homefeed_specs, start_servers, stop_pids
 
 STATE_FILE = "deployment.json"
 SERVER_NAMES = ("retrieval", "ranking", "homefeed")

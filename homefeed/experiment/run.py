@@ -1,6 +1,6 @@
 """One experiment from a world to its report: train or reuse the arms' models, serve the schedule, write the report.
 
-The one sequence `homefeed experiment`, the benchmark and the tests run (components/experiment/arms.py,
+The one sequence `homefeed experiment`, the benchmark and the tests run (homefeed/experiment/arms.py,
 engine.py, report.py do the parts).
 
 Example:
@@ -32,14 +32,14 @@ def run_ab(
     """Models under `out_dir/models`, the run and its report under `out_dir/run`; returns {"summary", "report",
     "paths"} (paths: the report's json and markdown). `arms` maps arm name to sequence module, the first being the
     control (default control=none, treatment=transact_v11); `training` overrides arms.prepare's keyword defaults.
-    `design`: "paired" or "split" (components/experiment/design.py). A ValueError for a dataset that is not a
+    `design`: "paired" or "split" (homefeed/experiment/design.py). A ValueError for a dataset that is not a
     simulated world, or for a design or arms that cannot run, comes before any training."""
     import pandas as pd
 
-    from components.experiment import arms as arms_
-    from components.experiment.design import DESIGNS, ExperimentConfig
-    from components.experiment.engine import run_experiment, world_of
-    from components.experiment.report import build_report, write
+    from homefeed.experiment import arms as arms_
+    from homefeed.experiment.design import DESIGNS, ExperimentConfig
+    from homefeed.experiment.engine import run_experiment, world_of
+    from homefeed.experiment.report import build_report, write
 
     world_of(world_dir)
     arms = arms or arms_.DEFAULT_ARMS

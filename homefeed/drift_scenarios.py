@@ -73,7 +73,7 @@ def interest_shift(world: Path, config: WorldConfig, root: Path, before: int = 2
 def train_model(world: Path, out: Path, end_ms: int) -> Path:
     """What the retraining pipeline trains (its retrieval and ranking steps with the pipeline's default epochs,
     ranking window and examples) on the data before `end_ms`; returns the ranking model's directory."""
-    from components import steps
+    from pipelines import steps
 
     split = steps.TimeSplit(end_ms - 3 * DAY_MS, end_ms, end_ms + DAY_MS)  # ranking on the 3 days before the end
     steps.train_retrieval_step(world, out / "retrieval", split, epochs=3)

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from components.experiment.design import is_core
+from homefeed.experiment.design import is_core
 
 COUNTS = ("sessions", "pages", "impressions", "clicks", "repins", "hides")
 RATES = {"click_rate": "clicks", "repin_rate": "repins", "hide_rate": "hides"}
@@ -183,7 +183,7 @@ def markdown(report: dict) -> str:
 
 def write(report: dict, out_dir: Path) -> dict[str, Path]:
     """report.json, report.md and the effects' forest plot (effects.svg) in `out_dir`; returns their paths."""
-    from components.experiment.plot import effects_svg
+    from homefeed.experiment.plot import effects_svg
 
     out_dir = Path(out_dir)
     paths = {"json": out_dir / "report.json", "markdown": out_dir / "report.md", "plot": out_dir / "effects.svg"}

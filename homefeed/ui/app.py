@@ -28,10 +28,10 @@ from fastapi.staticfiles import StaticFiles
 from kserve.errors import InferenceError, InvalidInput
 from pydantic import BaseModel, StrictInt
 
+from homefeed.ui.actions import ActionSink, BadAction
+from homefeed.ui.report import latest_report, report_page
+from homefeed.ui.world import UnknownPin, UnknownUser, World, user_view
 from serving.homefeed import DEFAULT_N, HomefeedPredictor, feed
-from serving.ui.actions import ActionSink, BadAction
-from serving.ui.report import latest_report, report_page
-from serving.ui.world import UnknownPin, UnknownUser, World, user_view
 
 STATIC = Path(__file__).resolve().parent / "static"
 MAX_PICKER_USERS = 1000

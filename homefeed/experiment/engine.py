@@ -35,8 +35,8 @@ from components.data.contracts import SEGMENTS
 from components.data.dataset import Dataset
 from components.data.world.config import WorldConfig
 from components.data.world.truth import GroundTruth
-from components.experiment.design import ExperimentConfig, assign_arms, batches, schedule
-from components.experiment.users import act
+from homefeed.experiment.design import ExperimentConfig, assign_arms, batches, schedule
+from homefeed.experiment.users import act
 
 REQUEST_TIMEOUT_S = 120.0
 TRUTH_FILE = "ground_truth.npz"
@@ -66,7 +66,7 @@ def run_experiment(
 ) -> dict:
     """Serve every page of the experiment's schedule to its users through their arm's servers; write the logs
     above and return a summary ({pages, events, seconds, out}). `progress(done, total)` after each batch."""
-    from serving.launcher import ranked_feed_specs, retrieval_spec, running_servers
+    from components.cluster.launcher import ranked_feed_specs, retrieval_spec, running_servers
 
     world, truth = world_of(dataset_dir)
     ds, out_dir = Dataset(dataset_dir), Path(out_dir)
@@ -139,9 +139,9 @@ class _Lane:
     def __init__(self, features_dir: Path, index_dir: Path, root: Path, retrieval: str) -> None:
         from feast import FeatureStore
 
+        from components.cluster.launcher import working_copy
         from components.stream.processor import StreamProcessor
         from components.stream.replay import CHECKPOINT
-        from serving.launcher import working_copy
 
         # The servers and the processor work on copies: a rerun starts from the world's end again, not from the last
         # run's actions, and the index may be open (locked) in this process.

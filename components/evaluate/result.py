@@ -1,0 +1,56 @@
+"""The evaluation artifact: what the evaluate step measured on the holdout, as the gate and the registry read it.
+
+    evaluation.json   {"split": TimeSplit, "retrieval": {...}, "ranking": {...}} (keys sorted)
+
+`flat()` is the form the gate compares and KFP Metrics show: one `name: value` per figure, each model's figure next
+to its baseline's (popularity for retrieval, a random order for ranking).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from components.data.split import TimeSplit
+
+EVALUATION_FILE = "evaluation.json"
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    split: TimeSplit
+    retrieval: dict  # users, recall {k: value}, popularity_recall {k: value} (components/evaluate/offline.py)
+    ranking: dict  # impressions, requests, hit@3_<head> and hit@3_<head>_random
+
+    def to_json(self) -> dict:
+        return {"split": self.split.to_json(), "retrieval": self.retrieval, "ranking": self.ranking}
+
+    @classmethod
+    def from_json(cls, data: dict) -> Evaluation:
+        return cls(TimeSplit.from_json(data["split"]), data["retrieval"], data["ranking"])
+
+    def flat(self) -> dict[str, float]:
+        """The scalar figures as `name: value`, the form KFP Metrics take."""
+        return flat_metrics(self.to_json())
+
+    def write(self, out_dir: Path) -> Path:
+        path = Path(out_dir) / EVALUATION_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_json(), indent=2, sort_keys=True) + "\n")
+        return path
+
+    @classmethod
+    def read(cls, evaluation_dir: Path) -> Evaluation:
+        path = Path(evaluation_dir) / EVALUATION_FILE
+        if not path.exists():
+            raise FileNotFoundError(f"{evaluation_dir} holds no evaluation: {EVALUATION_FILE} is missing")
+        return cls.from_json(json.loads(path.read_text()))
+
+
+def flat_metrics(evaluation: dict) -> dict[str, float]:
+    """`Evaluation.flat` of an evaluation's JSON form (also what the registry keeps of each version)."""
+    out = {f"recall@{k}": v for k, v in evaluation["retrieval"]["recall"].items()}
+    out |= {f"recall@{k}_popularity": v for k, v in evaluation["retrieval"]["popularity_recall"].items()}
+    out |= {k: v for k, v in evaluation["ranking"].items() if k.startswith("hit@")}
+    return {k: float(v) for k, v in out.items()}
