@@ -8,12 +8,12 @@ registry version. (No `from __future__ import annotations`: KFP reads the live a
 
 from typing import NamedTuple
 
-from kfp import dsl
 from kfp.dsl import Artifact, Dataset
 
 from pipelines import kfp_components as c
 from pipelines import stages
-from pipelines.params import DEFAULTS
+from pipelines.factory import pipeline_of
+from pipelines.params import EMBEDDING_REFRESH, PipelineParams
 
 PIPELINE_NAME = "embedding-refresh"
 
@@ -23,25 +23,13 @@ class Outputs(NamedTuple):
     feature_store: Artifact
 
 
-@dsl.pipeline(name=PIPELINE_NAME, description="Rebuild the serving corpus and pin index for the champion's models.")
-def embedding_refresh(
-    source: str = DEFAULTS.source,
-    seed: int = DEFAULTS.seed,
-    half_life_days: float = DEFAULTS.half_life_days,
-    online_store: str = DEFAULTS.online_store,
-    hnsw_m: int = DEFAULTS.hnsw_m,
-    hnsw_ef_construction: int = DEFAULTS.hnsw_ef_construction,
-    index_uri: str = DEFAULTS.index_uri,
-    ray_workers: int = DEFAULTS.ray_workers,
-    registry: str = DEFAULTS.registry,
-    deploy_target: str = DEFAULTS.deploy_target,
-) -> Outputs:
-    params = dict(locals())  # every parameter, by name, for the shared stages
-    data = stages.small(c.data(source=source, seed=seed).set_display_name("data"))
+@pipeline_of(PIPELINE_NAME, "Rebuild the serving corpus and pin index for the champion's models.", EMBEDDING_REFRESH)
+def embedding_refresh(p: PipelineParams) -> Outputs:
+    data = stages.small(c.data(source=p.source, seed=p.seed).set_display_name("data"))
     dataset = data.outputs["dataset"]
-    features = c.features(dataset=dataset, half_life_days=half_life_days, online_store=online_store)
+    features = c.features(dataset=dataset, half_life_days=p.half_life_days, online_store=p.online_store)
     stages.small(features.set_display_name("features"))
-    champ = stages.with_registry(stages.small(c.champion(registry=registry).set_display_name("champion")))
+    champ = stages.with_registry(stages.small(c.champion(registry=p.registry).set_display_name("champion")))
     stages.release(
         dataset,
         champ.outputs["retrieval_model"],
@@ -49,6 +37,6 @@ def embedding_refresh(
         champ.outputs["evaluation"],
         features.outputs["feature_store"],
         champ.outputs["decision"],
-        params,
+        p,
     )
     return Outputs(dataset=dataset, feature_store=features.outputs["feature_store"])

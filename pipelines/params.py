@@ -105,3 +105,38 @@ class PipelineParams(BaseModel):
 
 
 DEFAULTS = PipelineParams()
+
+
+def parameters(exclude: tuple[str, ...] = (), only: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """Names of PipelineParams in declaration order: `only` those, or all but `exclude`."""
+    names = tuple(PipelineParams.model_fields)
+    unknown = [n for n in (*exclude, *only) if n not in names]
+    if unknown:
+        raise ValueError(f"not pipeline parameters: {unknown}")
+    return tuple(n for n in names if (n in only if only else n not in exclude))
+
+
+# What each pipeline declares (pipelines/homefeed_training.py, homefeed_retraining.py, embedding_refresh.py).
+RETRAINING_ONLY = ("window_days", "end_days_ago")
+DRIFT_REPORT = ("reference_days", "current_days")
+TRAINING = parameters(exclude=RETRAINING_ONLY)
+RETRAINING = (
+    "source",
+    "seed",
+    *RETRAINING_ONLY,
+    *parameters(exclude=("source", "seed", *RETRAINING_ONLY, *DRIFT_REPORT)),
+)
+EMBEDDING_REFRESH = parameters(
+    only=(
+        "source",
+        "seed",
+        "half_life_days",
+        "online_store",
+        "hnsw_m",
+        "hnsw_ef_construction",
+        "index_uri",
+        "ray_workers",
+        "registry",
+        "deploy_target",
+    )  # fmt: skip
+)

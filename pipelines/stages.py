@@ -10,6 +10,7 @@ from __future__ import annotations
 from kfp import dsl, kubernetes
 
 from pipelines import kfp_components as c
+from pipelines.params import PipelineParams
 from pipelines.ray_backend import WORKSPACE_MOUNT, WORKSPACE_PVC
 
 # The registry's S3 credentials (manifests/), as the environment boto3 reads. Optional: a registry on a mounted
@@ -31,31 +32,30 @@ def with_registry(task: dsl.PipelineTask) -> dsl.PipelineTask:
     return kubernetes.use_secret_as_env(task, REGISTRY_SECRET, REGISTRY_ENV, optional=True)
 
 
-def train(dataset, params: dict) -> dict[str, dsl.PipelineTask]:
-    """features, ID pretraining, train retrieval, train ranking, evaluate. `params`: the pipeline's parameters."""
-    p = params
-    features = c.features(dataset=dataset, half_life_days=p["half_life_days"], online_store=p["online_store"])
+def train(dataset, p: PipelineParams) -> dict[str, dsl.PipelineTask]:
+    """features, ID pretraining, train retrieval, train ranking, evaluate."""
+    features = c.features(dataset=dataset, half_life_days=p.half_life_days, online_store=p.online_store)
     small(features.set_display_name("features"))
-    ray = {"ray_backend": p["ray_backend"], "ray_workers": p["ray_workers"], "job_id": dsl.PIPELINE_TASK_ID_PLACEHOLDER}
-    split = {"holdout_days": p["holdout_days"], "ranking_days": p["ranking_days"]}
-    ids = c.pretrain_ids(dataset=dataset, epochs=p["id_pretrain_epochs"], seed=p["seed"], **split, **ray)
+    ray = {"ray_backend": p.ray_backend, "ray_workers": p.ray_workers, "job_id": dsl.PIPELINE_TASK_ID_PLACEHOLDER}
+    split = {"holdout_days": p.holdout_days, "ranking_days": p.ranking_days}
+    ids = c.pretrain_ids(dataset=dataset, epochs=p.id_pretrain_epochs, seed=p.seed, **split, **ray)
     ids.set_display_name("ID pretraining")
     retrieval = c.train_retrieval(
-        dataset=dataset, pretrained_ids=ids.outputs["ids"], epochs=p["retrieval_epochs"], seed=p["seed"], **split, **ray
+        dataset=dataset, pretrained_ids=ids.outputs["ids"], epochs=p.retrieval_epochs, seed=p.seed, **split, **ray
     ).set_display_name("train retrieval")
     ranking = c.train_ranking(
         dataset=dataset,
         retrieval_model=retrieval.outputs["model"],
-        epochs=p["ranking_epochs"],
-        max_examples=p["ranking_max_examples"],
-        seed=p["seed"],
-        gpus=p["ranking_gpus"],
+        epochs=p.ranking_epochs,
+        max_examples=p.ranking_max_examples,
+        seed=p.seed,
+        gpus=p.ranking_gpus,
         **split,
         **ray,
     ).set_display_name("train ranking")
     # With ray_backend=local the step trains in its own pod (GPUs from the task's accelerator limit); with kuberay it
     # stages data on the shared workspace volume for the RayJob's pods, which the step's pod mounts too.
-    ranking.set_accelerator_type(GPU).set_accelerator_limit(p["ranking_gpus"])
+    ranking.set_accelerator_type(GPU).set_accelerator_limit(p.ranking_gpus)
     for task in (ids, retrieval, ranking):
         task.set_cpu_request("2").set_memory_request("4G").set_memory_limit("8G")
         kubernetes.mount_pvc(task, pvc_name=WORKSPACE_PVC, mount_path=WORKSPACE_MOUNT)
@@ -66,29 +66,29 @@ def train(dataset, params: dict) -> dict[str, dsl.PipelineTask]:
     return {"features": features, "retrieval": retrieval, "ranking": ranking, "evaluate": evaluation}
 
 
-def gate(dataset, tasks: dict, params: dict) -> dsl.PipelineTask:
+def gate(dataset, tasks: dict, p: PipelineParams) -> dsl.PipelineTask:
     gate_task = c.gate(
         dataset=dataset,
         evaluation=tasks["evaluate"].outputs["evaluation"],
-        holdout_days=params["holdout_days"],
-        ranking_days=params["ranking_days"],
-        registry=params["registry"],
-        gate_policy=params["gate_policy"],
+        holdout_days=p.holdout_days,
+        ranking_days=p.ranking_days,
+        registry=p.registry,
+        gate_policy=p.gate_policy,
         run_id=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
     )
     return with_registry(small(gate_task.set_display_name("gate")))
 
 
-def release(dataset, retrieval_model, ranking_model, evaluation, feature_store, decision, params: dict) -> None:
+def release(dataset, retrieval_model, ranking_model, evaluation, feature_store, decision, p: PipelineParams) -> None:
     """corpus + index, then deploy (register, roll out, promote). Call inside the gate's condition."""
     index = c.index(
         dataset=dataset,
         retrieval_model=retrieval_model,
-        half_life_days=params["half_life_days"],
-        hnsw_m=params["hnsw_m"],
-        hnsw_ef_construction=params["hnsw_ef_construction"],
-        index_uri=params["index_uri"],
-        ray_workers=params["ray_workers"],
+        half_life_days=p.half_life_days,
+        hnsw_m=p.hnsw_m,
+        hnsw_ef_construction=p.hnsw_ef_construction,
+        index_uri=p.index_uri,
+        ray_workers=p.ray_workers,
     )
     small(index.set_display_name("corpus + index"))
     kubernetes.use_secret_as_env(index, MILVUS_SECRET, MILVUS_ENV, optional=True)
@@ -99,17 +99,17 @@ def release(dataset, retrieval_model, ranking_model, evaluation, feature_store, 
         evaluation=evaluation,
         feature_store=feature_store,
         decision=decision,
-        registry=params["registry"],
-        target=params["deploy_target"],
+        registry=p.registry,
+        target=p.deploy_target,
         run_id=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
     )
     with_registry(small(deploy.set_display_name("deploy")))
 
 
-def train_gate_release(dataset, params: dict) -> dict[str, dsl.PipelineTask]:
+def train_gate_release(dataset, p: PipelineParams) -> dict[str, dsl.PipelineTask]:
     """train → gate → (if it passes) corpus + index → deploy; returns the tasks that always run."""
-    tasks = train(dataset, params)
-    tasks["gate"] = gate(dataset, tasks, params)
+    tasks = train(dataset, p)
+    tasks["gate"] = gate(dataset, tasks, p)
     with dsl.If(tasks["gate"].outputs["Output"] == True, name="gate-passed"):  # noqa: E712 (a KFP condition)
         release(
             dataset,
@@ -118,6 +118,6 @@ def train_gate_release(dataset, params: dict) -> dict[str, dsl.PipelineTask]:
             tasks["evaluate"].outputs["evaluation"],
             tasks["features"].outputs["feature_store"],
             tasks["gate"].outputs["decision"],
-            params,
+            p,
         )
     return tasks

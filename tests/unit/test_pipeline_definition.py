@@ -142,3 +142,24 @@ def test_pipeline_parameters_are_typed_params(name):
 def test_every_typed_param_is_used_by_some_pipeline():
     used = set().union(*(inspect.signature(p.pipeline_func).parameters for p in PIPELINES.values()))
     assert used == set(PipelineParams.model_fields)
+
+
+def test_the_factory_takes_types_and_defaults_from_pipeline_params_and_refuses_unknown_names():
+    from pipelines.factory import pipeline_of, signature
+
+    sig = signature(("seed", "ray_workers"), None)
+    assert [(p.name, p.annotation, p.default) for p in sig.parameters.values()] == [
+        ("seed", int, DEFAULTS.seed),
+        ("ray_workers", int, DEFAULTS.ray_workers),
+    ]
+    with pytest.raises(ValueError, match="not pipeline parameters"):
+        pipeline_of("x", "x", ("seed", "epochs"))
+
+
+def test_a_stage_reading_a_parameter_its_pipeline_does_not_declare_fails_at_definition():
+    from pipelines.factory import placeholders
+
+    p = placeholders({"seed": 3})
+    assert p.seed == 3
+    with pytest.raises(AttributeError):
+        _ = p.ray_workers
