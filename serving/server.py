@@ -15,10 +15,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import kserve
-from fastapi import FastAPI
+from fastapi import FastAPI, Request, Response
 from fastapi.responses import ORJSONResponse
-from kserve.constants.constants import FASTAPI_APP_IMPORT_STRING
-from kserve.protocol.rest.server import RESTServer
+from kserve import errors
+from kserve.protocol.rest.v1_endpoints import register_v1_endpoints
+from kserve.protocol.rest.v2_endpoints import register_v2_endpoints
+from prometheus_client import REGISTRY, exposition
 
 from serving.homefeed import DEFAULT_CANDIDATES, HomefeedPredictor
 
@@ -73,17 +75,40 @@ def serve(model: kserve.Model, http_port: int) -> None:
 def rest_app(*models: kserve.Model) -> FastAPI:
     """The REST application `serve` runs, for already loaded `models`, on a FastAPI app of its own.
 
-    kserve's RESTServer registers routes on one module-level app; doing the same on a fresh app lets several of these
-    coexist in a process. The two RESTServer methods used are the ones `RESTServer.create_application` calls.
+    kserve's ModelServer registers its routes on one module-level app, so two servers could not coexist in a process;
+    this builds the same routes (v1, v2, health at `/`, Prometheus `/metrics`) and the same error answers from
+    kserve's public functions on a fresh app.
     """
     server = kserve.ModelServer(enable_grpc=False, workers=1)
     for model in models:
         server.register_model(model)
-    rest = RESTServer(FASTAPI_APP_IMPORT_STRING, server.dataplane, server.model_repository_extension, http_port=0)
     app = FastAPI(default_response_class=ORJSONResponse)
-    rest._register_endpoints(app)
-    rest._add_exception_handlers(app)
+    app.add_api_route("/", server.dataplane.live)
+    app.add_api_route("/metrics", _metrics, methods=["GET"])
+    register_v1_endpoints(app, server.dataplane, server.model_repository_extension)
+    register_v2_endpoints(app, server.dataplane, server.model_repository_extension)
+    for error, handler in _ERROR_HANDLERS:
+        app.add_exception_handler(error, handler)
     return app
+
+
+async def _metrics(request: Request) -> Response:
+    encoder, content_type = exposition.choose_encoder(request.headers.get("accept"))
+    return Response(content=encoder(REGISTRY), headers={"content-type": content_type})
+
+
+# kserve's answer to each error, in the order kserve's own server registers them
+_ERROR_HANDLERS = (
+    (errors.InvalidInput, errors.invalid_input_handler),
+    (errors.InferenceError, errors.inference_error_handler),
+    (errors.ModelNotFound, errors.model_not_found_handler),
+    (errors.ModelNotReady, errors.model_not_ready_handler),
+    (NotImplementedError, errors.not_implemented_error_handler),
+    (errors.UnsupportedProtocol, errors.unsupported_protocol_error_handler),
+    (errors.ServerNotLive, errors.server_not_live_handler),
+    (errors.ServerNotReady, errors.server_not_ready_handler),
+    (Exception, errors.generic_exception_handler),
+)
 
 
 def _require(directory: Path, what: str, *files: str) -> None:

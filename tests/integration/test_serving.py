@@ -474,3 +474,12 @@ def test_a_ranking_model_built_for_another_contract_is_refused_at_load(tiny_arti
     with pytest.raises(ValueError, match=said):
         predictor.load()
     assert not predictor.ready
+
+
+def test_the_in_process_app_has_kserves_health_and_the_predictors_metrics(client):
+    assert client.get("/").json() == {"status": "alive"}
+    assert client.get("/v2/health/ready").status_code == 200
+    client.post("/v1/models/retrieval:predict", json={"instances": [{"user_id": 0, "k": 5}]})
+    metrics = client.get("/metrics")
+    assert metrics.status_code == 200 and metrics.headers["content-type"].startswith("text/plain")
+    assert 'homefeed_stage_seconds_count{model="retrieval"' in metrics.text
