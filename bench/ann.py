@@ -1,5 +1,8 @@
 """Approximate top-100 from the pin index (Milvus Lite, HNSW) against exact top-100 with numpy, core for core.
 
+(One module over 400 lines because the corpus generator, the two searchers and the report are one experiment whose
+parts only make sense together; nothing else imports them.)
+
 Target: on a 1M-pin, 64-d corpus, ANN recall@100 >= 0.95 against exact search, at >= 20x lower latency
 than exact top-k with numpy on one core; and the same with an interest filter.
 

@@ -1,5 +1,8 @@
 """A versioned model registry with a champion pointer, on a local directory or an S3-compatible bucket.
 
+(One module over 400 lines: the two storage backends and the registry above them share one consistency argument
+(exclusive version claims, version.json last, one-step champion swap), which is easier to check read together.)
+
 Layout under the registry's root (the same keys on both backends):
 
     <name>/versions/v<N>/<artifact files>   copied in at registration; never written again

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from components.data.split import TimeSplit
@@ -39,6 +39,47 @@ DECISION_FILE = "decision.json"
 # Both get the bundle's URI: the storage initializer puts it under /mnt/models, and each predictor reads its own
 # folder there (retrieval/ or ranking/) and the shared index/.
 INFERENCE_SERVICES = ("retrieval", "ranking")
+
+
+@dataclass(frozen=True)
+class ReleaseDecision:
+    """decision.json: whether a bundle may ship, and why. Written by the gate (or, for an embedding refresh, by the
+    champion step), read by the deploy step, and kept in the registry's history."""
+
+    deploy: bool
+    reasons: list[str]  # the last one is the verdict
+    basis: str  # what the champion's figures are: re-evaluated on this holdout, registered, or none
+    challenger: dict  # the metrics registered with the version (Evaluation.flat)
+    champion: dict | None = None
+    champion_version: int | None = None
+    per_metric: list[dict] = field(default_factory=list)  # gate.Decision.to_dict()'s checks
+    policy: dict | None = None
+    metrics: dict = field(default_factory=dict)  # gate.Decision.as_metrics(): what KFP Metrics show
+    run_id: str = ""
+
+    @property
+    def verdict(self) -> str:
+        return self.reasons[-1]
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> ReleaseDecision:
+        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
+
+    def write(self, out_dir: Path) -> Path:
+        path = Path(out_dir) / DECISION_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_json(), indent=2) + "\n")
+        return path
+
+    @classmethod
+    def read(cls, gate_dir: Path) -> ReleaseDecision:
+        path = Path(gate_dir) / DECISION_FILE
+        if not path.exists():
+            raise FileNotFoundError(f"{gate_dir} holds no release decision: {DECISION_FILE} is missing")
+        return cls.from_json(json.loads(path.read_text()))
 
 
 @dataclass(frozen=True)
@@ -69,8 +110,8 @@ def gate_step(
     """Decide whether the evaluated challenger may replace the champion; writes and returns the decision.
 
     `policy`: a JSON object of gate rules (components/gate.py GatePolicy.from_dict); empty for the default policy.
-    The returned dict is `Decision.to_dict()` plus `champion_version`, `basis`, `metrics` (Decision.as_metrics())
-    and `run_id`; it is recorded in the registry's history when the model has versions there.
+    Returns the ReleaseDecision's JSON form; it is recorded in the registry's history when the model has versions
+    there.
     """
     rules = GatePolicy.from_dict(json.loads(policy)) if policy.strip() else GatePolicy.default()
     registry = Registry(_required(registry_uri))
@@ -87,20 +128,18 @@ def gate_step(
             except Exception as exc:  # any failure: fall back to the recorded figures, and say why
                 basis = f"registered metrics (re-evaluation failed: {type(exc).__name__}: {exc})"
     decision = decide(challenger, champion_metrics, rules)
-    record = {
+    record = ReleaseDecision(
         **decision.to_dict(),
-        "champion_version": None if champ is None else champ.version,
-        "basis": basis,
-        "policy": rules.to_dict(),
-        "metrics": decision.as_metrics(),
-        "run_id": run_id,
-    }
+        champion_version=None if champ is None else champ.version,
+        basis=basis,
+        policy=rules.to_dict(),
+        metrics=decision.as_metrics(),
+        run_id=run_id,
+    )
     if champ is not None:
-        registry.record(model_name, record)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / DECISION_FILE).write_text(json.dumps(record, indent=2) + "\n")
-    return record
+        registry.record(model_name, record.to_json())
+    record.write(out_dir)
+    return record.to_json()
 
 
 def deploy_step(
@@ -123,9 +162,9 @@ def deploy_step(
     Refuses a bundle whose gate decision was not to deploy (the pipeline's condition should already have).
     """
     target_ = DeployTarget.parse(target)
-    decision = json.loads((Path(gate_dir) / DECISION_FILE).read_text())
-    if not decision["deploy"]:
-        raise RuntimeError(f"the gate did not pass this model: {decision['reasons'][-1]}")
+    decision = ReleaseDecision.read(gate_dir)
+    if not decision.deploy:
+        raise RuntimeError(f"the gate did not pass this model: {decision.verdict}")
     registry = Registry(_required(registry_uri))
     if target_.kind == "kserve" and not registry.uri.startswith("s3://"):
         raise ValueError(
@@ -138,10 +177,10 @@ def deploy_step(
             # ray_runs/ are training scratch (the model's own files are at the top of its folder)
             shutil.copytree(src, bundle / part, ignore=shutil.ignore_patterns("LOCK", "work", "ray_runs"))
         shutil.copyfile(Path(evaluation_dir) / EVALUATION_FILE, bundle / EVALUATION_FILE)
-        version = registry.register(model_name, bundle, decision["challenger"], run_id)
+        version = registry.register(model_name, bundle, decision.challenger, run_id)
     info = registry.version(model_name, version)
     rollout = _roll_out(target_, registry, model_name, version, Path(features_dir), timeout_s)
-    registry.promote(model_name, version, f"{decision['reasons'][-1]} ({decision['basis']}); run {run_id}")
+    registry.promote(model_name, version, f"{decision.verdict} ({decision.basis}); run {run_id}")
     summary = {"version": version, "target": target, "storage_uri": info.uri, "rollout": rollout}
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -195,8 +234,5 @@ def champion_step(
         Path(evaluation_out).mkdir(parents=True, exist_ok=True)
         shutil.copyfile(bundle / EVALUATION_FILE, Path(evaluation_out) / EVALUATION_FILE)
     reason = f"embedding refresh of champion v{champ.version}: same models, a fresh corpus and index"
-    record = {"deploy": True, "reasons": [reason], "basis": reason, "challenger": champ.metrics,
-              "champion_version": champ.version}  # fmt: skip
-    Path(gate_out).mkdir(parents=True, exist_ok=True)
-    (Path(gate_out) / DECISION_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    ReleaseDecision(True, [reason], reason, champ.metrics, champion_version=champ.version).write(gate_out)
     return {"version": champ.version}

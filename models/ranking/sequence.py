@@ -1,5 +1,7 @@
 """User-action sequence modules for Pinnability (seed 003): TransAct and the paper's baselines behind one interface.
 
+(One module over 400 lines: the seven variants below are read side by side, as the paper's table compares them.)
+
 Why one interface: the paper's offline table compares average pooling, CNN, RNN, LSTM, a vanilla transformer and
 TransAct (v1.0 and v1.1) inside the same ranking model, and its ablations switch off the action embedding, the early
 fusion and the random time-window mask one at a time. `make_sequence_module(SequenceConfig(kind=...), pin_dim)`

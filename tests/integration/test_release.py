@@ -15,6 +15,7 @@ from recorded_api import RecordedAPI, reply, write_kubeconfig
 from components import release
 from components.cluster import local_deployment as deployment
 from components.cluster.launcher import alive
+from components.evaluate.result import Evaluation
 from components.registry import Registry
 from components.release import DeployTarget
 from pipelines import steps
@@ -80,12 +81,11 @@ def test_gate_falls_back_to_registered_metrics_and_says_why(tiny_world, tmp_path
     reg.promote(release.MODEL_NAME, v1, "test")
     evaluation = tmp_path / "evaluation"
     evaluation.mkdir()
-    result = {"retrieval": {"recall": {"100": 0.25}, "popularity_recall": {"100": 0.1}}, "ranking": {}}
-    (evaluation / release.EVALUATION_FILE).write_text(json.dumps(result))
+    split = steps.time_split(tiny_world)
+    retrieval = {"recall": {"100": 0.25}, "popularity_recall": {"100": 0.1}}
+    Evaluation(split, retrieval, ranking={}).write(evaluation)
     policy = json.dumps({"recall@100": {"direction": "higher", "tolerance": 0.01}})
-    record = release.gate_step(
-        tiny_world, evaluation, tmp_path / "gate", steps.time_split(tiny_world), str(reg.uri), "new", policy
-    )
+    record = release.gate_step(tiny_world, evaluation, tmp_path / "gate", split, str(reg.uri), "new", policy)
     assert record["basis"].startswith("registered metrics (re-evaluation failed: ")
     assert not record["deploy"] and record["champion_version"] == 1
     assert record["per_metric"][0]["champion"] == 0.30 and record["per_metric"][0]["challenger"] == 0.25
