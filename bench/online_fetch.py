@@ -108,9 +108,9 @@ def _redis_direct(store, url: str, user: int):
     import redis
     from feast.infra.online_stores.helpers import _mmh3
 
-    from components.features.online_store import OnlineStore
+    from components.features.online_store import parse_online_store
 
-    spec = OnlineStore.parse(url)
+    spec = parse_online_store(url)
     client = redis.Redis(host=spec.host, port=spec.port, db=spec.db)
     key = _entity_key(store, user) + store.project.encode("utf-8")
     fields = [_mmh3(f"{VIEW}:{f}") for f in FEATURES] + [f"_ts:{VIEW}"]

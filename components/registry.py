@@ -39,8 +39,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Annotated, Any, Literal, Protocol
 from urllib.parse import urlparse
+
+from pydantic import BaseModel, ConfigDict, Field
 
 VERSION_FILE = "version.json"
 CHAMPION_FILE = "champion.json"
@@ -283,29 +285,64 @@ class S3Storage:
         return f"s3://{self.bucket}/{self._key(key)}"
 
 
-def storage_for(uri: str | Path, client: Any = None) -> Storage:
-    """The store a registry URI names: a path or `file://` URI -> LocalStorage, `s3://bucket[/prefix]` -> S3Storage.
+class LocalRegistry(BaseModel):
+    """A registry on a filesystem path (a mounted volume on a cluster)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    type: Literal["local"] = "local"
+    path: str = Field(min_length=1)
+
+    def __str__(self) -> str:
+        return self.path
+
+
+class S3Registry(BaseModel):
+    """A registry under `prefix` in an S3-compatible bucket (endpoint and credentials: boto3's usual environment)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    type: Literal["s3"] = "s3"
+    bucket: str = Field(min_length=1)
+    prefix: str = ""
+
+    def __str__(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}".rstrip("/")
+
+
+# Where a registry lives: one typed config per backend, told apart by `type`.
+RegistryConfig = Annotated[LocalRegistry | S3Registry, Field(discriminator="type")]
+
+
+def parse_registry(uri: str | Path) -> LocalRegistry | S3Registry:
+    """A registry URI as a config: a path or `file://` URI, or `s3://bucket[/prefix]`; anything else is a ValueError.
 
     Example:
-        storage_for("s3://models/homefeed")   # S3Storage(bucket="models", prefix="homefeed")
+        parse_registry("s3://models/homefeed")   # S3Registry(bucket="models", prefix="homefeed")
     """
     if isinstance(uri, Path):
-        return LocalStorage(uri)
+        return LocalRegistry(path=str(uri))
     if not isinstance(uri, str) or not uri.strip():
         raise ValueError(f"registry URI must be a non-empty path or URI, got {uri!r}")
     parsed = urlparse(uri)
     if parsed.scheme == "s3":
         if not parsed.netloc:
             raise ValueError(f"registry URI {uri!r}: no bucket (expected s3://bucket/prefix)")
-        return S3Storage(parsed.netloc, parsed.path, client=client)
+        return S3Registry(bucket=parsed.netloc, prefix=parsed.path.strip("/"))
     if parsed.scheme == "file":
         if parsed.netloc not in ("", "localhost"):
             raise ValueError(f"registry URI {uri!r}: file URIs must be local (file:///path)")
-        return LocalStorage(Path(parsed.path))
+        return LocalRegistry(path=parsed.path)
     # a single letter is a Windows drive, not a scheme; no scheme at all is a plain path
     if parsed.scheme and len(parsed.scheme) > 1:
         raise ValueError(f"registry URI {uri!r}: unsupported scheme {parsed.scheme!r} (use a path, file:// or s3://)")
-    return LocalStorage(Path(uri))
+    return LocalRegistry(path=uri)
+
+
+def storage_for(uri: str | Path, client: Any = None) -> Storage:
+    """The store a registry URI names (`parse_registry`): LocalStorage or S3Storage."""
+    config = parse_registry(uri)
+    if isinstance(config, S3Registry):
+        return S3Storage(config.bucket, config.prefix, client=client)
+    return LocalStorage(Path(config.path))
 
 
 @dataclass(frozen=True)

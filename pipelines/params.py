@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from components.features.online_store import OnlineStore
+from components.features.online_store import SQLITE, parse_online_store
+from components.index.client import parse_index_target
+from components.registry import parse_registry
 
 
 class PipelineParams(BaseModel):
@@ -19,7 +21,7 @@ class PipelineParams(BaseModel):
         7.0, gt=0, description="half-life of the pins' time-decayed engagement score (features and serving corpus)"
     )
     online_store: str = Field(
-        "sqlite", description="Feast online store: sqlite (in the feature_store artifact) or redis://HOST:PORT[/DB]"
+        SQLITE, description="Feast online store: sqlite (in the feature_store artifact) or redis://HOST:PORT[/DB]"
     )
     holdout_days: float = Field(1.0, gt=0, description="the last days of events, held out for evaluation")
     ranking_days: float = Field(3.0, gt=0, description="ranking trains on this many days before the holdout")
@@ -91,17 +93,20 @@ class PipelineParams(BaseModel):
             GatePolicy.from_dict(json.loads(value))
         return value
 
+    @field_validator("registry")
+    @classmethod
+    def _registry(cls, value: str) -> str:
+        return str(parse_registry(value)) if value.strip() else value  # empty: a local run fills in its own
+
     @field_validator("index_uri")
     @classmethod
-    def _server_uri(cls, value: str) -> str:
-        from components.index.client import check_server_uri
-
-        return check_server_uri(value, "index_uri") if value else value
+    def _index_target(cls, value: str) -> str:
+        return str(parse_index_target(value))
 
     @field_validator("online_store")
     @classmethod
     def _known_store(cls, value: str) -> str:
-        return str(OnlineStore.parse(value))  # a clear error before any step runs; normalized (redis DB explicit)
+        return str(parse_online_store(value))  # a clear error before any step runs; normalized (redis DB explicit)
 
 
 DEFAULTS = PipelineParams()

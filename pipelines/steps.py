@@ -19,6 +19,7 @@ import numpy as np
 
 from components.data.dataset import Dataset
 from components.data.split import TimeSplit, time_split
+from components.features.online_store import SQLITE
 from components.index.bundle import COLLECTION, MILVUS_FILE, IndexBundle
 from components.index.corpus import GRANULARITIES, CorpusOptions
 
@@ -55,7 +56,7 @@ def _existing(path: str, source: str) -> Path:
     return Path(path)
 
 
-def build_features(dataset_dir: Path, out_dir: Path, half_life_days: float = 7.0, online_store: str = "sqlite") -> dict:
+def build_features(dataset_dir: Path, out_dir: Path, half_life_days: float = 7.0, online_store: str = SQLITE) -> dict:
     """The `features` step: a Feast repository in `out_dir` as of the dataset's end, with the batch views
     materialized and every user's last-100 sequence filled by the stream processor replaying the event log.
 
@@ -227,14 +228,14 @@ def index_pins(
     `search_ef`: the HNSW search breadth the retrieval predictor will use (None: max(k, 64)), recorded there too.
     `embed_workers`: Ray actors for the embedding (None: embed_pins' default; 0: in this process, without Ray).
     """
-    from components.index.client import check_server_uri
+    from components.index.client import MilvusServer, parse_index_target
     from components.index.corpus import build_corpus, read_corpus
     from components.index.embed import embed_pins
     from components.index.milvus import HNSW_DEFAULTS
     from components.index.versions import publish_version
 
-    if index_uri:
-        check_server_uri(index_uri, "index_uri")
+    target = parse_index_target(index_uri)  # a bad uri fails here, before any work
+    on_server = isinstance(target, MilvusServer)
     out_dir = Path(out_dir)
     # as of the feature store's cut-off (build_corpus' default): a pin created later does not exist yet for serving
     built = build_corpus(dataset_dir, out_dir / "corpus", None, corpus)
@@ -244,7 +245,7 @@ def index_pins(
     embedding: dict = {}
     emb = embed_pins(retrieval_dir, dataset_dir, ids, workers=embed_workers, stats=embedding)
     out_dir.mkdir(parents=True, exist_ok=True)
-    uri = index_uri or str((out_dir / MILVUS_FILE).resolve())
+    uri = target.uri if on_server else str((out_dir / MILVUS_FILE).resolve())
     signature = pins[GRANULARITIES[built["options"]["granularity"]]].to_numpy()
     published = publish_version(
         uri, collection, ids, emb, pins.interest_id.to_numpy(), signature, pins.created_ts.to_numpy(), hnsw=hnsw
@@ -256,8 +257,8 @@ def index_pins(
     # swap: publish_version keeps the newest two (`keep=2`), this one and the previous. (Only one previous: after a
     # publish whose deploy failed, the next publish drops the version still serving.)
     bundle = IndexBundle(
-        uri=index_uri or MILVUS_FILE,
-        collection=published["collection"] if index_uri else published["alias"],
+        uri=target.uri if on_server else MILVUS_FILE,
+        collection=published["collection"] if on_server else published["alias"],
         version=published["collection"],
         count=published["count"],
         recall_check={f"recall@{published['recall_k']}": published["recall"]},
@@ -266,7 +267,7 @@ def index_pins(
         hnsw={**HNSW_DEFAULTS, **(hnsw or {})},
         corpus={"version": built["version"], "as_of_ms": built["as_of_ms"], "counts": built["counts"]},
         embedding={k: embedding[k] for k in ("engine", "workers", "batch_size", "seconds")},
-        alias=published["alias"] if index_uri else None,
+        alias=published["alias"] if on_server else None,
         search_ef=search_ef,
     )
     bundle.write(out_dir)

@@ -101,9 +101,9 @@ def redis_store(redis_server) -> str:
     sharing a database would share rows). Database 0 is left to whoever else uses the server."""
     import redis
 
-    from components.features.online_store import OnlineStore
+    from components.features.online_store import parse_online_store
 
-    server = OnlineStore.parse(redis_server)
+    server = parse_online_store(redis_server)
     db = next(_redis_dbs) % 16 or 1  # a default server has 16 databases
     redis.Redis(host=server.host, port=server.port, db=db).flushdb()
     return f"redis://{server.host}:{server.port}/{db}"

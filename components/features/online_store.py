@@ -1,6 +1,7 @@
 """Which online store a feature repository writes to: SQLite in the repository (laptop) or a Redis server (cluster).
 
-A store is named by one string, so it can travel as a pipeline parameter and a CLI flag:
+A store is a typed config (SqliteStore or RedisStore), parsed once from the one string that names it, so it can
+travel as a pipeline parameter and a CLI flag:
   - `sqlite`: `data/online_store.db` inside the repository directory (the default);
   - `redis://HOST:PORT[/DB]`: a Redis server; DB is the logical database number (default 0).
 
@@ -19,9 +20,11 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, Literal
 from urllib.parse import urlparse
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from components.cluster.process import stop
 
@@ -29,48 +32,64 @@ SQLITE = "sqlite"
 SQLITE_PATH = "data/online_store.db"  # relative to the repository, like the sources' paths
 
 
-@dataclass(frozen=True)
-class OnlineStore:
-    kind: str  # "sqlite" or "redis"
-    host: str = ""
-    port: int = 0
-    db: int = 0
+class SqliteStore(BaseModel):
+    """SQLite inside the feature repository: one file per repository, nothing shared."""
 
-    @classmethod
-    def parse(cls, spec: str) -> OnlineStore:
-        """`sqlite` or `redis://HOST:PORT[/DB]`; anything else is a ValueError that says what is accepted."""
-        spec = spec.strip()
-        if spec == SQLITE:
-            return cls(SQLITE)
-        url = urlparse(spec)
-        if url.scheme != "redis" or not url.hostname:
-            raise ValueError(f"online store {spec!r}: expected 'sqlite' or 'redis://HOST:PORT[/DB]'")
-        path = url.path.strip("/")
-        if path and not path.isdigit():
-            raise ValueError(f"online store {spec!r}: the Redis database must be a number, got {path!r}")
-        try:
-            port = url.port or 6379
-        except ValueError as exc:  # urlparse raises on a port that is not a number or out of range
-            raise ValueError(f"online store {spec!r}: {exc}") from exc
-        return cls("redis", url.hostname, port, int(path or 0))
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    type: Literal["sqlite"] = "sqlite"
 
     def feast_config(self) -> dict:
         """The `online_store` section of feature_store.yaml."""
-        if self.kind == SQLITE:
-            return {"type": "sqlite", "path": SQLITE_PATH}
+        return {"type": "sqlite", "path": SQLITE_PATH}
+
+    def __str__(self) -> str:
+        return SQLITE
+
+
+class RedisStore(BaseModel):
+    """A Redis server; `db` is the logical database number."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    type: Literal["redis"] = "redis"
+    host: str = Field(min_length=1)
+    port: int = Field(6379, ge=1, le=65535)
+    db: int = Field(0, ge=0)
+
+    def feast_config(self) -> dict:
         # skip_dedup: write every row as given, as SQLite does. Feast's default Redis write skips a row whose event
         # time is not newer than the stored one's, which would drop a push that carries only late events (its stamp
         # equals the push before it) and, after a crash, a replayed push whose stamp falls behind the crashed run's.
         # The stream processor is the one writer of a user's sequence and pushes whole sequences, so the last
         # write is the right one.
-        return {
-            "type": "redis",
-            "connection_string": f"{self.host}:{self.port},db={self.db}",
-            "skip_dedup": True,
-        }
+        return {"type": "redis", "connection_string": f"{self.host}:{self.port},db={self.db}", "skip_dedup": True}
 
     def __str__(self) -> str:
-        return SQLITE if self.kind == SQLITE else f"redis://{self.host}:{self.port}/{self.db}"
+        return f"redis://{self.host}:{self.port}/{self.db}"
+
+
+# One typed config per backend, told apart by `type` (as Feast's own repo config does).
+OnlineStore = Annotated[SqliteStore | RedisStore, Field(discriminator="type")]
+
+
+def parse_online_store(spec: str | SqliteStore | RedisStore) -> SqliteStore | RedisStore:
+    """`sqlite` or `redis://HOST:PORT[/DB]` (a config passes through); anything else is a ValueError that says what
+    is accepted. The string form is what travels as a pipeline parameter and a CLI flag; `str()` gives it back."""
+    if isinstance(spec, SqliteStore | RedisStore):
+        return spec
+    spec = spec.strip()
+    if spec == SQLITE:
+        return SqliteStore()
+    url = urlparse(spec)
+    if url.scheme != "redis" or not url.hostname:
+        raise ValueError(f"online store {spec!r}: expected 'sqlite' or 'redis://HOST:PORT[/DB]'")
+    path = url.path.strip("/")
+    if path and not path.isdigit():
+        raise ValueError(f"online store {spec!r}: the Redis database must be a number, got {path!r}")
+    try:
+        port = url.port or 6379
+    except ValueError as exc:  # urlparse raises on a port that is not a number or out of range
+        raise ValueError(f"online store {spec!r}: {exc}") from exc
+    return RedisStore(host=url.hostname, port=port, db=int(path or 0))
 
 
 def redis_available() -> bool:

@@ -26,7 +26,7 @@ from feast.types import Float32, Int64, from_feast_to_pyarrow_type
 
 from components.data.dataset import Dataset
 from components.features import repo
-from components.features.online_store import SQLITE, OnlineStore
+from components.features.online_store import SQLITE, OnlineStore, parse_online_store
 from components.features.sequence import SEQ_LEN, ActionLog
 from components.features.tables import (
     DAY_MS,
@@ -95,7 +95,7 @@ def build_feature_store(
     half_life_days: float = 7.0,
     max_len: int = SEQ_LEN,
     push_batch: int = 10_000,
-    online_store: str = SQLITE,
+    online_store: str | OnlineStore = SQLITE,
     push_snapshot: bool = True,
 ) -> FeatureStore:
     """Build the feature store of `dataset_dir` as of `as_of_ts` (UTC epoch ms) in `repo_dir` and fill its online store.
@@ -117,8 +117,8 @@ def build_feature_store(
     events = dataset.read("events")
     cutoff = default_cutoff(events) if as_of_ts is None else int(as_of_ts)
 
-    online = OnlineStore.parse(online_store)
-    repo.write_repo(repo_dir, online_store=online)
+    online = parse_online_store(online_store)
+    repo.write_repo(repo_dir, online)
     repo.clear_state(repo_dir)
     store = FeatureStore(repo_path=str(repo_dir))
     contents = repo.parsed_repo(repo_dir, store.project)
@@ -131,7 +131,7 @@ def build_feature_store(
     _write_source(contents, repo_dir, USER_ACTION_SEQUENCE, sequences)
 
     repo.apply_repo(store, contents)
-    if online.kind != SQLITE:
+    if online.type != SQLITE:
         repo.clear_online_rows(store)
     at = ms_to_datetime(cutoff)
     with repo.quiet("feast materialize"):

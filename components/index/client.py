@@ -20,9 +20,11 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 import grpc
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pymilvus import MilvusClient, MilvusException
 
 from components.cluster.process import stop
@@ -61,6 +63,42 @@ def check_server_uri(uri: str, name: str = "uri") -> str:
     if parts.path not in ("", "/") or parts.query or parts.fragment:
         raise ValueError(f"{name} must be http(s)://host:port with nothing after the port, got {uri!r}")
     return uri
+
+
+class LiteIndex(BaseModel):
+    """A Milvus Lite file in the index artifact, which the bundle carries (`index_uri` empty)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    type: Literal["lite"] = "lite"
+
+    def __str__(self) -> str:
+        return ""
+
+
+class MilvusServer(BaseModel):
+    """A Milvus server at `uri`, http(s)://host:port; credentials come from MILVUS_TOKEN, never from the uri."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)  # a bad uri may hold a password
+    type: Literal["milvus"] = "milvus"
+    uri: str
+
+    @field_validator("uri")
+    @classmethod
+    def _server(cls, value: str) -> str:
+        return check_server_uri(value, "index_uri")
+
+    def __str__(self) -> str:
+        return self.uri
+
+
+# Where the index step publishes: one typed config per backend, told apart by `type`.
+IndexTarget = Annotated[LiteIndex | MilvusServer, Field(discriminator="type")]
+
+
+def parse_index_target(index_uri: str) -> LiteIndex | MilvusServer:
+    """`index_uri` as a config: empty is a Milvus Lite file, anything else must be a server's http(s)://host:port."""
+    # checked before the model is built, so a bad uri gets check_server_uri's own message, not pydantic's wrapping
+    return MilvusServer(uri=check_server_uri(index_uri, "index_uri")) if index_uri.strip() else LiteIndex()
 
 
 def client_for(uri: str) -> MilvusClient:

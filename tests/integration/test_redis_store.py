@@ -16,7 +16,7 @@ from feast.infra.registry.s3 import S3RegistryStore
 from feast.repo_config import load_repo_config
 
 from components.data.dataset import Dataset
-from components.features.online_store import OnlineStore
+from components.features.online_store import parse_online_store
 from components.features.repo import DEFINITIONS
 from components.features.sequence import ActionLog
 from components.features.store import build_feature_store, online_pin_features, online_user_features, push_sequences
@@ -32,7 +32,7 @@ pytestmark = pytest.mark.integration
 
 
 def _keys(spec: str) -> int:
-    server = OnlineStore.parse(spec)
+    server = parse_online_store(spec)
     return redis.Redis(host=server.host, port=server.port, db=server.db).dbsize()
 
 
