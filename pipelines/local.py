@@ -11,6 +11,10 @@
 ```
 kfp.local prints each task's full executor input and log to stdout; that goes to pipeline.log, and the caller gets a
 callback per step instead, so a terminal shows one line per step.
+
+`in_process=True` runs the same pipeline with the same orchestration (kfp.local: its DAG, conditions, artifact
+layout and executor), but each task's function in this process instead of a fresh Python per task: what tests and
+benchmarks use when a process per step is cost, not the subject (bench/demo_loop.py measures that cost).
 """
 
 from __future__ import annotations
@@ -18,14 +22,19 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import sys
 import time
+import traceback
 import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 
 from kfp import local
+from kfp.dsl import executor
+from kfp.local import status, task_dispatcher
 
 from pipelines.compile import compile_pipeline, parameter_names, pipeline
 
@@ -96,8 +105,8 @@ class _StepWatcher:
             self._since = time.perf_counter()
             if self.on_start:
                 self.on_start(name)
-        for name, status in _FINISHED.findall(plain):
-            step = StepTime(name, status, round(time.perf_counter() - self._since, 2))
+        for name, outcome in _FINISHED.findall(plain):
+            step = StepTime(name, outcome, round(time.perf_counter() - self._since, 2))
             self.steps.append(step)
             if self.on_step:
                 self.on_step(step)
@@ -105,6 +114,12 @@ class _StepWatcher:
 
     def flush(self) -> None:
         self.log.flush()
+
+    # what libraries ask of sys.stdout before writing to it (ray.tune reads `encoding` on import)
+    encoding = "utf-8"
+
+    def isatty(self) -> bool:
+        return False
 
 
 def _conditional_outputs(root: Path, known: dict) -> dict[str, dict]:
@@ -139,6 +154,40 @@ def _point_latest(runs_dir: Path, run_id: str) -> None:
     tmp.replace(link)  # atomic: a reader sees the old run or the new one, never no link
 
 
+class _InProcessTask:
+    """A kfp.local task handler (kfp.local.task_handler_interface.ITaskHandler) that runs the task's lightweight
+    component in this process, through the executor kfp's own `executor_main` uses, with the same executor input.
+    The component is looked up by name in pipelines/kfp_components.py, the module the pipeline was built from."""
+
+    def __init__(self, image: str, full_command: list[str], pipeline_root: str, runner, env_vars=None) -> None:
+        self.command, self.env = full_command, dict(env_vars or {})
+
+    def run(self) -> status.Status:
+        from pipelines import kfp_components
+
+        name = self.command[self.command.index("--function_to_execute") + 1]
+        executor_input = json.loads(self.command[self.command.index("--executor_input") + 1])
+        component = getattr(kfp_components, name)
+        try:
+            executor.Executor(executor_input=executor_input, function_to_execute=component.python_func).execute()
+        except Exception:  # the task fails, as its process would; the traceback goes to the log
+            traceback.print_exc(file=sys.stdout)
+            return status.Status.FAILURE
+        return status.Status.SUCCESS
+
+
+@contextlib.contextmanager
+def _tasks_in_process():
+    # kfp.local picks the handler for its SubprocessRunner from this module attribute at each task; it has no way
+    # to register another runner, so the attribute is swapped for the run and put back after.
+    real = task_dispatcher.subprocess_task_handler
+    task_dispatcher.subprocess_task_handler = SimpleNamespace(SubprocessTaskHandler=_InProcessTask)
+    try:
+        yield
+    finally:
+        task_dispatcher.subprocess_task_handler = real
+
+
 def local_defaults(params: dict, workspace: Path) -> dict:
     """`params` with the release settings a local run leaves empty filled in: the registry under `workspace`, and
     the local model servers (components/cluster/local_deployment.py) as the deploy target."""
@@ -157,11 +206,13 @@ def run_local(
     on_step: Callable[[StepTime], None] | None = None,
     on_start: Callable[[str], None] | None = None,
     name: str = "homefeed_training",
+    in_process: bool = False,
 ) -> LocalRun:
     """Run pipeline `name` with `params` through kfp.local's SubprocessRunner; parameters the pipeline does not
     declare are left out (the settings hold every pipeline's).
 
     Raises RuntimeError naming the failed step and the log when a step fails; run.json records the failure too.
+    `in_process`: run each task's function in this process (the module docstring says when).
     """
     fn = pipeline(name)
     params = {k: v for k, v in params.items() if k in parameter_names(name)}
@@ -176,7 +227,13 @@ def run_local(
     with open(run_dir / "pipeline.log", "w") as log:
         watcher = _StepWatcher(log, on_step, on_start)
         try:
-            with contextlib.redirect_stdout(watcher), contextlib.redirect_stderr(log), warnings.catch_warnings():
+            in_process_tasks = _tasks_in_process() if in_process else contextlib.nullcontext()
+            with (
+                contextlib.redirect_stdout(watcher),
+                contextlib.redirect_stderr(log),
+                warnings.catch_warnings(),
+                in_process_tasks,
+            ):
                 # Resource requests and display names are for the cluster, and the image is the project's own, whose
                 # code is this environment's; kfp.local warns about both on every task.
                 warnings.filterwarnings("ignore", message=r"Task '.*': settings \[", category=UserWarning)

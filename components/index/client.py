@@ -121,6 +121,15 @@ def client_for(uri: str) -> MilvusClient:
         return client
 
 
+def close_client(uri: str) -> None:
+    """Close and forget `uri`'s cached client, if any (for a Milvus Lite file: its server stops, the file is
+    flushed and unlocked)."""
+    with _lock:
+        client = _clients.pop(uri, None)
+    if client is not None:
+        client.close()
+
+
 def _server_client(uri: str) -> MilvusClient:
     token = os.environ.get(TOKEN_ENV, "")
     try:

@@ -1,4 +1,4 @@
-"""`homefeed_retraining` three times through kfp.local against one registry and one local deployment, showing the
+"""`homefeed_retraining` three times through kfp.local (tasks in this process) against one registry and one local deployment, showing the
 champion/challenger gate both ways:
 
 1. a weak model (1 epoch each, the fewest ranking examples): no champion yet, so it is registered, served, promoted;
@@ -16,8 +16,10 @@ gate's decision follows the measured comparison, and what is registered and serv
 is deterministic (fixed seeds, CPU), so the figures and the outcome are the same on every run.
 
 It makes its own four runs rather than read the session's shared one (tests/e2e/conftest.py): the gate is about what
-a run does given the runs before it, against one registry and one deployment. Like the shared run, the steps train
-in their own processes (`ray_workers=0`).
+a run does given the runs before it, against one registry and one deployment. Its runs execute each task in this
+process (`run_local(in_process=True)`: kfp.local's orchestration, this process' Python), which saves a Python start
+per step; the shared run keeps a process per task, as `make demo` does. Training runs without Ray
+(`ray_workers=0`).
 """
 
 from __future__ import annotations
@@ -80,9 +82,9 @@ def world(tmp_path_factory):
 
     try:
         for training in (WEAK, PROPER, WEAK):
-            after(run_local(base | training, root / "runs", name="homefeed_retraining"))
+            after(run_local(base | training, root / "runs", name="homefeed_retraining", in_process=True))
         # then a corpus and index refresh of the champion, without training
-        after(run_local(base, root / "runs", name="embedding_refresh"))
+        after(run_local(base, root / "runs", name="embedding_refresh", in_process=True))
         yield state
     finally:
         deployment.undeploy(root / "serving")
