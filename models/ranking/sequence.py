@@ -159,7 +159,14 @@ class NoSequence(nn.Module):
 
     out_dim = 0
 
-    def forward(self, cand, seq_emb, seq_actions, seq_age_h=None, generator=None) -> torch.Tensor:
+    def forward(
+        self,
+        cand: torch.Tensor,
+        seq_emb: torch.Tensor,
+        seq_actions: torch.Tensor,
+        seq_age_h: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
         return cand.new_zeros(cand.shape[0], 0)
 
 
@@ -172,7 +179,14 @@ class AvgPool(nn.Module):
         super().__init__()
         self.out_dim = pin_dim
 
-    def forward(self, cand, seq_emb, seq_actions, seq_age_h=None, generator=None) -> torch.Tensor:
+    def forward(
+        self,
+        cand: torch.Tensor,
+        seq_emb: torch.Tensor,
+        seq_actions: torch.Tensor,
+        seq_age_h: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
         valid = (seq_actions != PAD_INDEX).unsqueeze(-1)
         total = seq_emb.masked_fill(~valid, 0.0).sum(dim=1)
         return total / valid.sum(dim=1).clamp(min=1)
@@ -192,7 +206,14 @@ class ConvPool(nn.Module):
         self.conv = nn.Conv1d(pin_dim, pin_dim, kernel, padding=kernel // 2)
         self.out_dim = pin_dim
 
-    def forward(self, cand, seq_emb, seq_actions, seq_age_h=None, generator=None) -> torch.Tensor:
+    def forward(
+        self,
+        cand: torch.Tensor,
+        seq_emb: torch.Tensor,
+        seq_actions: torch.Tensor,
+        seq_age_h: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
         valid = seq_actions != PAD_INDEX
         x = seq_emb.masked_fill(~valid.unsqueeze(-1), 0.0)
         h = torch.relu(self.conv(x.transpose(1, 2))).transpose(1, 2)
@@ -214,7 +235,14 @@ class Recurrent(nn.Module):
         self.rnn = rnn(pin_dim, pin_dim, batch_first=True)
         self.out_dim = pin_dim
 
-    def forward(self, cand, seq_emb, seq_actions, seq_age_h=None, generator=None) -> torch.Tensor:
+    def forward(
+        self,
+        cand: torch.Tensor,
+        seq_emb: torch.Tensor,
+        seq_actions: torch.Tensor,
+        seq_age_h: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
         valid = seq_actions != PAD_INDEX
         length = valid.shape[1]
         positions = torch.arange(length, device=valid.device).expand_as(valid)
@@ -301,7 +329,14 @@ class TransAct(nn.Module):
         first = _fit_length(h[:, : self.cfg.first_k], self.cfg.first_k)
         return torch.cat([first.flatten(1), _masked_max(h, visible)], dim=-1)
 
-    def forward(self, cand, seq_emb, seq_actions, seq_age_h=None, generator=None) -> torch.Tensor:
+    def forward(
+        self,
+        cand: torch.Tensor,
+        seq_emb: torch.Tensor,
+        seq_actions: torch.Tensor,
+        seq_age_h: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
         seq_emb, seq_actions, seq_age_h = self.fit_length(seq_emb, seq_actions, seq_age_h)
         visible = self.visible(seq_actions, seq_age_h, generator)
         h = self.encoder(self.tokens(cand, seq_emb, seq_actions), src_key_padding_mask=_attention_padding(visible))

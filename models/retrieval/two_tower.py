@@ -132,7 +132,14 @@ class UserTower(nn.Module):
         self.crossing = make_crossing(cfg.crossing, n_fields, d)
         self.net = mlp(self.crossing.out_dim, cfg.hidden, cfg.out_dim)
 
-    def forward(self, user_id, segment, declared, seq_pin_ids, condition=None) -> torch.Tensor:
+    def forward(
+        self,
+        user_id: torch.Tensor,
+        segment: torch.Tensor,
+        declared: torch.Tensor,
+        seq_pin_ids: torch.Tensor,
+        condition: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """One vector per user; with capsules, the most representative capsule's (the one holding most actions)."""
         if self.clustering is None:
             return self._encode(self._fields(user_id, segment, declared, seq_pin_ids, condition))
@@ -204,7 +211,7 @@ class PinTower(nn.Module):
         self.crossing = make_crossing(cfg.crossing, len(PIN_FIELDS), d)
         self.net = mlp(self.crossing.out_dim, cfg.hidden, cfg.out_dim)
 
-    def forward(self, pin_id, interest) -> torch.Tensor:
+    def forward(self, pin_id: torch.Tensor, interest: torch.Tensor) -> torch.Tensor:
         pooled = self.ids(_bags(pin_id, keys=("pin_id",)))
         fields = [
             self.pin_proj(self.id_dropout(pooled["pin_id"])),
@@ -231,7 +238,16 @@ class TwoTower(nn.Module):
         self.user = UserTower(cfg, content)
         self.pin = PinTower(cfg, content)
 
-    def forward(self, user_id, segment, declared, seq_pin_ids, pin_id, interest, condition=None):
+    def forward(
+        self,
+        user_id: torch.Tensor,
+        segment: torch.Tensor,
+        declared: torch.Tensor,
+        seq_pin_ids: torch.Tensor,
+        pin_id: torch.Tensor,
+        interest: torch.Tensor,
+        condition: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Both towers for a batch of positive pairs: ([B, out], [B, out]).
 
         With capsules, each row's user vector is its valid capsule vector closest to the row's positive pin (hard
