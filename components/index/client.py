@@ -11,14 +11,8 @@ error. A `.db` file (Milvus Lite) has no users and is opened without a token.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import socket
-import subprocess
-import sys
 import threading
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
@@ -26,8 +20,6 @@ from urllib.parse import urlsplit
 import grpc
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pymilvus import MilvusClient, MilvusException
-
-from components.cluster.process import stop
 
 TOKEN_ENV = "MILVUS_TOKEN"
 SERVER_SCHEMES = ("http", "https")
@@ -159,33 +151,3 @@ def _refused_credentials(err: MilvusException) -> bool:
     if cause.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
         return True
     return "auth" in (cause.details() or "").lower()
-
-
-@contextlib.contextmanager
-def local_milvus(data_dir: Path, timeout_s: float = 60.0) -> Iterator[str]:
-    """A `milvus-lite server` (Milvus Lite behind a gRPC port, as a cluster's Milvus is) on a free loopback port,
-    its data in `data_dir`; yields `http://127.0.0.1:PORT`, the uri every index function takes. Stopped on exit.
-
-    Raises RuntimeError, with the server's stderr, when it exits or does not accept connections within `timeout_s`.
-    """
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    cmd = [sys.executable, "-m", "milvus_lite", "server", "--data-dir", str(data_dir), "--port", str(port)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    proc.kill()
-                    raise RuntimeError(
-                        f"milvus-lite server did not start: {proc.communicate()[1].decode()[-2000:]}"
-                    ) from None
-                time.sleep(0.2)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        stop(proc, grace_s=30)

@@ -123,7 +123,9 @@ def search(
     return [
         [
             {
-                "pin_id": int(hit["pin_id"]),
+                # the hit's primary key: `hit.id` reads it under the name the server gives it ("pin_id" from
+                # Milvus Lite and servers from 2.4, "id" from the 2.3 standalone server)
+                "pin_id": int(hit.id),
                 "score": float(hit["distance"]),
                 "interest_id": int(hit["entity"]["interest_id"]),
                 "image_signature": int(hit["entity"]["image_signature"]),

@@ -1,8 +1,9 @@
-"""The index step publishing to a Milvus server (`index_uri`), against a real `milvus-lite server` on loopback: what
-index.json records, that a bundle searches its own version while the alias moves on, and MILVUS_TOKEN's plumbing.
+"""The index step publishing to a Milvus server (`index_uri`), against two real servers on loopback, a
+`milvus-lite server` and the Milvus standalone server (`milvus-server`, components/index/servers.py): what index.json
+records, that a bundle searches its own version while the alias moves on, and MILVUS_TOKEN's plumbing.
 
-`milvus-lite server` has no users: it accepts any token and refuses none, so a refused token (MilvusAuthError) is
-not exercised here; the token's plumbing is checked on the client pymilvus builds.
+Neither server here has authentication on (the standalone's default), so a refused token (MilvusAuthError) is not
+exercised; the token's plumbing is checked on the client pymilvus builds.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import pytest
 from components.data.split import time_split
 from components.index import milvus
 from components.index.bundle import INDEX_FILE, MILVUS_FILE, IndexBundle
-from components.index.client import TOKEN_ENV, client_for, local_milvus
+from components.index.client import TOKEN_ENV, client_for
+from components.index.servers import local_milvus, milvus_standalone
 from components.index.versions import live_collection
 from components.train.retrieval import RetrievalTraining, train_retrieval_local
 from pipelines import steps
@@ -31,9 +33,11 @@ def retrieval_model(tiny_world, tmp_path_factory):
     return out
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    with local_milvus(tmp_path_factory.mktemp("milvus")) as uri:
+@pytest.fixture(scope="module", params=["milvus-lite server", "milvus standalone"])
+def server(request, tmp_path_factory):
+    """Each test runs against both servers: Milvus Lite behind gRPC, and the Milvus standalone server."""
+    start = local_milvus if request.param == "milvus-lite server" else milvus_standalone
+    with start(tmp_path_factory.mktemp("milvus")) as uri:
         yield uri
 
 

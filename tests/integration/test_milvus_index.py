@@ -5,7 +5,8 @@ import pytest
 
 from components.data.dataset import Dataset
 from components.index import build_index, count, search
-from components.index.client import client_for, local_milvus
+from components.index.client import client_for
+from components.index.servers import local_milvus
 
 pytestmark = pytest.mark.integration
 

@@ -22,8 +22,8 @@ from components.data.dataset import Dataset
 from components.features.online_store import local_redis, redis_available
 from components.features.store import build_feature_store
 from components.index.bundle import INDEX_FILE
-from components.index.client import local_milvus
 from components.index.milvus import search
+from components.index.servers import local_milvus
 from components.index.versions import publish_version
 from components.train.examples import RETRIEVAL_SEQ_LEN, Catalog
 from components.train.retrieval import load_two_tower, pin_embeddings
