@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # The stamp is rebuilt only when the dependency files change, so a second `make test` does not reinstall.
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-quality test-fast bench lint imports fmt clean
+.PHONY: install demo test test-quality test-fast bench lint imports fmt clean image
 
 install: $(STAMP)
 
@@ -44,6 +44,10 @@ lint: install imports
 # The layer contracts in pyproject.toml ([tool.importlinter]): each layer imports only from those below it, no cycles.
 imports: install
 	$(BIN)/lint-imports --no-cache
+
+# The project image with podman (image/build.sh says which base, wheels and tag; docs/deploy.md).
+image:
+	bash image/build.sh
 
 fmt: install
 	$(BIN)/ruff check --fix .

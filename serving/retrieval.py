@@ -39,7 +39,7 @@ from another corpus holds such pins, and over-fetching for them would cost every
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import kserve
@@ -48,6 +48,7 @@ import torch
 from feast import FeatureStore
 
 from components.index.bundle import IndexBundle
+from components.index.client import searchable
 from components.index.milvus import count, search
 from components.train.examples import RETRIEVAL_SEQ_LEN, USER_INPUTS
 from components.train.retrieval import load_two_tower
@@ -79,7 +80,9 @@ class RetrievalPredictor(kserve.Model):
     def load(self) -> bool:
         self.model = load_two_tower(self.model_dir)
         self.store = FeatureStore(repo_path=str(self.features_dir))
-        self.index = IndexBundle.read(self.index_dir)
+        bundle = IndexBundle.read(self.index_dir)
+        # a Lite file in a read-only bundle (a KServe model mount) is searched from a copy in scratch space ($TMPDIR)
+        self.index = replace(bundle, uri=searchable(bundle.uri))
         self.corpus = ServingCorpus.load(self.index_dir)
         # opens and loads the collection now: a missing or locked index fails the start, not the first request
         self.corpus_size = count(self.index.uri, self.index.collection)

@@ -12,6 +12,8 @@ error. A `.db` file (Milvus Lite) has no users and is opened without a token.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import threading
 from pathlib import Path
 from typing import Annotated, Literal
@@ -111,6 +113,23 @@ def client_for(uri: str) -> MilvusClient:
                 client = _server_client(uri)
             _clients[uri] = client
         return client
+
+
+def searchable(uri: str) -> str:
+    """`uri` itself, or for a Milvus Lite file this process may not write beside, a copy of it in a new folder under
+    the temporary directory ($TMPDIR; /tmp, an emptyDir, in the pods).
+
+    Milvus Lite writes next to its data (a lock file, its log) even to search, and a bundle read from a model store
+    is not writable by a predictor's user: KServe's storage initializer fills /mnt/models as another user, and a
+    non-root predictor with a read-only root filesystem cannot write there. The copy leaves out the LOCK file, which
+    belongs to whoever holds the original.
+    """
+    path = Path(uri)
+    if not is_local(uri) or os.access(path.parent, os.W_OK) and (not path.exists() or os.access(path, os.W_OK)):
+        return uri
+    dest = Path(tempfile.mkdtemp(prefix="index-")) / path.name
+    shutil.copytree(path, dest, ignore=shutil.ignore_patterns("LOCK"))
+    return str(dest)
 
 
 def close_client(uri: str) -> None:
