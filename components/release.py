@@ -26,6 +26,7 @@ import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from components.artifacts import read_json, write_json
 from components.data.split import TimeSplit
 from components.evaluate.offline import evaluate_models
 from components.evaluate.result import EVALUATION_FILE, Evaluation
@@ -69,17 +70,11 @@ class ReleaseDecision:
         return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
 
     def write(self, out_dir: Path) -> Path:
-        path = Path(out_dir) / DECISION_FILE
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_json(), indent=2) + "\n")
-        return path
+        return write_json(out_dir, DECISION_FILE, self.to_json())
 
     @classmethod
     def read(cls, gate_dir: Path) -> ReleaseDecision:
-        path = Path(gate_dir) / DECISION_FILE
-        if not path.exists():
-            raise FileNotFoundError(f"{gate_dir} holds no release decision: {DECISION_FILE} is missing")
-        return cls.from_json(json.loads(path.read_text()))
+        return cls.from_json(read_json(gate_dir, DECISION_FILE, "release decision"))
 
 
 @dataclass(frozen=True)

@@ -8,10 +8,10 @@ to its baseline's (popularity for retrieval, a random order for ranking).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from components.artifacts import read_json, write_json
 from components.data.split import TimeSplit
 
 EVALUATION_FILE = "evaluation.json"
@@ -35,17 +35,11 @@ class Evaluation:
         return flat_metrics(self.to_json())
 
     def write(self, out_dir: Path) -> Path:
-        path = Path(out_dir) / EVALUATION_FILE
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_json(), indent=2, sort_keys=True) + "\n")
-        return path
+        return write_json(out_dir, EVALUATION_FILE, self.to_json(), sort_keys=True)
 
     @classmethod
     def read(cls, evaluation_dir: Path) -> Evaluation:
-        path = Path(evaluation_dir) / EVALUATION_FILE
-        if not path.exists():
-            raise FileNotFoundError(f"{evaluation_dir} holds no evaluation: {EVALUATION_FILE} is missing")
-        return cls.from_json(json.loads(path.read_text()))
+        return cls.from_json(read_json(evaluation_dir, EVALUATION_FILE, "evaluation"))
 
 
 def flat_metrics(evaluation: dict) -> dict[str, float]:

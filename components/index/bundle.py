@@ -11,9 +11,10 @@ default, max(k, 64)).
 
 from __future__ import annotations
 
-import json
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
+
+from components.artifacts import read_json, write_json
 
 INDEX_FILE = "index.json"
 MILVUS_FILE = "milvus.db"
@@ -53,19 +54,13 @@ class IndexBundle:
         return cls(**{k: v for k, v in data.items() if k in known}, extra=extra)
 
     def write(self, index_dir: Path) -> Path:
-        path = Path(index_dir) / INDEX_FILE
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_json(), indent=2) + "\n")
-        return path
+        return write_json(index_dir, INDEX_FILE, self.to_json())
 
     @classmethod
     def read(cls, index_dir: Path) -> IndexBundle:
         """The bundle of `index_dir`, a Milvus Lite file's `uri` made absolute (a server's is left as it is)."""
         index_dir = Path(index_dir)
-        path = index_dir / INDEX_FILE
-        if not path.exists():
-            raise FileNotFoundError(f"{index_dir} is not an index directory: {INDEX_FILE} is missing")
-        bundle = cls.from_json(json.loads(path.read_text()))
+        bundle = cls.from_json(read_json(index_dir, INDEX_FILE, "index"))
         if "://" not in bundle.uri:
             bundle = cls.from_json({**bundle.to_json(), "uri": str((index_dir / bundle.uri).resolve())})
         return bundle
