@@ -231,7 +231,7 @@ def index_pins(
     from components.index.client import MilvusServer, parse_index_target
     from components.index.corpus import build_corpus, read_corpus
     from components.index.embed import embed_pins
-    from components.index.milvus import HNSW_DEFAULTS, close
+    from components.index.milvus import HNSW_DEFAULTS
     from components.index.versions import publish_version
 
     target = parse_index_target(index_uri)  # a bad uri fails here, before any work
@@ -270,7 +270,5 @@ def index_pins(
         alias=published["alias"] if on_server else None,
         search_ef=search_ef,
     )
-    if not on_server:
-        close(uri)  # the Lite file is finished: flushed and unlocked, ready to be carried by the bundle
     bundle.write(out_dir)
     return bundle.to_json()

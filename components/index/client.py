@@ -132,15 +132,6 @@ def searchable(uri: str) -> str:
     return str(dest)
 
 
-def close_client(uri: str) -> None:
-    """Close and forget `uri`'s cached client, if any (for a Milvus Lite file: its server stops, the file is
-    flushed and unlocked)."""
-    with _lock:
-        client = _clients.pop(uri, None)
-    if client is not None:
-        client.close()
-
-
 def _server_client(uri: str) -> MilvusClient:
     token = os.environ.get(TOKEN_ENV, "")
     try:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 from pymilvus import DataType, MilvusClient
 
-from components.index.client import client_for, close_client
+from components.index.client import client_for
 from components.index.pins import PinColumns, embedding_matrix, pin_columns
 
 METRICS = ("IP", "COSINE", "L2")
@@ -151,14 +151,6 @@ def forget(uri: str, collection: str) -> None:
     the cache would otherwise check queries against the old collection's dimension.
     """
     _ready.pop((uri, collection), None)
-
-
-def close(uri: str) -> None:
-    """Forget everything this process holds for `uri` and close its client. The index step closes its Milvus Lite
-    file when done, so the bundle carrying the file can be copied whole, even by a later step in the same process."""
-    for key in [key for key in _ready if key[0] == uri]:
-        del _ready[key]
-    close_client(uri)
 
 
 def _schema(dim: int):

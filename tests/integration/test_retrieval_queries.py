@@ -52,7 +52,7 @@ def test_one_query_per_capsule_merged_round_robin(predictor):
         queries = vecs[i][valid[i]].numpy()
         assert len(queries) >= 2  # the busiest users' actions fall into several capsules
         fetch = k + len(online.hidden[i])
-        hits = search(predictor.index["uri"], predictor.index["collection"], queries, fetch)
+        hits = search(predictor.index.uri, predictor.index.collection, queries, fetch)
         expected = [p for p in round_robin_merge([[h["pin_id"] for h in q] for q in hits], fetch)
                     if p not in online.hidden[i]][:k]  # fmt: skip
         assert pins == expected
@@ -70,6 +70,6 @@ def test_conditional_queries_one_per_interest_with_that_interest_as_filter(predi
     assert {pred["candidates"][0]["source"], pred["candidates"][1]["source"]} == {"interest_1", "interest_3"}
     online = online_users(predictor.store, [user], predictor.model.cfg.n_interests, RETRIEVAL_SEQ_LEN)
     conditioned = predictor.user_vectors(online, np.zeros(1, dtype=np.int64), np.asarray([3]))
-    top = search(predictor.index["uri"], predictor.index["collection"], conditioned, 5, interests=[3])[0]
+    top = search(predictor.index.uri, predictor.index.collection, conditioned, 5, interests=[3])[0]
     first = next(c for c in pred["candidates"] if c["source"] == "interest_3")
     assert first["pin_id"] == next(h["pin_id"] for h in top if h["pin_id"] not in online.hidden[0])

@@ -171,7 +171,7 @@ def test_one_image_takes_one_slot_in_the_merge(tiny_artifacts, tmp_path):
     assert len({signature_of[p] for p in got}) == len(got) > 0
     # the same search by hand: the first pin met of each signature, hidden pins dropped
     (hidden,) = online_users(retrieval.store, [user], cfg.n_interests).hidden
-    hits = search(retrieval.index["uri"], retrieval.index["collection"], vector[None], 40 + len(hidden))[0]
+    hits = search(retrieval.index.uri, retrieval.index.collection, vector[None], 40 + len(hidden))[0]
     assert len({h["image_signature"] for h in hits}) <= len(hits) // 2 + 1  # the index did return pairs to drop
     seen, expected = set(), []
     for h in hits:
