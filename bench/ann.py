@@ -59,6 +59,7 @@ import numpy as np
 import psutil
 
 from bench.harness import write_result
+from components.index.servers import milvus_standalone
 
 NAME = "ann"
 K = 100
@@ -262,6 +263,14 @@ def timed_batched(fn, queries: np.ndarray, batch: int) -> tuple[dict, list]:
 # ---- Milvus targets -----------------------------------------------------------------------------------------------
 
 
+def _listener(port: int) -> int:
+    """The pid of the process listening on loopback `port` (the Milvus binary, not the wrapper that started it)."""
+    for conn in psutil.net_connections("tcp"):
+        if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN and conn.pid:
+            return conn.pid
+    raise RuntimeError(f"nothing listens on port {port}")
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -440,10 +449,14 @@ def measure(args) -> dict:
 
     with tempfile.TemporaryDirectory(prefix="ann_bench_") as tmp:
         for target in args.uri:
-            server = None
+            server, standalone, server_pid = None, None, None
             try:
                 if target == "lite":
                     uri = str(Path(tmp) / "lite" / "milvus.db")
+                elif target == "standalone":
+                    standalone = contextlib.ExitStack()
+                    uri = standalone.enter_context(milvus_standalone(Path(tmp) / "standalone"))
+                    server_pid = _listener(int(uri.rsplit(":", 1)[1]))
                 elif target == "server":
                     server = LiteServer(Path(tmp) / "server")
                     server.start()
@@ -466,12 +479,15 @@ def measure(args) -> dict:
                 else:
                     built["load_s"] = round(reload_seconds(uri), 2)
                     built["load_what"] = "release + load_collection"
+                if target == "standalone":
+                    built["server"] = "Milvus 2.3.5 standalone (milvus-server), its threads pinned with ours"
                 segments = lite_segments(uri) if target == "lite" else None
                 if segments is not None:
                     built["segments"] = len(segments)
                     built["segment_rows"] = sorted(int(s.num_rows) for s in segments)
                 result["targets"][target] = {"index": built, "rows": []}
-                with one_core(cpu, server.proc.pid if server else None) as info:
+                pinned = server.proc.pid if server else server_pid
+                with one_core(cpu, pinned) as info:
                     for ef in args.ef:
                         for arm, (flt, qs) in arms.items():
                             row = _measure_milvus(uri, arm, flt, qs, ef, single_n, args.batch, emb, truth[arm])
@@ -486,6 +502,8 @@ def measure(args) -> dict:
             finally:
                 if server is not None:
                     server.stop()
+                if standalone is not None:
+                    standalone.close()
     if args.one_graph:
         t0 = time.perf_counter()
         graph = one_graph(emb, milvus.HNSW_DEFAULTS)
@@ -663,7 +681,8 @@ def main(argv: list[str] | None = None) -> None:
         "--uri",
         type=lambda s: s.split(","),
         default=["lite"],
-        help="comma list: lite (in-process .db), server (a milvus-lite server child), http://...",
+        help="comma list: lite (in-process .db), server (a milvus-lite server child), standalone (the Milvus "
+        "standalone server, milvus-server), http://...",
     )
     parser.add_argument("--cpu", type=int, default=None, help="the CPU to pin measurements to (default: the last)")
     parser.add_argument("--seed", type=int, default=0)
