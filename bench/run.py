@@ -19,6 +19,7 @@ BENCHMARKS = [
     ["bench.id_pretraining"],
     ["bench.ray_training"],
     ["bench.ann", "--one-graph"],
+    ["bench.ann", "--uri", "standalone", "--name", "ann_standalone"],  # the same corpus on the Milvus server
     ["bench.serving_latency"],
     ["bench.monitoring_job"],
     ["bench.monitoring_scenarios"],
