@@ -8,8 +8,11 @@ import json
 
 import httpx
 import pytest
+from click.testing import CliRunner
 
 from components.cluster.launcher import alive
+from homefeed.cli import main
+from pipelines.local import load_run
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -35,3 +38,28 @@ def test_run_local_deploys_to_servers_that_outlive_the_command(tiny_run):
     assert not any(alive(s["pid"]) for s in state["servers"].values())
     with pytest.raises(httpx.TransportError):
         httpx.get(f"{url}/v1/models/homefeed", timeout=2)
+
+
+def test_an_in_process_run_gives_the_shared_runs_figures(tiny_run, tmp_path):
+    """`--in-process`: the same pipeline and parameters with every step in the command's process; it evaluates the
+    same models to the same figures as the shared run's process per step (training is deterministic on CPU)."""
+    same = {
+        k: tiny_run.run.params[k] for k in ("retrieval_epochs", "ranking_epochs", "ranking_max_examples", "ray_workers")
+    }
+    sets = [arg for name, value in same.items() for arg in ("--set", f"{name}={value}")]
+    args = [
+        "pipeline",
+        "run",
+        "--local",
+        "--in-process",
+        "--source",
+        "world:tiny",
+        *sets,
+        "--set",
+        "deploy_target=none",
+    ]
+    result = CliRunner().invoke(main, args, env={"HOMEFEED_WORKSPACE": str(tmp_path)})
+    assert result.exit_code == 0, result.output
+    run = load_run(tmp_path / "runs")
+    assert [s.name for s in run.steps] == [s.name for s in tiny_run.run.steps]
+    assert run.artifacts["metrics"]["metadata"] == tiny_run.run.artifacts["metrics"]["metadata"]
