@@ -12,7 +12,9 @@ what needs a cluster is replaced, by these rules (docs/deploy.md lists them):
   Debian 12's, plays an emptyDir as a named volume that every pod with a volume of that name shares;
 - environment taken from Secrets comes from `secrets` (name -> {key: value}); a reference to a Secret not given is
   left out when it is optional and refused otherwise;
-- each container port gets a host port (`host_ports`, else the same number), since there are no Services.
+- each container port gets a host port (`host_ports`, else the same number), since there are no Services;
+- a predictor pod does not restart (`restartPolicy: Never`, where KServe's Deployment restarts it): a crash shows
+  as an exited container with its log.
 """
 
 from __future__ import annotations
