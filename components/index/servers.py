@@ -95,7 +95,8 @@ def milvus_standalone(data_dir: Path, timeout_s: float = 120.0) -> Iterator[str]
     loopback port (its other ports, etcd's among them, are the first free ones from Milvus' defaults).
 
     Runs in a session of its own: the wrapper command starts the server binary as a child and forwards only SIGINT,
-    so on exit the whole group gets SIGTERM, then SIGKILL after 30 s. Raises FileNotFoundError when the `milvus`
+    so on exit the whole group gets SIGTERM, then SIGKILL after 10 s (the binary does not exit on SIGTERM within 30 s
+    here, and the wrapper's own stop waits 1 s before it kills). Raises FileNotFoundError when the `milvus`
     wheel is not installed and RuntimeError, with the server's log, when it does not answer within `timeout_s`.
     """
     cmd = _standalone_command()
@@ -115,7 +116,7 @@ def milvus_standalone(data_dir: Path, timeout_s: float = 120.0) -> Iterator[str]
         _wait(proc, lambda: _answers(uri), "milvus-server", timeout_s, log_path.read_text)
         yield uri
     finally:
-        _stop_group(proc, grace_s=30)
+        _stop_group(proc, grace_s=10)
 
 
 def _stop_group(proc: subprocess.Popen, grace_s: float) -> None:
