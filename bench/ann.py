@@ -595,7 +595,7 @@ def verdicts(result: dict) -> dict:
 def markdown(result: dict) -> str:
     c = result["config"]
     lines = [
-        f"### ANN: Milvus HNSW vs exact top-{c['k']} with numpy, one core (`python -m bench.ann --one-graph`)",
+        f"### ANN: Milvus HNSW vs exact top-{c['k']} with numpy, one core (`{c.get('command', 'python -m bench.ann')}`)",
         "",
         f"Corpus: {c['pins']:,} pins x {c['dim']}-d unit vectors, {c['interests']} Zipf-sized interest clusters; "
         f"{c['queries_per_arm']} user-like queries per arm (single-query latency over the first {c['single_queries']}); "
@@ -697,6 +697,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"every ef must be >= k = {K}")
     t0 = time.perf_counter()
     result = measure(args)
+    result["config"]["command"] = " ".join(["python -m bench.ann", *(argv if argv is not None else sys.argv[1:])])
     result["verdicts"] = verdicts(result)
     result["wall_s"] = round(time.perf_counter() - t0, 1)
     write_result(args.name, result, markdown(result))
