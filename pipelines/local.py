@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import sys
 import time
@@ -177,14 +178,22 @@ class _InProcessTask:
 
 
 @contextlib.contextmanager
-def _tasks_in_process():
+def _tasks_in_process(log):
     # kfp.local picks the handler for its SubprocessRunner from this module attribute at each task; it has no way
     # to register another runner, so the attribute is swapped for the run and put back after.
     real = task_dispatcher.subprocess_task_handler
     task_dispatcher.subprocess_task_handler = SimpleNamespace(SubprocessTaskHandler=_InProcessTask)
+    # What native code writes to file descriptor 2 (torch's and Ray's C++ warnings) goes to the log too, as a task's
+    # process would send it there; the terminal keeps only the step lines.
+    sys.stderr.flush()
+    saved = os.dup(2)
+    os.dup2(log.fileno(), 2)
     try:
         yield
     finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
         task_dispatcher.subprocess_task_handler = real
 
 
@@ -227,7 +236,7 @@ def run_local(
     with open(run_dir / "pipeline.log", "w") as log:
         watcher = _StepWatcher(log, on_step, on_start)
         try:
-            in_process_tasks = _tasks_in_process() if in_process else contextlib.nullcontext()
+            in_process_tasks = _tasks_in_process(log) if in_process else contextlib.nullcontext()
             with (
                 contextlib.redirect_stdout(watcher),
                 contextlib.redirect_stderr(log),
