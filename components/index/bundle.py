@@ -11,7 +11,7 @@ default, max(k, 64)).
 
 from __future__ import annotations
 
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from components.artifacts import read_json, write_json
@@ -62,5 +62,5 @@ class IndexBundle:
         index_dir = Path(index_dir)
         bundle = cls.from_json(read_json(index_dir, INDEX_FILE, "index"))
         if "://" not in bundle.uri:
-            bundle = cls.from_json({**bundle.to_json(), "uri": str((index_dir / bundle.uri).resolve())})
+            bundle = replace(bundle, uri=str((index_dir / bundle.uri).resolve()))
         return bundle

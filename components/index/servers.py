@@ -24,13 +24,8 @@ from pathlib import Path
 
 from pymilvus import MilvusClient
 
+from components.cluster.launcher import free_ports
 from components.cluster.process import stop
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _wait(proc: subprocess.Popen, ready: Callable[[], bool], what: str, timeout_s: float, log: Callable[[], str]):
@@ -55,7 +50,7 @@ def local_milvus(data_dir: Path, timeout_s: float = 60.0) -> Iterator[str]:
 
     Raises RuntimeError, with the server's stderr, when it exits or does not accept connections within `timeout_s`.
     """
-    port = _free_port()
+    (port,) = free_ports(1)
     cmd = [sys.executable, "-m", "milvus_lite", "server", "--data-dir", str(data_dir), "--port", str(port)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
@@ -104,7 +99,7 @@ def milvus_standalone(data_dir: Path, timeout_s: float = 120.0) -> Iterator[str]
         raise FileNotFoundError("milvus-server is not installed (PyPI: milvus==2.3.5)")
     data_dir = Path(data_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
-    port = _free_port()
+    (port,) = free_ports(1)
     uri = f"http://127.0.0.1:{port}"
     log_path = data_dir / "milvus-server.log"
     with open(log_path, "wb") as log_file:
