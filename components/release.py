@@ -14,6 +14,7 @@ used and the decision's `basis` says so.
 
 Deploy targets (`DeployTarget.parse`):
     local:<dir>        restart the local model servers on the new bundle (components/cluster/local_deployment.py)
+    podman:<dir>       play the release's pods anew in the local container cluster (components/cluster/local_cluster.py)
     kserve:<namespace> patch the InferenceServices' storageUri to the version in an s3:// registry, wait until Ready
     none               register and promote only
 """
@@ -79,17 +80,17 @@ class ReleaseDecision:
 
 @dataclass(frozen=True)
 class DeployTarget:
-    kind: str  # local | kserve | none
-    where: str = ""  # the deployment directory (local) or namespace (kserve)
+    kind: str  # local | podman | kserve | none
+    where: str = ""  # the deployment or cluster directory (local, podman) or namespace (kserve)
 
     @classmethod
     def parse(cls, raw: str) -> DeployTarget:
         kind, _, where = raw.partition(":")
         if kind == "none" and not where:
             return cls("none")
-        if kind in ("local", "kserve") and where:
+        if kind in ("local", "podman", "kserve") and where:
             return cls(kind, where)
-        raise ValueError(f"deploy target must be local:<dir>, kserve:<namespace> or none; got {raw!r}")
+        raise ValueError(f"deploy target must be local:<dir>, podman:<dir>, kserve:<namespace> or none; got {raw!r}")
 
 
 def gate_step(
@@ -195,6 +196,13 @@ def _roll_out(
         if not dest.exists():
             registry.fetch(name, version, dest, only=BUNDLE_PARTS)
         return deployment.deploy(target.where, version, features_dir, timeout_s=timeout_s)
+    if target.kind == "podman":
+        from components.cluster import local_cluster
+
+        dest = local_cluster.release_dir(target.where, version)
+        if not dest.exists():
+            registry.fetch(name, version, dest, only=BUNDLE_PARTS)
+        return local_cluster.deploy(target.where, version, features_dir, timeout_s=timeout_s)
     from components.cluster.inference_service import rollout
     from components.cluster.kube import api_client
 

@@ -17,6 +17,7 @@ from components.data import contracts
 from components.data.dataset import Dataset, write_table
 from components.data.summary import summarize
 from components.data.world.config import PRESETS, SCENARIOS, preset_knobs
+from homefeed.cluster_command import cluster
 from homefeed.config import Settings
 from homefeed.context import Ctx, console
 from homefeed.eval_commands import eval_group
@@ -203,6 +204,7 @@ main.add_command(pipeline)
 main.add_command(drift)
 main.add_command(serve)
 main.add_command(deployment)
+main.add_command(cluster)
 main.add_command(monitor)
 main.add_command(stream)
 main.add_command(eval_group)

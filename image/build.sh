@@ -7,6 +7,9 @@
 #               as on the build machine); with it, PyTorch's own index is not asked
 #   IMAGE       the tag (default: the one the manifests and pipelines run, pipelines/ray_backend.py IMAGE)
 #
+# It also builds localhost/homefeed-milvus:2.3.5 (image/milvus.Containerfile), the Milvus server the local container
+# deployment runs (`homefeed cluster up`), from the same base.
+#
 # podman reads image/containers.conf (ulimits and runc for a sandboxed build machine) unless CONTAINERS_CONF is set.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,13 +23,19 @@ if [[ "$base" == localhost/homefeed-base:* ]] && ! podman image exists "$base"; 
   bash image/base.sh "$base"
 fi
 
-args=(--build-arg "BASE_IMAGE=$base" --tag "$image")
+cert=()
+if [[ -f /etc/ssl/certs/ca-certificates.crt ]]; then
+  cert=(--volume /etc/ssl/certs/ca-certificates.crt:/run/host-ca.crt:ro --build-arg PIP_CERT=/run/host-ca.crt)
+fi
+args=(--build-arg "BASE_IMAGE=$base" --tag "$image" "${cert[@]}")
 if [[ -n "$wheels" ]]; then
   args+=(--volume "$(realpath "$wheels"):/wheels:ro" --build-arg PIP_FIND_LINKS=/wheels --build-arg TORCH_INDEX=)
-fi
-if [[ -f /etc/ssl/certs/ca-certificates.crt ]]; then
-  args+=(--volume /etc/ssl/certs/ca-certificates.crt:/run/host-ca.crt:ro --build-arg PIP_CERT=/run/host-ca.crt)
 fi
 start=$(date +%s)
 podman build "${args[@]}" .
 echo "built $image in $(( $(date +%s) - start )) s: $(podman image inspect --format '{{.Size}}' "$image" | numfmt --to=iec)"
+
+milvus_image="$(sed -n 's/^MILVUS_IMAGE = "\(.*\)".*$/\1/p' components/cluster/local_cluster.py)"
+start=$(date +%s)
+podman build --build-arg "BASE_IMAGE=$base" "${cert[@]}" --file image/milvus.Containerfile --tag "$milvus_image" image
+echo "built $milvus_image in $(( $(date +%s) - start )) s: $(podman image inspect --format '{{.Size}}' "$milvus_image" | numfmt --to=iec)"

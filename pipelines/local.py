@@ -37,6 +37,9 @@ from kfp import local
 from kfp.dsl import executor
 from kfp.local import status, task_dispatcher
 
+from components.features.online_store import SQLITE
+from components.index.client import TOKEN_ENV
+from components.release import DeployTarget
 from pipelines.compile import compile_pipeline, parameter_names, pipeline
 
 RUN_FILE = "run.json"
@@ -199,13 +202,27 @@ def _tasks_in_process(log):
 
 def local_defaults(params: dict, workspace: Path) -> dict:
     """`params` with the release settings a local run leaves empty filled in: the registry under `workspace`, and
-    the local model servers (components/cluster/local_deployment.py) as the deploy target."""
+    the local model servers (components/cluster/local_deployment.py) as the deploy target.
+
+    With a `podman:<dir>` target (the local container cluster, components/cluster/local_cluster.py), the features go
+    to the cluster's Redis and the index to its Milvus unless set otherwise, and MILVUS_TOKEN is set for the index
+    step when unset: the release is then one the cluster's pods can serve."""
     workspace = Path(workspace).resolve()
     out = dict(params)
     if "registry" in out and not out["registry"]:
         out["registry"] = str(workspace / "registry")
     if "deploy_target" in out and not out["deploy_target"]:
         out["deploy_target"] = f"local:{workspace / 'serving'}"
+    target = DeployTarget.parse(out["deploy_target"]) if out.get("deploy_target") else None
+    if target is not None and target.kind == "podman":
+        from components.cluster.local_cluster import client_settings
+
+        cluster = client_settings(Path(target.where))
+        if out.get("online_store", SQLITE) == SQLITE:
+            out["online_store"] = cluster["online_store"]
+        if "index_uri" in out and not out["index_uri"]:
+            out["index_uri"] = cluster["index_uri"]
+        os.environ.setdefault(TOKEN_ENV, cluster["milvus_token"])
     return out
 
 

@@ -48,7 +48,9 @@ class PipelineParams(BaseModel):
         "", description="model registry: a path or s3://bucket/prefix (empty: <workspace>/registry for local runs)"
     )
     deploy_target: str = Field(
-        "", description="local:<dir>, kserve:<namespace> or none (empty: <workspace>/serving for local runs)"
+        "",
+        description="local:<dir>, podman:<dir> (homefeed cluster up), kserve:<namespace> or none (empty: <workspace>/serving "
+        "for local runs)",
     )
     gate_policy: str = Field("", description="gate rules as JSON (components/gate.py); empty: the default policy")
     # where training runs

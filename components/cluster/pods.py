@@ -3,16 +3,25 @@
 The workloads keep the manifests' image, command, args, env, ports, probes, resources and securityContexts; only
 what needs a cluster is replaced, by these rules (docs/deploy.md lists them):
 
-- an InferenceService becomes the pod KServe would run for its predictor: the ServingRuntime's container, with the
-  predictor's `model.resources` and `model.securityContext` over the runtime's, the predictor's pod securityContext,
-  labels and service account settings, and the model bundle, which KServe's storage initializer would download from
-  `storageUri`, mounted at /mnt/models from a local folder;
+- an InferenceService becomes the pod KServe would run for its predictor: for a `model` predictor, the
+  ServingRuntime's container with the predictor's `model.resources` and `model.securityContext` over the runtime's,
+  and the model bundle, which KServe's storage initializer would download from `storageUri`, mounted at /mnt/models
+  from a local folder; for a custom predictor, its own `containers` and `volumes`; either way with the predictor's
+  pod securityContext, labels and service account settings;
+- a Deployment or StatefulSet becomes one pod of its template (replicas and update strategies need a controller);
+  a StatefulSet's volumeClaimTemplate `data` is the volume `data`, which `host_paths` must name;
+- the Milvus custom resource becomes the one pod of a standalone Milvus: the server of the `milvus` wheel (its own
+  embedded etcd and local storage, where the operator adds etcd and MinIO) with the CR's env, resources, pod labels
+  and securityContext, its data on the volume `data`, and the operator's ports and readiness probe;
+- Services become names: each pod's `hostAliases` map every Service's names (`svc`, `svc.ns`, `svc.ns.svc`,
+  `svc.ns.svc.cluster.local`) to the address of the pod it selects, and a URL in args or env that names a Service
+  on a port its pod does not listen on (KServe's predictor Services take port 80 to 8080) gets the target port;
 - a ConfigMap or PersistentVolumeClaim volume named in `host_paths` becomes a hostPath to that local folder;
 - an emptyDir becomes a fresh folder of the pod's own under `scratch` (writable by all, as /tmp is): podman 4.3,
   Debian 12's, plays an emptyDir as a named volume that every pod with a volume of that name shares;
 - environment taken from Secrets comes from `secrets` (name -> {key: value}); a reference to a Secret not given is
   left out when it is optional and refused otherwise;
-- each container port gets a host port (`host_ports`, else the same number), since there are no Services;
+- a container port named in `host_ports` is published on that host port (pods are otherwise reached by address);
 - a predictor pod does not restart (`restartPolicy: Never`, where KServe's Deployment restarts it): a crash shows
   as an exited container with its log.
 """
@@ -20,11 +29,15 @@ what needs a cluster is replaced, by these rules (docs/deploy.md lists them):
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 MODEL_MOUNT = "/mnt/models"  # where KServe's storage initializer puts the bundle
 MODEL_VOLUME = "kserve-provision-location"
+PREDICTOR_PORT = 80  # the port of KServe's `<name>-predictor` Service, whatever the container listens on
+MILVUS_PORT, MILVUS_HEALTH_PORT = 19530, 9091  # the Milvus operator's Service ports: gRPC/REST proxy, health
 
 
 def find(docs: Iterable[dict], kind: str, name: str) -> dict:
@@ -45,9 +58,40 @@ def predictor_pod(
     scratch: Path | None = None,
 ) -> dict:
     """The Pod KServe would run for InferenceService `isvc`'s predictor on ServingRuntime `runtime`, its bundle read
-    from the local folder `bundle` (retrieval/, ranking/, index/ as the registry stores a version)."""
+    from the local folder `bundle` (retrieval/, ranking/, index/ as the registry stores a version), made local."""
+    return local_pod(kserve_pod(isvc, runtime, bundle), host_paths or {}, host_ports or {}, secrets or {}, scratch)
+
+
+def kserve_pod(isvc: dict, runtime: dict | None = None, bundle: Path | None = None) -> dict:
+    """The Pod KServe would run for InferenceService `isvc`'s predictor: a `model` predictor on ServingRuntime
+    `runtime` with its bundle at /mnt/models from the folder `bundle`, or a custom predictor's own containers."""
     predictor = isvc["spec"]["predictor"]
-    model = predictor["model"]
+    if "model" in predictor:
+        if runtime is None or bundle is None:
+            raise ValueError(f"InferenceService {isvc['metadata']['name']} needs its ServingRuntime and a bundle")
+        container, volumes = _runtime_container(isvc, runtime, Path(bundle))
+        containers = [container]
+    else:
+        containers = copy.deepcopy(predictor["containers"])
+        volumes = copy.deepcopy(predictor.get("volumes", []))
+    spec = {
+        "containers": containers,
+        "volumes": volumes,
+        "securityContext": copy.deepcopy(predictor.get("securityContext", {})),
+        "automountServiceAccountToken": predictor.get("automountServiceAccountToken", False),
+        "restartPolicy": "Never",
+    }
+    labels = {**predictor.get("labels", {}), "app.kubernetes.io/component": "predictor"}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": f"{isvc['metadata']['name']}-predictor", "labels": labels},
+        "spec": spec,
+    }
+
+
+def _runtime_container(isvc: dict, runtime: dict, bundle: Path) -> tuple[dict, list[dict]]:
+    model = isvc["spec"]["predictor"]["model"]
     if model.get("runtime") != runtime["metadata"]["name"]:
         raise ValueError(
             f"InferenceService {isvc['metadata']['name']} names runtime {model.get('runtime')!r}, "
@@ -59,22 +103,109 @@ def predictor_pod(
             container[field] = copy.deepcopy(model[field])
     container.setdefault("volumeMounts", []).append({"name": MODEL_VOLUME, "mountPath": MODEL_MOUNT})
     volumes = copy.deepcopy(runtime["spec"].get("volumes", []))
-    volumes.append({"name": MODEL_VOLUME, "hostPath": {"path": str(Path(bundle).resolve()), "type": "Directory"}})
-    spec = {
-        "containers": [container],
-        "volumes": volumes,
-        "securityContext": copy.deepcopy(predictor.get("securityContext", {})),
-        "automountServiceAccountToken": predictor.get("automountServiceAccountToken", False),
-        "restartPolicy": "Never",
-    }
-    labels = {**predictor.get("labels", {}), "app.kubernetes.io/component": "predictor"}
-    pod = {
+    volumes.append({"name": MODEL_VOLUME, "hostPath": {"path": str(bundle.resolve()), "type": "Directory"}})
+    return container, volumes
+
+
+def workload_pod(workload: dict) -> dict:
+    """One pod of a Deployment's or StatefulSet's template (a StatefulSet's first, `<name>-0`)."""
+    kind, name = workload["kind"], workload["metadata"]["name"]
+    if kind not in ("Deployment", "StatefulSet"):
+        raise ValueError(f"{kind} {name}: only Deployments and StatefulSets become pods here")
+    template = copy.deepcopy(workload["spec"]["template"])
+    spec = template["spec"]
+    for claim in workload["spec"].get("volumeClaimTemplates", []):
+        claim_name = claim["metadata"]["name"]
+        spec.setdefault("volumes", []).append(
+            {"name": claim_name, "persistentVolumeClaim": {"claimName": f"{claim_name}-{name}-0"}}
+        )
+    return {
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": {"name": f"{isvc['metadata']['name']}-predictor", "labels": labels},
+        "metadata": {"name": f"{name}-0" if kind == "StatefulSet" else name, "labels": template["metadata"]["labels"]},
         "spec": spec,
     }
-    return local_pod(pod, host_paths or {}, host_ports or {}, secrets or {}, scratch)
+
+
+def milvus_pod(milvus: dict, image: str) -> dict:
+    """The pod of a standalone Milvus custom resource, running `image` (the `milvus` wheel's server, image/)."""
+    spec = milvus["spec"]
+    if spec.get("mode", "standalone") != "standalone":
+        raise ValueError(f"Milvus {milvus['metadata']['name']}: only mode standalone runs here")
+    components = spec.get("components", {})
+    auth = spec.get("config", {}).get("common", {}).get("security", {}).get("authorizationEnabled", False)
+    container = {
+        "name": "milvus",
+        "image": components.get("image", image),
+        "args": ["--data", "/var/lib/milvus", "--proxy-port", str(MILVUS_PORT),
+                 "--authorization-enabled", str(bool(auth)).lower()],
+        "env": copy.deepcopy(components.get("env", [])),
+        "ports": [{"name": "milvus", "containerPort": MILVUS_PORT},
+                  {"name": "metrics", "containerPort": MILVUS_HEALTH_PORT}],
+        "readinessProbe": {"httpGet": {"path": "/healthz", "port": MILVUS_HEALTH_PORT}, "periodSeconds": 10},
+        "resources": copy.deepcopy(components.get("resources", {})),
+        "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
+                            "readOnlyRootFilesystem": True},
+        "volumeMounts": [{"name": "data", "mountPath": "/var/lib/milvus"}, {"name": "tmp", "mountPath": "/tmp"}],
+    }  # fmt: skip
+    name = milvus["metadata"]["name"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": f"{name}-milvus-standalone",
+            "labels": {**components.get("podLabels", {}), "app.kubernetes.io/instance": name},
+        },
+        "spec": {
+            "containers": [container],
+            "securityContext": copy.deepcopy(components.get("securityContext", {})),
+            "automountServiceAccountToken": False,
+            "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": f"{name}-data"}},
+                        {"name": "tmp", "emptyDir": {}}],
+        },
+    }  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Service:
+    """A Service as a name to resolve: its names, the address of the pod it selects, its port -> target port."""
+
+    name: str
+    namespace: str
+    address: str
+    ports: dict[int, int]
+
+    @property
+    def hostnames(self) -> list[str]:
+        n, ns = self.name, self.namespace
+        return [n, f"{n}.{ns}", f"{n}.{ns}.svc", f"{n}.{ns}.svc.cluster.local"]
+
+
+def with_services(pod: dict, services: Iterable[Service]) -> dict:
+    """`pod` resolving every Service's names to its pod's address, URLs to a Service port moved to the target port."""
+    pod = copy.deepcopy(pod)
+    services = list(services)
+    pod["spec"]["hostAliases"] = [{"ip": s.address, "hostnames": s.hostnames} for s in services]
+    for container in pod["spec"]["containers"]:
+        container["args"] = [_retarget(a, services) for a in container.get("args", [])]
+        for env in container.get("env", []):
+            if "value" in env:
+                env["value"] = _retarget(env["value"], services)
+    return pod
+
+
+def _retarget(text: str, services: list[Service]) -> str:
+    for s in services:
+        names = "|".join(re.escape(h) for h in sorted(s.hostnames, key=len, reverse=True))
+
+        def port(m: re.Match, s: Service = s) -> str:
+            given = int(m.group(3)) if m.group(3) else (443 if m.group(1) == "https" else 80)
+            if s.ports.get(given, given) == given:
+                return m.group(0)
+            return f"{m.group(1)}://{m.group(2)}:{s.ports[given]}"
+
+        text = re.sub(rf"\b(https?)://({names})(?::(\d+))?(?![\w.-])", port, text)
+    return text
 
 
 def local_pod(
@@ -101,13 +232,16 @@ def local_pod(
             for source in ("configMap", "persistentVolumeClaim", "emptyDir", "secret"):
                 volume.pop(source, None)
             volume["hostPath"] = {"path": str(path), "type": "Directory"}
+        elif {"configMap", "persistentVolumeClaim", "secret"} & set(volume):
+            raise ValueError(f"{pod['metadata']['name']}: volume {volume['name']!r} needs a folder in `host_paths`")
     for container in spec.get("containers", []):
         env = [_secret_value(e, secrets, pod) for e in container.get("env", [])]
         for source in container.pop("envFrom", []):
             env += _secret_env(source, secrets, pod)
         container["env"] = [e for e in env if e is not None]
         for port in container.get("ports", []):
-            port["hostPort"] = host_ports.get(port["containerPort"], port["containerPort"])
+            if port["containerPort"] in host_ports:
+                port["hostPort"] = host_ports[port["containerPort"]]
     return pod
 
 

@@ -5,6 +5,7 @@ the local deployment's rollback when a new version does not start."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -28,16 +29,34 @@ ISVC = "/apis/serving.kserve.io/v1beta1/namespaces/homefeed/inferenceservices"
 @pytest.mark.parametrize(
     ("raw", "parsed"),
     [("local:/srv/homefeed", DeployTarget("local", "/srv/homefeed")), ("kserve:ml", DeployTarget("kserve", "ml")),
-     ("none", DeployTarget("none"))],
+     ("podman:/srv/c", DeployTarget("podman", "/srv/c")), ("none", DeployTarget("none"))],
 )  # fmt: skip
 def test_deploy_targets_parse(raw, parsed):
     assert DeployTarget.parse(raw) == parsed
 
 
-@pytest.mark.parametrize("raw", ["", "local:", "kserve", "k8s:homefeed", "none:x"])
+@pytest.mark.parametrize("raw", ["", "local:", "podman:", "kserve", "k8s:homefeed", "none:x"])
 def test_bad_deploy_targets_are_refused(raw):
     with pytest.raises(ValueError, match="deploy target must be"):
         DeployTarget.parse(raw)
+
+
+def test_a_run_deploying_to_the_container_cluster_builds_against_its_stores(tmp_path, monkeypatch):
+    from components.cluster.local_cluster import ClusterState
+    from pipelines.local import local_defaults
+
+    ClusterState(name="c", network="c", subnet="10.89.120.0/24", namespace="homefeed").write(tmp_path)
+    monkeypatch.setenv("MILVUS_TOKEN", "")  # so that the teardown restores what it was
+    monkeypatch.delenv("MILVUS_TOKEN")
+    params = {"deploy_target": f"podman:{tmp_path}", "online_store": "sqlite", "index_uri": "", "registry": ""}
+    out = local_defaults(params, tmp_path / "ws")
+    assert out["online_store"] == "redis://10.89.120.11:6379/0" and out["index_uri"] == "http://10.89.120.10:19530"
+    assert os.environ["MILVUS_TOKEN"] == "root:Milvus"
+    # what the run was told stays as it was
+    kept = local_defaults({**params, "index_uri": "http://milvus:19530", "online_store": "redis://r:6379/2"}, tmp_path)
+    assert kept["index_uri"] == "http://milvus:19530" and kept["online_store"] == "redis://r:6379/2"
+    with pytest.raises(FileNotFoundError, match="homefeed cluster up"):
+        local_defaults({**params, "deploy_target": f"podman:{tmp_path / 'none'}"}, tmp_path)
 
 
 def write_decision(folder: Path, deploy: bool) -> Path:
