@@ -217,7 +217,9 @@ def local_defaults(params: dict, workspace: Path) -> dict:
     if target is not None and target.kind == "podman":
         from components.cluster.local_cluster import client_settings
 
-        cluster = client_settings(Path(target.where))
+        where = Path(target.where).resolve()  # the deploy step may run in another directory
+        out["deploy_target"] = f"podman:{where}"
+        cluster = client_settings(where)
         if out.get("online_store", SQLITE) == SQLITE:
             out["online_store"] = cluster["online_store"]
         if "index_uri" in out and not out["index_uri"]:
