@@ -57,6 +57,7 @@ def pretrain_ids(
     epochs: int,
     seed: int,
     ray_backend: str,
+    ray_address: str,
     ray_workers: int,
     job_id: str,
     ids: Output[Model],
@@ -73,7 +74,7 @@ def pretrain_ids(
     if epochs == 0:  # nothing for a Ray cluster to do
         summary = steps.pretrain_ids_step(**kwargs)
     else:
-        backend = RayBackend(ray_backend, ray_workers)
+        backend = RayBackend(ray_backend, ray_workers, address=ray_address)
         summary = run_step("pretrain_ids", kwargs, backend, job_id, ["dataset_dir"], ["out_dir"], print)
     ids.metadata.update({k: v for k, v in summary.items() if isinstance(v, (bool, int, float, str))})
 
@@ -87,6 +88,7 @@ def train_retrieval(
     epochs: int,
     seed: int,
     ray_backend: str,
+    ray_address: str,
     ray_workers: int,
     job_id: str,
     model: Output[Model],
@@ -101,7 +103,7 @@ def train_retrieval(
     split = steps.time_split(dataset.path, holdout_days, ranking_days)
     kwargs = {"dataset_dir": dataset.path, "out_dir": model.path, "split": asdict(split), "epochs": epochs,
               "seed": seed, "workers": ray_workers, "pretrained_dir": pretrained_ids.path}  # fmt: skip
-    backend = RayBackend(ray_backend, ray_workers)
+    backend = RayBackend(ray_backend, ray_workers, address=ray_address)
     inputs = ["dataset_dir", "pretrained_dir"]
     summary = run_step("train_retrieval", kwargs, backend, job_id, inputs, ["out_dir"], print)
     model.metadata.update({k: summary[k] for k in ("train_examples", "train_loss")} | {"ray_backend": ray_backend})
@@ -117,6 +119,7 @@ def train_ranking(
     max_examples: int,
     seed: int,
     ray_backend: str,
+    ray_address: str,
     ray_workers: int,
     gpus: int,
     job_id: str,
@@ -133,7 +136,7 @@ def train_ranking(
     kwargs = {"dataset_dir": dataset.path, "retrieval_dir": retrieval_model.path, "out_dir": model.path,
               "split": asdict(split), "epochs": epochs, "max_examples": max_examples, "seed": seed,
               "workers": ray_workers}  # fmt: skip
-    backend = RayBackend(ray_backend, ray_workers, gpus)
+    backend = RayBackend(ray_backend, ray_workers, gpus, address=ray_address)
     inputs = ["dataset_dir", "retrieval_dir"]
     summary = run_step("train_ranking", kwargs, backend, job_id, inputs, ["out_dir"], print)
     model.metadata.update({k: summary[k] for k in ("train_examples", "train_loss")} | {"ray_backend": ray_backend})

@@ -206,7 +206,8 @@ def local_defaults(params: dict, workspace: Path) -> dict:
 
     With a `podman:<dir>` target (the local container cluster, components/cluster/local_cluster.py), the features go
     to the cluster's Redis and the index to its Milvus unless set otherwise, and MILVUS_TOKEN is set for the index
-    step when unset: the release is then one the cluster's pods can serve."""
+    step when unset: the release is then one the cluster's pods can serve. With `ray_backend=jobs` the training steps
+    stage under `workspace/ray-staging` unless HOMEFEED_WORK_MOUNT says otherwise."""
     workspace = Path(workspace).resolve()
     out = dict(params)
     if "registry" in out and not out["registry"]:
@@ -225,6 +226,10 @@ def local_defaults(params: dict, workspace: Path) -> dict:
         if "index_uri" in out and not out["index_uri"]:
             out["index_uri"] = cluster["index_uri"]
         os.environ.setdefault(TOKEN_ENV, cluster["milvus_token"])
+    if out.get("ray_backend") == "jobs":  # a Ray cluster on this machine sees the workspace at the same path
+        from pipelines.ray_backend import MOUNT_ENV
+
+        os.environ.setdefault(MOUNT_ENV, str(workspace / "ray-staging"))
     return out
 
 

@@ -54,7 +54,10 @@ class PipelineParams(BaseModel):
     )
     gate_policy: str = Field("", description="gate rules as JSON (components/gate.py); empty: the default policy")
     # where training runs
-    ray_backend: str = Field("local", description="local (a Ray instance in the step) or kuberay (a RayJob)")
+    ray_backend: str = Field(
+        "local", description="local (a Ray instance in the step), kuberay (a RayJob) or jobs (a running Ray cluster)"
+    )
+    ray_address: str = Field("", description="ray_backend=jobs: the Ray cluster's Jobs API, http(s)://HOST:8265")
     ray_workers: int = Field(
         2, ge=0, le=64, description="Ray Train workers per training step; 0: in the step's own process (local only)"
     )
@@ -73,6 +76,10 @@ class PipelineParams(BaseModel):
     def _workers_for_the_backend(self) -> PipelineParams:
         if self.ray_backend == "kuberay" and self.ray_workers < 1:
             raise ValueError("ray_workers must be >= 1 with ray_backend=kuberay: a RayJob needs workers")
+        if self.ray_backend == "jobs":
+            from pipelines.ray_backend import RayBackend
+
+            RayBackend("jobs", self.ray_workers, address=self.ray_address)  # its checks, before any step runs
         return self
 
     @field_validator("deploy_target")

@@ -36,7 +36,8 @@ def train(dataset, p: PipelineParams) -> dict[str, dsl.PipelineTask]:
     """features, ID pretraining, train retrieval, train ranking, evaluate."""
     features = c.features(dataset=dataset, half_life_days=p.half_life_days, online_store=p.online_store)
     small(features.set_display_name("features"))
-    ray = {"ray_backend": p.ray_backend, "ray_workers": p.ray_workers, "job_id": dsl.PIPELINE_TASK_ID_PLACEHOLDER}
+    ray = {"ray_backend": p.ray_backend, "ray_address": p.ray_address, "ray_workers": p.ray_workers,
+           "job_id": dsl.PIPELINE_TASK_ID_PLACEHOLDER}  # fmt: skip
     split = {"holdout_days": p.holdout_days, "ranking_days": p.ranking_days}
     ids = c.pretrain_ids(dataset=dataset, epochs=p.id_pretrain_epochs, seed=p.seed, **split, **ray)
     ids.set_display_name("ID pretraining")
