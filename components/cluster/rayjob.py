@@ -233,6 +233,10 @@ def rayjob_manifest(spec: RayJobSpec) -> dict[str, Any]:
                         "replicas": spec.workers,
                         "minReplicas": spec.workers,
                         "maxReplicas": spec.workers,
+                        # KubeRay's defaults, written out: its schema makes this list atomic, so a server-side
+                        # apply that leaves out what the server filled in conflicts with the stored object
+                        "numOfHosts": 1,
+                        "priority": 0,
                         "rayStartParams": {},
                         "template": _ray_pod(spec, "ray-worker", spec.worker_cpu, spec.worker_memory, spec.worker_gpus),
                     }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -27,3 +28,44 @@ def tiny_stack(tiny_artifacts, tmp_path_factory) -> Iterator[dict[str, str]]:
     )
     with running_servers(specs, root / "logs") as urls:
         yield urls
+
+
+@pytest.fixture(scope="session")
+def kube_api(tmp_path_factory):
+    """A real Kubernetes API server for custom resources (etcd + apiextensions-apiserver on loopback,
+    components/cluster/apiserver.py) with the vendored upstream CRDs installed, once per session: an APIServer.
+
+    The binaries come from $HOMEFEED_APISERVER_DIR when set (`.ci/run` builds them first), else from
+    `bash image/apiserver.sh` (a build of minutes the first time on a machine, then its cache). The tests skip, with
+    the script's own message, only when that build cannot be done here (no Debian mirror, no PyPI)."""
+    import os
+    import subprocess
+
+    from vendored_crds import vendored_crds
+
+    from components.cluster.apiserver import BUILD_SCRIPT, DIR_ENV, install_crds, running_apiserver
+
+    bin_dir = os.environ.get(DIR_ENV)
+    if not bin_dir:
+        root = Path(__file__).resolve().parents[2]
+        build = subprocess.run(["bash", str(root / BUILD_SCRIPT)], capture_output=True, text=True)
+        if build.returncode != 0:
+            pytest.skip(f"the API server could not be built here: {build.stderr.strip()[-1500:]}")
+        bin_dir = build.stdout.strip().splitlines()[-1]
+    with running_apiserver(bin_dir, tmp_path_factory.mktemp("apiserver")) as server:
+        with server.api_client() as api:
+            install_crds(api, [crd.definition() for crd in vendored_crds()])
+        yield server
+
+
+@pytest.fixture(scope="module")
+def ray_cluster() -> Iterator[str]:
+    """A real Ray head node with its Jobs API (components/cluster/ray_head.py), once per module that uses it: its
+    address, http://127.0.0.1:PORT. Four logical CPUs on two cores: a step's driver and its two Ray Train workers."""
+    import tempfile
+
+    from components.cluster.ray_head import ray_head
+
+    # short: Ray's socket paths live under it
+    with tempfile.TemporaryDirectory(prefix="ray", dir="/tmp") as tmp, ray_head(Path(tmp), num_cpus=4) as address:
+        yield address

@@ -1,21 +1,46 @@
-"""components.cluster.inference_service against the real kubernetes client and a replayed Kubernetes API.
+"""components.cluster.inference_service with the real kubernetes client, against a real Kubernetes API server.
 
-What matters on the wire is the PATCH: a JSON merge patch naming only storageUri. What matters in the wait is the
-generation: a Ready=True left over from the previous revision must not end it.
+What matters in the patch is that it changes storageUri and nothing else: the generation moves on by one and every
+other field (above all one an operator changed) is as it was. What matters in the wait is the generation: a
+Ready=True left over from the previous revision must not end it.
+
+Which test talks to what:
+- the real API server (`kube_api`, tests/integration/conftest.py: etcd + apiextensions-apiserver serving KServe's
+  InferenceService CRD, vendored unmodified): the InferenceServices are created from the dev overlay's rendered
+  manifests, and set_storage_uri, wait_ready and rollout run against them: the patch, the generations, the 404 of a
+  missing service, the reads of the status. The server runs no controller, so KServe's part is played by the test:
+  between two polls (wait_ready's injected `sleep`) it writes, through the status subresource as KServe's controller
+  does, the next status the controller would report (observedGeneration, the IngressReady/PredictorReady/Ready
+  conditions, url), taken from the statuses in tests/fixtures/recorded/kserve. The server validates and prunes
+  those statuses against upstream's status schema like any other write.
+- a replayed response (tests/recorded_api.py): only the 403, which this server cannot give (it has no RBAC: its
+  only user is in system:masters).
+- neither: the constants against the kserve package, the recorded bodies and a patched object against the vendored
+  CRD schema, and is_ready on the recorded statuses.
 """
 
 from __future__ import annotations
 
+import copy
+import uuid
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
 import pytest
-from recorded_api import FakeTime, RecordedAPI, load_fixture, replies, reply, vendored_crd_validator
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+from recorded_api import FakeTime, RecordedAPI, load_fixture, reply, vendored_crd_validator
 
 from components.cluster import inference_service as isvc
 from components.cluster.kube import api_client
+from components.cluster.local_cluster import render
 
 pytestmark = pytest.mark.integration
 
+DEV_OVERLAY = Path(__file__).resolve().parents[2] / "manifests" / "overlays" / "dev"
 BASE = "/apis/serving.kserve.io/v1beta1/namespaces/homefeed/inferenceservices"
-RANKING, RETRIEVAL = f"{BASE}/ranking", f"{BASE}/retrieval"
+RANKING = f"{BASE}/ranking"
 RANKING_URI = "s3://homefeed-models/ranking/v7"
 RETRIEVAL_URI = "s3://homefeed-models/retrieval/v12"
 
@@ -58,27 +83,16 @@ def test_the_patched_object_still_follows_the_crd(isvc_schema):
     assert any("storageURI" in e.message for e in isvc_schema.iter_errors(obj))
 
 
-def test_patch_is_a_merge_patch_of_storage_uri_only():
-    with RecordedAPI([reply("PATCH", RANKING, fixture="kserve/ranking_patched")]) as api:
-        generation = isvc.set_storage_uri(api_client(api.url), "ranking", "homefeed", RANKING_URI)
-    api.assert_all_used()
-    assert generation == 8
-    (patch,) = api.requests
-    assert patch.content_type == "application/merge-patch+json"
-    assert patch.body == {"spec": {"predictor": {"model": {"storageUri": RANKING_URI}}}}
-
-
-def test_missing_service_says_to_apply_the_manifests():
-    with (
-        RecordedAPI([reply("PATCH", RANKING, status=404, fixture="kserve/status_not_found")]) as api,
-        pytest.raises(RuntimeError, match="homefeed/ranking does not exist: apply the serving manifests") as info,
-    ):
-        isvc.set_storage_uri(api_client(api.url), "ranking", "homefeed", RANKING_URI)
-    api.assert_all_used()
-    assert 'inferenceservices.serving.kserve.io "ranking" not found' in str(info.value)
+def test_ready_is_judged_at_the_patched_generation():
+    stale = load_fixture("kserve/ranking_stale_ready")["status"]
+    assert stale["observedGeneration"] == 7 and isvc.is_ready(stale, 7)
+    assert not isvc.is_ready(stale, 8)
+    assert not isvc.is_ready(load_fixture("kserve/ranking_rolling")["status"], 8)
+    assert isvc.is_ready(load_fixture("kserve/ranking_ready")["status"], 8)
 
 
 def test_forbidden_names_the_missing_permission():
+    # Replayed: the real server here has no RBAC to refuse anything.
     with (
         RecordedAPI([reply("PATCH", RANKING, status=403, fixture="kserve/status_forbidden")]) as api,
         pytest.raises(RuntimeError, match="needs the 'patch' verb on inferenceservices.serving.kserve.io") as info,
@@ -88,80 +102,223 @@ def test_forbidden_names_the_missing_permission():
     assert "system:serviceaccount:homefeed:pipeline-runner" in str(info.value)
 
 
-def test_ready_is_judged_at_the_patched_generation():
-    stale = load_fixture("kserve/ranking_stale_ready")["status"]
-    assert stale["observedGeneration"] == 7 and isvc.is_ready(stale, 7)
-    assert not isvc.is_ready(stale, 8)
-    assert not isvc.is_ready(load_fixture("kserve/ranking_rolling")["status"], 8)
-    assert isvc.is_ready(load_fixture("kserve/ranking_ready")["status"], 8)
+# ---- against the real API server (tests/integration/conftest.py `kube_api`), KServe played by the test
 
 
-def test_stale_ready_is_not_accepted_the_new_generation_is():
-    t = FakeTime()
-    polls = ["kserve/ranking_stale_ready", "kserve/ranking_rolling", "kserve/ranking_ready"]
-    with RecordedAPI([replies("GET", RANKING, polls)]) as api:
-        status = isvc.wait_ready(
-            api_client(api.url), "ranking", "homefeed", 8, timeout_s=60, poll_s=5, sleep=t.sleep, clock=t.clock
-        )
-    api.assert_all_used()
-    assert status == load_fixture("kserve/ranking_ready")["status"]
-    assert t.sleeps == [5, 5]
+@pytest.fixture(scope="module")
+def dev_isvcs() -> dict[str, dict[str, Any]]:
+    """name -> InferenceService as the dev overlay renders it."""
+    try:
+        objects = render(DEV_OVERLAY)
+    except FileNotFoundError as exc:  # no kubectl
+        pytest.skip(str(exc))
+    return {o["metadata"]["name"]: o for o in objects if o["kind"] == "InferenceService"}
 
 
-def test_timeout_quotes_the_conditions():
-    t = FakeTime()
+@pytest.fixture
+def namespace() -> str:
+    return f"t-{uuid.uuid4().hex[:10]}"  # namespaces need not exist on this server; one per test keeps them apart
+
+
+@pytest.fixture
+def kube(kube_api) -> Iterator[client.ApiClient]:
+    with kube_api.api_client() as api:
+        yield api
+
+
+def objects(kube: client.ApiClient) -> client.CustomObjectsApi:
+    return client.CustomObjectsApi(kube)
+
+
+def create(kube, dev_isvcs, namespace: str, name: str) -> dict[str, Any]:
+    """Create InferenceService `name` of the dev overlay in `namespace`; the stored object (generation 1)."""
+    body = copy.deepcopy(dev_isvcs[name])
+    body["metadata"]["namespace"] = namespace
+    obj = objects(kube).create_namespaced_custom_object(isvc.GROUP, isvc.VERSION, namespace, isvc.PLURAL, body)
+    assert obj["metadata"]["generation"] == 1
+    return obj
+
+
+def stored(kube, namespace: str, name: str) -> dict[str, Any]:
+    return objects(kube).get_namespaced_custom_object(isvc.GROUP, isvc.VERSION, namespace, isvc.PLURAL, name)
+
+
+def controller_status(fixture: str, namespace: str, generation: int) -> dict[str, Any]:
+    """A status KServe's controller reports (tests/fixtures/recorded/kserve/<fixture>), for a service in
+    `namespace` whose controller has observed `generation`."""
+    status = load_fixture(f"kserve/{fixture}")["status"]
+    status = _replace(status, ".homefeed.svc.", f".{namespace}.svc.")
+    return {**status, "observedGeneration": generation}
+
+
+def _replace(value: Any, old: str, new: str) -> Any:
+    if isinstance(value, dict):
+        return {k: _replace(v, old, new) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_replace(v, old, new) for v in value]
+    return value.replace(old, new) if isinstance(value, str) else value
+
+
+def write_status(kube, namespace: str, name: str, status: Mapping[str, Any]) -> dict[str, Any]:
+    """Write `status` as KServe's controller does: through the status subresource (its merge patch replaces the
+    conditions list whole). Asserts the server kept all of it (a field upstream's status schema lacks is pruned)
+    and that the spec's generation did not move."""
+    before = stored(kube, namespace, name)
+    obj = objects(kube).patch_namespaced_custom_object_status(
+        isvc.GROUP, isvc.VERSION, namespace, isvc.PLURAL, name, {"status": status}
+    )
+    assert obj["status"] == status, f"the server changed the status written: {obj['status']}"
+    assert obj["metadata"]["generation"] == before["metadata"]["generation"]
+    return obj
+
+
+class PlayedKServe:
+    """KServe's controller between two polls, on a fake clock: each `sleep` writes the next status of every service
+    that still has one in its script; a service whose script is spent keeps its last status."""
+
+    def __init__(self, kube: client.ApiClient, namespace: str, scripts: Mapping[str, list[dict[str, Any]]]) -> None:
+        self.kube, self.namespace = kube, namespace
+        self.scripts = {name: list(statuses) for name, statuses in scripts.items()}
+        self.time = FakeTime()
+        self.clock = self.time.clock
+
+    @property
+    def sleeps(self) -> list[float]:
+        return self.time.sleeps
+
+    def sleep(self, seconds: float) -> None:
+        self.time.sleep(seconds)
+        for name, script in self.scripts.items():
+            if script:
+                write_status(self.kube, self.namespace, name, script.pop(0))
+
+
+def test_patch_changes_storage_uri_only_and_bumps_the_generation(kube, dev_isvcs, namespace):
+    create(kube, dev_isvcs, namespace, "ranking")
+    # An operator scales the service meanwhile: the pipeline's patch must leave that alone.
+    objects(kube).patch_namespaced_custom_object(
+        isvc.GROUP, isvc.VERSION, namespace, isvc.PLURAL, "ranking", {"spec": {"predictor": {"minReplicas": 2}}}
+    )
+    before = stored(kube, namespace, "ranking")
+    assert before["metadata"]["generation"] == 2
+
+    generation = isvc.set_storage_uri(kube, "ranking", namespace, RANKING_URI)
+
+    after = stored(kube, namespace, "ranking")
+    assert generation == after["metadata"]["generation"] == 3
+    assert after["spec"]["predictor"]["model"]["storageUri"] == RANKING_URI
+    expected = copy.deepcopy(before["spec"])
+    expected["predictor"]["model"]["storageUri"] = RANKING_URI
+    assert after["spec"] == expected  # minReplicas 2 kept, nothing else touched
+    assert after["metadata"]["labels"] == before["metadata"]["labels"]
+    assert after["metadata"]["annotations"] == before["metadata"]["annotations"]
+
+
+def test_patch_of_a_fresh_service_moves_generation_1_to_2(kube, dev_isvcs, namespace):
+    created = create(kube, dev_isvcs, namespace, "retrieval")
+    assert isvc.set_storage_uri(kube, "retrieval", namespace, RETRIEVAL_URI) == 2
+    after = stored(kube, namespace, "retrieval")
+    expected = copy.deepcopy(created["spec"])
+    expected["predictor"]["model"]["storageUri"] = RETRIEVAL_URI
+    assert after["spec"] == expected
+
+
+def test_the_same_uri_again_is_no_new_generation(kube, dev_isvcs, namespace):
+    # The server bumps the generation only when the spec changes: re-rolling the deployed version waits on nothing.
+    create(kube, dev_isvcs, namespace, "ranking")
+    assert isvc.set_storage_uri(kube, "ranking", namespace, RANKING_URI) == 2
+    assert isvc.set_storage_uri(kube, "ranking", namespace, RANKING_URI) == 2
+
+
+def test_missing_service_says_to_apply_the_manifests(kube, namespace):
+    with pytest.raises(RuntimeError, match=f"{namespace}/ranking does not exist: apply the serving manifests") as info:
+        isvc.set_storage_uri(kube, "ranking", namespace, RANKING_URI)
+    assert 'inferenceservices.serving.kserve.io "ranking" not found' in str(info.value)
+
+
+def test_stale_ready_is_not_accepted_the_new_generation_is(kube, dev_isvcs, namespace):
+    create(kube, dev_isvcs, namespace, "ranking")
+    # Generation 1 is serving: KServe reports it Ready.
+    write_status(kube, namespace, "ranking", controller_status("ranking_ready", namespace, 1))
+    generation = isvc.set_storage_uri(kube, "ranking", namespace, RANKING_URI)
+    assert generation == 2
+    # Until KServe has seen generation 2 its status still says Ready=True, at observedGeneration 1; then it rolls
+    # the new revision out (Ready=False) and reports it ready.
+    rolling = controller_status("ranking_rolling", namespace, 2)
+    ready = controller_status("ranking_ready", namespace, 2)
+    kserve = PlayedKServe(kube, namespace, {"ranking": [rolling, ready]})
+
+    status = isvc.wait_ready(
+        kube, "ranking", namespace, generation, timeout_s=60, poll_s=5, sleep=kserve.sleep, clock=kserve.clock
+    )
+
+    assert status == ready
+    assert kserve.sleeps == [5, 5]  # the stale Ready=True and the rolling revision were both waited through
+
+
+def test_timeout_quotes_the_conditions(kube, dev_isvcs, namespace):
+    create(kube, dev_isvcs, namespace, "ranking")
+    generation = isvc.set_storage_uri(kube, "ranking", namespace, RANKING_URI)
+    write_status(kube, namespace, "ranking", controller_status("ranking_rolling", namespace, generation))
     # Ready=False keeps the wait going (KServe reports it while rolling); only the deadline ends it.
-    with (
-        RecordedAPI([replies("GET", RANKING, ["kserve/ranking_rolling"] + ["kserve/ranking_failing"] * 3)]) as api,
-        pytest.raises(TimeoutError) as info,
-    ):
+    kserve = PlayedKServe(kube, namespace, {"ranking": [controller_status("ranking_failing", namespace, generation)]})
+
+    with pytest.raises(TimeoutError) as info:
         isvc.wait_ready(
-            api_client(api.url), "ranking", "homefeed", 8, timeout_s=30, poll_s=10, sleep=t.sleep, clock=t.clock
+            kube, "ranking", namespace, generation, timeout_s=30, poll_s=10, sleep=kserve.sleep, clock=kserve.clock
         )
-    api.assert_all_used()
+
+    assert kserve.sleeps == [10, 10, 10]
     message = str(info.value)
-    assert "homefeed/ranking not ready at generation 8 within 30 s" in message
+    assert f"{namespace}/ranking not ready at generation 2 within 30 s (observedGeneration=2)" in message
     assert "Ready=False (ProgressDeadlineExceeded: ReplicaSet" in message
     assert "PredictorReady=False" in message and "IngressReady=True" in message
 
 
-def test_rollout_patches_every_service_then_waits_for_each():
-    t = FakeTime()
-    script = [
-        reply("PATCH", RANKING, fixture="kserve/ranking_patched"),
-        reply("PATCH", RETRIEVAL, fixture="kserve/retrieval_patched"),
-        replies("GET", RANKING, ["kserve/ranking_stale_ready", "kserve/ranking_ready"]),
-        reply("GET", RETRIEVAL, fixture="kserve/retrieval_ready"),
-    ]
-    with RecordedAPI(script) as api:
-        result = isvc.rollout(
-            api_client(api.url),
-            "homefeed",
-            {"ranking": RANKING_URI, "retrieval": RETRIEVAL_URI},
-            timeout_s=120,
-            poll_s=5,
-            sleep=t.sleep,
-            clock=t.clock,
-        )
-    api.assert_all_used()
-    assert [p.body["spec"]["predictor"]["model"]["storageUri"] for p in api.sent("PATCH")] == [
-        RANKING_URI,
-        RETRIEVAL_URI,
-    ]
-    assert {p.content_type for p in api.sent("PATCH")} == {"application/merge-patch+json"}
+def test_rollout_patches_every_service_then_waits_for_each(kube, dev_isvcs, namespace):
+    for name in ("ranking", "retrieval"):
+        create(kube, dev_isvcs, namespace, name)
+        write_status(kube, namespace, name, controller_status(f"{name}_ready", namespace, 1))
+    # After the patches: ranking's first read still shows generation 1 ready; by the next, both are ready at 2.
+    kserve = PlayedKServe(
+        kube,
+        namespace,
+        {
+            "ranking": [controller_status("ranking_ready", namespace, 2)],
+            "retrieval": [controller_status("retrieval_ready", namespace, 2)],
+        },
+    )
+
+    result = isvc.rollout(
+        kube,
+        namespace,
+        {"ranking": RANKING_URI, "retrieval": RETRIEVAL_URI},
+        timeout_s=120,
+        poll_s=5,
+        sleep=kserve.sleep,
+        clock=kserve.clock,
+    )
+
+    for name, uri in (("ranking", RANKING_URI), ("retrieval", RETRIEVAL_URI)):
+        obj = stored(kube, namespace, name)
+        assert obj["spec"]["predictor"]["model"]["storageUri"] == uri
+        assert result[name]["status"] == obj["status"]
     assert {name: (r["generation"], r["url"]) for name, r in result.items()} == {
-        "ranking": (8, "http://ranking.homefeed.svc.cluster.local"),
-        "retrieval": (5, "http://retrieval.homefeed.svc.cluster.local"),
+        "ranking": (2, f"http://ranking.{namespace}.svc.cluster.local"),
+        "retrieval": (2, f"http://retrieval.{namespace}.svc.cluster.local"),
     }
-    assert result["retrieval"]["status"] == load_fixture("kserve/retrieval_ready")["status"]
+    assert kserve.sleeps == [5]
 
 
-def test_rollout_stops_at_the_first_failed_patch():
-    script = [
-        reply("PATCH", RANKING, fixture="kserve/ranking_patched"),
-        reply("PATCH", RETRIEVAL, status=404, body={"kind": "Status", "code": 404, "message": "not found"}),
-    ]
-    with RecordedAPI(script) as api, pytest.raises(RuntimeError, match="homefeed/retrieval does not exist"):
-        isvc.rollout(api_client(api.url), "homefeed", {"ranking": RANKING_URI, "retrieval": RETRIEVAL_URI})
-    api.assert_all_used()
-    assert api.sent("GET") == []
+def test_rollout_stops_at_the_first_failed_patch(kube, dev_isvcs, namespace):
+    create(kube, dev_isvcs, namespace, "ranking")  # retrieval was never applied
+    t = FakeTime()
+    with pytest.raises(RuntimeError, match=f"{namespace}/retrieval does not exist"):
+        isvc.rollout(
+            kube, namespace, {"ranking": RANKING_URI, "retrieval": RETRIEVAL_URI}, sleep=t.sleep, clock=t.clock
+        )
+    assert stored(kube, namespace, "ranking")["spec"]["predictor"]["model"]["storageUri"] == RANKING_URI
+    assert t.sleeps == []  # no wait began
+    with pytest.raises(ApiException) as info:
+        stored(kube, namespace, "retrieval")
+    assert info.value.status == 404

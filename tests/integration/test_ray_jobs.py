@@ -4,13 +4,10 @@ followed, its model read back; a failing job fails the step with its log."""
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import asdict
-from pathlib import Path
 
 import pytest
 
-from components.cluster.ray_head import ray_head
 from components.train.retrieval import load_two_tower
 from pipelines import steps
 from pipelines.ray_backend import WORKSPACE_MOUNT, RayBackend, _entrypoint, rayjob_spec, run_step
@@ -18,19 +15,12 @@ from pipelines.ray_backend import WORKSPACE_MOUNT, RayBackend, _entrypoint, rayj
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-@pytest.fixture(scope="module")
-def head():
-    # short: Ray's socket paths live under it
-    with tempfile.TemporaryDirectory(prefix="ray", dir="/tmp") as tmp, ray_head(Path(tmp)) as address:
-        yield address
-
-
-def test_a_training_step_runs_as_a_ray_job_and_its_model_comes_back(head, tiny_world, tmp_path, capsys):
+def test_a_training_step_runs_as_a_ray_job_and_its_model_comes_back(ray_cluster, tiny_world, tmp_path, capsys):
     split = steps.time_split(tiny_world)
     out = tmp_path / "retrieval"
     kwargs = {"dataset_dir": str(tiny_world), "out_dir": str(out), "split": asdict(split), "epochs": 1, "workers": 1}
     statuses = []
-    backend = RayBackend("jobs", workers=1, address=head, mount=str(tmp_path / "staging"), poll_s=1.0)
+    backend = RayBackend("jobs", workers=1, address=ray_cluster, mount=str(tmp_path / "staging"), poll_s=1.0)
     summary = run_step("train_retrieval", kwargs, backend, "run-1/task-1", ["dataset_dir"], ["out_dir"],
                        statuses.append)  # fmt: skip
     assert [s["status"] for s in statuses][-1] == "SUCCEEDED" and statuses[0]["job"].startswith("train-retrieval")
@@ -41,8 +31,8 @@ def test_a_training_step_runs_as_a_ray_job_and_its_model_comes_back(head, tiny_w
     assert not (tmp_path / "staging" / "jobs").exists() or not any((tmp_path / "staging" / "jobs").iterdir())
 
 
-def test_a_failing_job_fails_the_step_with_its_log(head, tmp_path):
-    backend = RayBackend("jobs", workers=1, address=head, mount=str(tmp_path), poll_s=1.0)
+def test_a_failing_job_fails_the_step_with_its_log(ray_cluster, tmp_path):
+    backend = RayBackend("jobs", workers=1, address=ray_cluster, mount=str(tmp_path), poll_s=1.0)
     kwargs = {"dataset_dir": str(tmp_path / "missing"), "out_dir": str(tmp_path / "out"), "split": {}, "epochs": 1}
     with pytest.raises(RuntimeError, match=r"ended FAILED:[\s\S]*Error"):
         run_step("train_retrieval", kwargs, backend, "run-2/task-1")

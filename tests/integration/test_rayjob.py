@@ -1,19 +1,24 @@
-"""components.cluster.rayjob against the real kubernetes client and a replayed Kubernetes API.
+"""components.cluster.rayjob with the real kubernetes client, against a real Kubernetes API server.
 
-The RayJob body is checked field by field and against KubeRay's own CRD schema; the lifecycle tests replay the status
-sequence KubeRay reports and check both the outcome and what was (or was not) sent: above all, that a timed-out or
-interrupted step deletes its RayJob and a finished one leaves it to KubeRay's TTL.
+The RayJob body is checked field by field and against KubeRay's own CRD schema; the lifecycle tests run against a
+real API server serving KubeRay's CRD (`kube_api`), with the statuses KubeRay reports written by the test in its
+place, and check both the outcome and what is left on the server: above all, that a timed-out or interrupted step
+deletes its RayJob and a finished one leaves it to KubeRay's TTL. Two failures the server cannot be made to produce
+(an etcd timeout, a forbidden DELETE) are replayed (tests/recorded_api.py).
 """
 
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 
 import pytest
 import yaml
+from kubernetes import client
 from kubernetes.client.exceptions import ApiException
-from recorded_api import FakeTime, RecordedAPI, load_fixture, replies, reply, vendored_crd_validator
+from played_kuberay import ScriptedKubeRay
+from recorded_api import FakeTime, RecordedAPI, load_fixture, reply, vendored_crd_validator
 
 from components.cluster.kube import api_client, current_namespace
 from components.cluster.rayjob import (
@@ -188,96 +193,140 @@ def test_rayjob_name_is_valid_stable_and_unique():
         rayjob_name("train", "")
 
 
-# ---- the lifecycle
+# ---- the lifecycle, against the real API server (tests/integration/conftest.py `kube_api`)
+#
+# The server is real: it stores the RayJob, validates it against KubeRay's CRD, defaults it, answers 404/409/422 as
+# it would on a cluster. KubeRay is not running, so the test writes the statuses it would, between two polls
+# (tests/played_kuberay.py). Only what this server cannot be made to answer is still replayed (an etcd timeout, a
+# forbidden DELETE), further down.
 
 
-def test_happy_lifecycle_returns_the_final_status_and_leaves_cleanup_to_the_ttl(rayjob_schema):
-    spec, t, seen = make_spec(), FakeTime(), []
-    script = [
-        created(),
-        replies("GET", OBJECT, [f"kuberay/rayjob_{s}" for s in ("initializing", "pending", "running", "complete")]),
-    ]
-    with RecordedAPI(script) as api:
-        status = run_rayjob(spec, api_client(api.url), poll_s=7.0, sleep=t.sleep, clock=t.clock, on_status=seen.append)
-    api.assert_all_used()
-    assert status == load_fixture("kuberay/rayjob_complete")["status"]
-    (post,) = api.sent("POST")
-    assert post.content_type == "application/json"
-    assert post.body == rayjob_manifest(spec)
-    assert schema_errors(rayjob_schema, post.body) == []
-    assert api.sent("DELETE") == []
+def status_of(name: str) -> dict:
+    return load_fixture(f"kuberay/rayjob_{name}")["status"]
+
+
+@pytest.fixture
+def namespace() -> str:
+    return f"t-{uuid.uuid4().hex[:10]}"  # namespaces need not exist on this server; one per test keeps them apart
+
+
+@pytest.fixture
+def kube(kube_api):
+    with kube_api.api_client() as api:
+        yield api
+
+
+def stored(kube, namespace: str, name: str = NAME) -> dict | None:
+    try:
+        return client.CustomObjectsApi(kube).get_namespaced_custom_object("ray.io", "v1", namespace, "rayjobs", name)
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+
+
+def is_subset(part, whole) -> bool:
+    """Every field of `part` is in `whole` with the same value (`whole` may have more: the server's defaults)."""
+    if isinstance(part, dict):
+        return isinstance(whole, dict) and all(k in whole and is_subset(v, whole[k]) for k, v in part.items())
+    if isinstance(part, list):
+        return isinstance(whole, list) and len(part) == len(whole) and all(map(is_subset, part, whole))
+    return part == whole
+
+
+def test_happy_lifecycle_returns_the_final_status_and_leaves_cleanup_to_the_ttl(kube, namespace):
+    spec, seen = make_spec(namespace=namespace), []
+    kuberay = ScriptedKubeRay(kube, namespace, NAME, map(status_of, ("initializing", "pending", "running", "complete")))
+    status = run_rayjob(spec, kube, poll_s=7.0, sleep=kuberay.sleep, clock=kuberay.clock, on_status=seen.append)
+    assert status["jobDeploymentStatus"] == "Complete" and status["jobStatus"] == "SUCCEEDED"
+    obj = stored(kube, namespace)
+    assert obj is not None  # not deleted: KubeRay's TTL removes it
+    # everything the code sent was kept (nothing pruned as unknown to KubeRay's schema) ...
+    assert is_subset(rayjob_manifest(spec)["spec"], obj["spec"])
+    # ... and the server added upstream's defaults, which the replayed responses only echoed
+    assert obj["spec"]["backoffLimit"] == 0
+    # KubeRay has not seen the object yet at the first read: no status
     assert [(s.get("jobDeploymentStatus"), s.get("jobStatus")) for s in seen] == [
+        (None, None),
         ("Initializing", None),
         ("Running", "PENDING"),
         ("Running", "RUNNING"),
         ("Complete", "SUCCEEDED"),
     ]
-    assert t.sleeps == [7.0, 7.0, 7.0]
+    assert kuberay.sleeps == [7.0] * 4
 
 
-def test_unchanged_status_is_reported_once():
-    t, seen = FakeTime(), []
-    script = [created(), replies("GET", OBJECT, ["kuberay/rayjob_running"] * 3 + ["kuberay/rayjob_complete"])]
-    with RecordedAPI(script) as api:
-        run_rayjob(make_spec(), api_client(api.url), sleep=t.sleep, clock=t.clock, on_status=seen.append)
-    api.assert_all_used()
-    assert [s["jobStatus"] for s in seen] == ["RUNNING", "SUCCEEDED"]
+def test_unchanged_status_is_reported_once(kube, namespace):
+    seen = []
+    kuberay = ScriptedKubeRay(kube, namespace, NAME, [status_of("running")] * 3 + [status_of("complete")])
+    run_rayjob(make_spec(namespace=namespace), kube, sleep=kuberay.sleep, clock=kuberay.clock, on_status=seen.append)
+    assert [s.get("jobStatus") for s in seen] == [None, "RUNNING", "SUCCEEDED"]
 
 
-def test_failed_job_raises_with_kuberays_message():
-    t = FakeTime()
-    script = [created(), replies("GET", OBJECT, ["kuberay/rayjob_running", "kuberay/rayjob_failed"])]
-    with RecordedAPI(script) as api, pytest.raises(RayJobFailed, match="exit code 1") as info:
-        run_rayjob(make_spec(), api_client(api.url), sleep=t.sleep, clock=t.clock)
-    api.assert_all_used()
+def test_failed_job_raises_with_kuberays_message(kube, namespace):
+    kuberay = ScriptedKubeRay(kube, namespace, NAME, [status_of("running"), status_of("failed")])
+    with pytest.raises(RayJobFailed, match="exit code 1") as info:
+        run_rayjob(make_spec(namespace=namespace), kube, sleep=kuberay.sleep, clock=kuberay.clock)
     assert info.value.status["reason"] == "AppFailed"
     assert "No such file or directory: '/workspace/data/events'" in str(info.value)
     assert NAME in str(info.value)
     # Left for KubeRay's TTL, so the failed cluster's logs can still be read.
-    assert api.sent("DELETE") == []
+    assert stored(kube, namespace)["status"]["jobDeploymentStatus"] == "Failed"
 
 
-def test_complete_but_stopped_is_a_failure():
-    stopped = load_fixture("kuberay/rayjob_complete")
-    stopped["status"].update(jobStatus="STOPPED", message="Job was intentionally stopped.")
-    t = FakeTime()
-    with (
-        RecordedAPI([created(), reply("GET", OBJECT, body=stopped)]) as api,
-        pytest.raises(RayJobFailed, match="jobStatus=STOPPED.*intentionally stopped"),
-    ):
-        run_rayjob(make_spec(), api_client(api.url), sleep=t.sleep, clock=t.clock)
-    api.assert_all_used()
+def test_complete_but_stopped_is_a_failure(kube, namespace):
+    stopped = status_of("complete") | {"jobStatus": "STOPPED", "message": "Job was intentionally stopped."}
+    kuberay = ScriptedKubeRay(kube, namespace, NAME, [stopped])
+    with pytest.raises(RayJobFailed, match="jobStatus=STOPPED.*intentionally stopped"):
+        run_rayjob(make_spec(namespace=namespace), kube, sleep=kuberay.sleep, clock=kuberay.clock)
 
 
-def test_timeout_deletes_the_rayjob_then_raises():
-    t = FakeTime()
-    # Deadline at t=25 with a 10 s poll: GETs at t=0, 10, 20 and 30; the last one is past it.
-    script = [
-        created(),
-        replies("GET", OBJECT, ["kuberay/rayjob_running"] * 4),
-        reply("DELETE", OBJECT, fixture="kuberay/rayjob_deleting", query={"propagationPolicy": "Background"}),
-    ]
-    with RecordedAPI(script) as api, pytest.raises(TimeoutError, match=f"{NAME} did not finish within 25 s") as info:
-        run_rayjob(make_spec(), api_client(api.url), poll_s=10.0, timeout_s=25.0, sleep=t.sleep, clock=t.clock)
-    api.assert_all_used()
-    assert t.sleeps == [10.0, 10.0, 10.0]
+def test_timeout_deletes_the_rayjob_then_raises(kube, namespace):
+    kuberay = ScriptedKubeRay(kube, namespace, NAME, [status_of("running")])
+    # Deadline at t=25 with a 10 s poll: reads at t=0, 10, 20 and 30; the last one is past it.
+    with pytest.raises(TimeoutError, match=f"{NAME} did not finish within 25 s") as info:
+        run_rayjob(make_spec(namespace=namespace), kube, poll_s=10.0, timeout_s=25.0, sleep=kuberay.sleep,
+                   clock=kuberay.clock)  # fmt: skip
+    assert kuberay.sleeps == [10.0, 10.0, 10.0]
     assert any("was deleted" in note for note in info.value.__notes__)
+    assert stored(kube, namespace) is None
 
 
-def test_interruption_while_polling_deletes_the_rayjob():
+def test_interruption_while_polling_deletes_the_rayjob(kube, namespace):
     def interrupt(status: dict) -> None:
         if status.get("jobStatus") == "RUNNING":
             raise KeyboardInterrupt
 
-    t = FakeTime()
-    script = [
-        created(),
-        replies("GET", OBJECT, ["kuberay/rayjob_initializing", "kuberay/rayjob_running"]),
-        reply("DELETE", OBJECT, fixture="kuberay/rayjob_deleting", query={"propagationPolicy": "Background"}),
-    ]
-    with RecordedAPI(script) as api, pytest.raises(KeyboardInterrupt):
-        run_rayjob(make_spec(), api_client(api.url), sleep=t.sleep, clock=t.clock, on_status=interrupt)
-    api.assert_all_used()
+    kuberay = ScriptedKubeRay(kube, namespace, NAME, [status_of("initializing"), status_of("running")])
+    with pytest.raises(KeyboardInterrupt):
+        run_rayjob(make_spec(namespace=namespace), kube, sleep=kuberay.sleep, clock=kuberay.clock,
+                   on_status=interrupt)  # fmt: skip
+    assert stored(kube, namespace) is None
+
+
+def test_an_existing_rayjob_is_not_adopted(kube, namespace):
+    client.CustomObjectsApi(kube).create_namespaced_custom_object(
+        "ray.io", "v1", namespace, "rayjobs", rayjob_manifest(make_spec(namespace=namespace, workers=1))
+    )
+    with pytest.raises(RuntimeError, match=f"RayJob {namespace}/{NAME} already exists.*refusing to adopt") as info:
+        run_rayjob(make_spec(namespace=namespace), kube)
+    assert isinstance(info.value.__cause__, ApiException) and info.value.__cause__.status == 409
+    # the earlier one is left as it was
+    assert stored(kube, namespace)["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["replicas"] == 1
+
+
+def test_a_rejected_body_surfaces_the_api_message(kube, namespace):
+    # A label value Kubernetes does not allow passes our spec's checks; the server refuses the object with 422.
+    spec = make_spec(namespace=namespace, labels={"homefeed.io/step": "train retrieval!"})
+    with pytest.raises(RuntimeError) as info:
+        run_rayjob(spec, kube)
+    message = str(info.value)
+    assert message.startswith(f"creating RayJob {namespace}/{NAME} failed with HTTP 422 Unprocessable Entity: ")
+    assert "metadata.labels" in message and "train retrieval!" in message
+    assert stored(kube, namespace) is None
+
+
+# ---- replayed: what the real server cannot be made to answer here
 
 
 def test_api_error_while_polling_deletes_the_rayjob_and_says_why():
@@ -299,6 +348,7 @@ def test_api_error_while_polling_deletes_the_rayjob_and_says_why():
 
 
 def test_a_failed_cleanup_is_noted_without_hiding_the_timeout():
+    # no RBAC on the loopback server (its only user is in system:masters): a forbidden DELETE is replayed
     t = FakeTime()
     script = [
         created(),
@@ -312,18 +362,6 @@ def test_a_failed_cleanup_is_noted_without_hiding_the_timeout():
     assert "HTTP 403: rayjobs is forbidden" in note and f"kubectl -n homefeed delete rayjob {NAME}" in note
 
 
-def test_an_existing_rayjob_is_not_adopted():
-    script = [reply("POST", COLLECTION, status=409, fixture="kuberay/status_already_exists")]
-    with (
-        RecordedAPI(script) as api,
-        pytest.raises(RuntimeError, match=f"RayJob homefeed/{NAME} already exists.*refusing to adopt") as info,
-    ):
-        run_rayjob(make_spec(), api_client(api.url))
-    api.assert_all_used()
-    assert isinstance(info.value.__cause__, ApiException) and info.value.__cause__.status == 409
-    assert [r.method for r in api.requests] == ["POST"]
-
-
 def test_the_fake_server_is_loud_about_unscripted_requests():
     with (
         RecordedAPI([created()]) as api,
@@ -332,21 +370,6 @@ def test_the_fake_server_is_loud_about_unscripted_requests():
         run_rayjob(make_spec(), api_client(api.url), timeout_s=0.0, sleep=lambda s: None)
         with pytest.raises(AssertionError, match=f"unexpected request: GET {OBJECT}"):
             api.assert_all_used()
-
-
-def test_a_rejected_body_surfaces_the_api_message():
-    invalid = {
-        "kind": "Status",
-        "code": 422,
-        "reason": "Invalid",
-        "message": f'RayJob.ray.io "{NAME}" is invalid: spec.activeDeadlineSeconds: Invalid value: "string"',
-    }
-    with RecordedAPI([reply("POST", COLLECTION, status=422, body=invalid)]) as api, pytest.raises(RuntimeError) as info:
-        run_rayjob(make_spec(), api_client(api.url))
-    api.assert_all_used()
-    assert str(info.value) == (
-        f"creating RayJob homefeed/{NAME} failed with HTTP 422 Unprocessable Entity: {invalid['message']}"
-    )
 
 
 # ---- components.cluster.kube, which every cluster module builds its client with

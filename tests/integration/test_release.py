@@ -7,13 +7,18 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import threading
+import uuid
 from pathlib import Path
 
 import httpx
 import pytest
-from recorded_api import RecordedAPI, reply, write_kubeconfig
+import yaml
+from kubernetes import client as k8s
 
 from components import release
+from components.cluster import inference_service as isvc
 from components.cluster import local_deployment as deployment
 from components.cluster.launcher import alive
 from components.evaluate.result import Evaluation
@@ -22,8 +27,6 @@ from components.release import DeployTarget
 from pipelines import steps
 
 pytestmark = pytest.mark.integration
-
-ISVC = "/apis/serving.kserve.io/v1beta1/namespaces/homefeed/inferenceservices"
 
 
 @pytest.mark.parametrize(
@@ -113,7 +116,33 @@ def test_gate_falls_back_to_registered_metrics_and_says_why(tiny_world, tmp_path
     assert entry["event"] == "decision" and entry["run_id"] == "new" and entry["deploy"] is False
 
 
-def test_kserve_rollout_points_both_services_at_the_registered_bundle(tmp_path, monkeypatch):
+class KServeReadiness(threading.Thread):
+    """KServe's controller, played against the real API server (which runs none): every InferenceService of
+    `namespace` whose generation it has not observed yet is reported Ready at that generation, with its URL, through
+    the status subresource, as KServe reports a revision that came up."""
+
+    def __init__(self, kube, namespace: str) -> None:
+        super().__init__(daemon=True)
+        self.api, self.namespace = k8s.CustomObjectsApi(kube), namespace
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            listed = self.api.list_namespaced_custom_object(isvc.GROUP, isvc.VERSION, self.namespace, isvc.PLURAL)
+            for obj in listed["items"]:
+                generation = obj["metadata"]["generation"]
+                if (obj.get("status") or {}).get("observedGeneration") != generation:
+                    name = obj["metadata"]["name"]
+                    status = {"observedGeneration": generation, "url": f"http://{name}.{self.namespace}.example.com",
+                              "conditions": [{"type": "Ready", "status": "True"}]}  # fmt: skip
+                    self.api.patch_namespaced_custom_object_status(
+                        isvc.GROUP, isvc.VERSION, self.namespace, isvc.PLURAL, name, {"status": status}
+                    )
+            self.stop.wait(0.2)
+
+
+def test_kserve_rollout_points_both_services_at_the_registered_bundle(tmp_path, monkeypatch, kube_api):
+    # the real API server with KServe's CRD; the services are the dev overlay's, created as `kubectl apply` would
     reg = Registry(tmp_path / "reg")
     bundle = tmp_path / "bundle"
     for part in release.BUNDLE_PARTS:
@@ -121,19 +150,31 @@ def test_kserve_rollout_points_both_services_at_the_registered_bundle(tmp_path, 
         (bundle / part / "f.txt").write_text(part)
     version = reg.register(release.MODEL_NAME, bundle, {}, run_id="r")
     uri = reg.version(release.MODEL_NAME, version).uri
-    script = [
-        reply("PATCH", f"{ISVC}/retrieval", fixture="kserve/retrieval_patched"),
-        reply("PATCH", f"{ISVC}/ranking", fixture="kserve/ranking_patched"),
-        reply("GET", f"{ISVC}/retrieval", fixture="kserve/retrieval_ready"),
-        reply("GET", f"{ISVC}/ranking", fixture="kserve/ranking_ready"),
-    ]
-    with RecordedAPI(script) as api:
-        monkeypatch.setenv("KUBECONFIG", str(write_kubeconfig(tmp_path / "kubeconfig", api.url)))
-        monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-        result = release._roll_out(DeployTarget("kserve", "homefeed"), reg, release.MODEL_NAME, version, tmp_path, 60)
-    api.assert_all_used()
-    assert [r.body for r in api.sent("PATCH")] == [{"spec": {"predictor": {"model": {"storageUri": uri}}}}] * 2
-    assert set(result) == {"retrieval", "ranking"}
+    namespace = f"t-{uuid.uuid4().hex[:10]}"
+    rendered = subprocess.run(["kubectl", "kustomize", "manifests/overlays/dev"], capture_output=True, text=True,
+                              check=True, cwd=Path(__file__).resolve().parents[2]).stdout  # fmt: skip
+    monkeypatch.setenv("KUBECONFIG", str(kube_api.kubeconfig))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    with kube_api.api_client() as kube:
+        api = k8s.CustomObjectsApi(kube)
+        for obj in yaml.safe_load_all(rendered):
+            if obj and obj["kind"] == "InferenceService" and obj["metadata"]["name"] in release.INFERENCE_SERVICES:
+                obj["metadata"]["namespace"] = namespace
+                api.create_namespaced_custom_object(isvc.GROUP, isvc.VERSION, namespace, isvc.PLURAL, obj)
+        kserve = KServeReadiness(kube, namespace)
+        kserve.start()
+        try:
+            result = release._roll_out(
+                DeployTarget("kserve", namespace), reg, release.MODEL_NAME, version, tmp_path, 60
+            )
+        finally:
+            kserve.stop.set()
+            kserve.join()
+        for name in release.INFERENCE_SERVICES:
+            stored = api.get_namespaced_custom_object(isvc.GROUP, isvc.VERSION, namespace, isvc.PLURAL, name)
+            assert stored["spec"]["predictor"]["model"]["storageUri"] == uri
+            assert result[name]["generation"] == stored["metadata"]["generation"] == 2
+    assert set(result) == set(release.INFERENCE_SERVICES) == {"retrieval", "ranking"}
 
 
 def release_from(artifacts: dict, deploy_dir: Path, version: int) -> Path:

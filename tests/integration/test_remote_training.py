@@ -1,24 +1,22 @@
-"""A training step with `ray_backend=kuberay`, end to end except for the cluster itself.
+"""A training step with `ray_backend=kuberay`, end to end except for the operator.
 
 The step stages its inputs on the workspace volume, creates a RayJob through the real kubernetes client (configured
-from a kubeconfig, as outside a pod), polls it, and copies the model back. The Kubernetes API is replayed
-(tests/recorded_api.py); when it receives the RayJob, it does what KubeRay would: runs the job's entrypoint, here as
-a local process whose `ray.init()` starts its own Ray. The model that comes back must be the one the same step
-trains with `ray_backend=local`.
+from a kubeconfig, as outside a pod) on a real API server serving KubeRay's CRD (`kube_api`), polls it, and copies
+the model back. KubeRay does not run here, so the test plays it (tests/played_kuberay.py): it sees the RayJob
+created, submits its entrypoint to a real Ray cluster through the Jobs API (`ray_cluster`, the call KubeRay's
+submitter makes on the cluster it brought up) and writes the job's progress into the RayJob's status. The model that
+comes back must be the one the same step trains with `ray_backend=local`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import re
-import shlex
-import subprocess
-import sys
 from dataclasses import asdict
 from pathlib import Path
 
 import pytest
-from recorded_api import RecordedAPI, replies, reply, write_kubeconfig
+from kubernetes import client
+from played_kuberay import KubeRayOnRay
 
 from components.cluster.rayjob import RayJobFailed
 from pipelines import steps
@@ -26,14 +24,7 @@ from pipelines.ray_backend import RayBackend, run_step
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-COLLECTION = "/apis/ray.io/v1/namespaces/homefeed/rayjobs"
-
-
-def run_entrypoint(request) -> None:
-    """KubeRay's part: run the submitted job's entrypoint (on this machine, not on a Ray cluster)."""
-    args = shlex.split(request.body["spec"]["entrypoint"])
-    assert args[:3] == ["python", "-m", "pipelines.ray_backend"]
-    subprocess.run([sys.executable, *args[1:]], check=True, timeout=600)
+NAMESPACE = "homefeed"  # current_namespace() outside a pod
 
 
 def digest(folder: Path) -> dict[str, str]:
@@ -46,18 +37,25 @@ def kwargs_for(dataset: Path, out: Path) -> dict:
     return {"dataset_dir": str(dataset), "out_dir": str(out), "split": split, "epochs": 1, "seed": 0, "workers": 2}
 
 
-def test_training_step_runs_as_a_rayjob_and_returns_the_same_model(tiny_world, tmp_path, monkeypatch):
-    name_pattern = re.compile(rf"{COLLECTION}/train-retrieval-[a-z0-9-]+")
-    script = [
-        reply("POST", COLLECTION, status=201, fixture="kuberay/rayjob_created", effect=run_entrypoint),
-        replies("GET", name_pattern, ["kuberay/rayjob_running", "kuberay/rayjob_complete"]),
-    ]
+@pytest.fixture
+def kube(kube_api, monkeypatch):
+    """The step's own client reads this kubeconfig; the test's client is yielded."""
+    monkeypatch.setenv("KUBECONFIG", str(kube_api.kubeconfig))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    with kube_api.api_client() as api:
+        yield api
+
+
+def rayjobs(kube) -> list[dict]:
+    listed = client.CustomObjectsApi(kube).list_namespaced_custom_object("ray.io", "v1", NAMESPACE, "rayjobs")
+    return listed["items"]
+
+
+def test_training_step_runs_as_a_rayjob_and_returns_the_same_model(kube, ray_cluster, tiny_world, tmp_path):
     mount = tmp_path / "volume"
-    with RecordedAPI(script) as api:
-        monkeypatch.setenv("KUBECONFIG", str(write_kubeconfig(tmp_path / "kubeconfig", api.url)))
-        monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-        backend = RayBackend("kuberay", workers=2, mount=str(mount), poll_s=0.01)
-        statuses: list = []
+    backend = RayBackend("kuberay", workers=2, mount=str(mount), poll_s=0.5)
+    statuses: list = []
+    with KubeRayOnRay(kube, NAMESPACE, ray_cluster) as kuberay:
         summary = run_step(
             "train_retrieval",
             kwargs_for(tiny_world, tmp_path / "model"),
@@ -67,40 +65,30 @@ def test_training_step_runs_as_a_rayjob_and_returns_the_same_model(tiny_world, t
             outputs=["out_dir"],
             on_status=statuses.append,
         )
-    api.assert_all_used()
-    (sent,) = api.sent("POST", COLLECTION)
-    body = sent.body
+    (body,) = [j for j in rayjobs(kube) if j["metadata"]["labels"]["homefeed/step"] == "train-retrieval"
+               and j["spec"]["entrypoint"] in kuberay.submitted]  # fmt: skip
     assert body["metadata"]["name"].startswith("train-retrieval-")
-    assert body["metadata"]["labels"]["homefeed/step"] == "train-retrieval"
     assert body["spec"]["shutdownAfterJobFinishes"] is True
     workers = body["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]
     assert workers["replicas"] == 2
     mounts = workers["template"]["spec"]["containers"][0]["volumeMounts"]
     assert {"name": "workspace", "mountPath": str(mount)} in [{k: m[k] for k in ("name", "mountPath")} for m in mounts]
+    assert (body["status"]["jobDeploymentStatus"], body["status"]["jobStatus"]) == ("Complete", "SUCCEEDED")
+    assert [s.get("jobStatus") for s in statuses][-1] == "SUCCEEDED"
     # the call ran on the volume's copy of the dataset, and the job's folder was removed afterwards
-    assert summary["train_examples"] > 0 and statuses
+    assert summary["train_examples"] > 0
     assert not any((mount / "jobs").iterdir())
     # the same step run locally trains the same model (fixed seed, CPU)
     steps.train_retrieval_step(**kwargs_for(tiny_world, tmp_path / "local") | {"split": steps.time_split(tiny_world)})
     assert digest(tmp_path / "model") == digest(tmp_path / "local")
 
 
-def test_a_failed_rayjob_fails_the_step_and_keeps_no_output(tiny_world, tmp_path, monkeypatch):
-    name_pattern = re.compile(rf"{COLLECTION}/train-retrieval-[a-z0-9-]+")
-    script = [
-        reply("POST", COLLECTION, status=201, fixture="kuberay/rayjob_created"),
-        replies("GET", name_pattern, ["kuberay/rayjob_running", "kuberay/rayjob_failed"]),
-    ]
-    with RecordedAPI(script) as api:
-        monkeypatch.setenv("KUBECONFIG", str(write_kubeconfig(tmp_path / "kubeconfig", api.url)))
-        monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-        backend = RayBackend("kuberay", mount=str(tmp_path / "volume"), poll_s=0.01)
-        with pytest.raises(RayJobFailed):
-            run_step(
-                "train_retrieval", kwargs_for(tiny_world, tmp_path / "model"), backend, "run-2/task-1",
-                ["dataset_dir"], ["out_dir"],
-            )  # fmt: skip
-    api.assert_all_used()
+def test_a_failed_rayjob_fails_the_step_and_keeps_no_output(kube, ray_cluster, tiny_world, tmp_path):
+    backend = RayBackend("kuberay", mount=str(tmp_path / "volume"), poll_s=0.5)
+    kwargs = kwargs_for(tiny_world, tmp_path / "model") | {"split": {}}  # the job fails reading its split
+    with KubeRayOnRay(kube, NAMESPACE, ray_cluster), pytest.raises(RayJobFailed, match="AppFailed") as info:
+        run_step("train_retrieval", kwargs, backend, "run-2/task-1", ["dataset_dir"], ["out_dir"])
+    assert info.value.status["jobDeploymentStatus"] == "Failed"
     assert not (tmp_path / "model").exists()
 
 
