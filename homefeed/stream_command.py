@@ -5,8 +5,10 @@ last checkpoint left off, so after a crash the same command is simply run again.
 events or, at a low event rate, within --max-delay-ms of being read. With --metrics-port the job's Prometheus
 metrics are served at http://HOST:PORT/metrics while it runs.
 
-With --follow, SOURCE is an append-only JSON-lines log read like `tail -f` (the cluster's Deployment): the job runs
-until SIGTERM or SIGINT, then pushes what it holds, writes its checkpoint and exits 0.
+With --follow, SOURCE is an append-only JSON-lines log read like `tail -f` (the embedded event bus): the job runs
+until SIGTERM or SIGINT, then pushes what it holds, writes its checkpoint and exits 0. A `redis://HOST:PORT/DB` SOURCE
+is the deployed event bus (components/stream/bus.py), always followed the same way: its shard streams are read as
+consumer `--consumer` of a consumer group, and what is checkpointed is acknowledged.
 """
 
 from __future__ import annotations
@@ -48,14 +50,24 @@ from homefeed.context import console
     "--poll-ms", type=click.FloatRange(min=1), default=200.0, show_default=True,
     help="With --follow: how often to look for new lines at the end of the log.",
 )  # fmt: skip
+@click.option(
+    "--event-log", type=click.Path(file_okay=False, path_type=Path),
+    help="Append every valid event to this offline log (day-partitioned parquet), at each push.",
+)  # fmt: skip
+@click.option(
+    "--consumer", default="processor-0", show_default=True,
+    help="With a redis:// SOURCE: this processor's consumer name in the group; keep it stable across restarts.",
+)  # fmt: skip
 def stream(
     source: str, features_dir: Path, checkpoint, batch: int, max_delay_ms: float, metrics_port, metrics_host: str,
-    dead_letter, summary_path, follow: bool, poll_ms: float,
+    dead_letter, summary_path, follow: bool, poll_ms: float, event_log, consumer: str,
 ) -> None:  # fmt: skip
     """Consume events, validate them, keep each user's last 100 actions and push changed ones to the online store."""
     from feast import FeatureStore
 
     from components.data.contracts import DeadLetter
+    from components.stream.bus import BusUnavailable
+    from components.stream.offline_log import OfflineEventLog
     from components.stream.processor import StreamProcessor
     from components.stream.sources import LogRotatedError, open_source
 
@@ -66,23 +78,35 @@ def stream(
             "(its path is under artifacts.feature_store in the run's run.json)"
         )
     store = FeatureStore(repo_path=str(features_dir.resolve()))
-    proc = StreamProcessor(store, checkpoint, DeadLetter(dead_letter), batch=batch, max_delay_ms=max_delay_ms)
+    offline = OfflineEventLog(event_log) if event_log else None
+    proc = StreamProcessor(store, checkpoint, DeadLetter(dead_letter), batch=batch, max_delay_ms=max_delay_ms,
+                           offline_log=offline)  # fmt: skip
     if metrics_port is not None:
         port = proc.metrics.serve(metrics_port, metrics_host)
         console.print(f"metrics: http://{metrics_host}:{port}/metrics")
     if proc.offset:
         console.print(f"resuming at record {proc.offset} from {checkpoint}")
     stop = threading.Event()
+    commit = None
     try:  # opened before running, so that only a bad SOURCE, not a failure while running, is a usage error
-        records = open_source(source, proc.offset, follow=follow, stop=stop, poll_ms=poll_ms)
+        if source.startswith(("redis://", "rediss://")):
+            from components.stream.redis_source import RedisStreamSource
+
+            follow = True
+            bus = RedisStreamSource(source, consumer=consumer, block_ms=int(poll_ms), stop=stop)
+            records, commit = bus.read(proc.offset), bus.commit
+        else:
+            records = open_source(source, proc.offset, follow=follow, stop=stop, poll_ms=poll_ms)
     except (FileNotFoundError, ValueError) as exc:
         raise click.UsageError(str(exc)) from exc
+    except BusUnavailable as exc:
+        raise click.ClickException(f"{exc}: is the event bus running?") from exc
     if follow:
         console.print(f"following {source} from record {proc.offset} until SIGTERM or SIGINT")
     with _stop_on_signals(stop) if follow else nullcontext([]) as received:
         try:
             # the end of a followed source is a stop signal: run's end-of-source push and checkpoint are the shutdown
-            summary = proc.run(records)
+            summary = proc.run(records, commit)
         except LogRotatedError as exc:
             raise click.ClickException(str(exc)) from exc
     if received:

@@ -1,10 +1,11 @@
-"""`python -m serving {retrieval,ranking,homefeed} ...`: run one predictor's model server (blocks until SIGTERM).
+"""`python -m serving {retrieval,ranking,homefeed,actions} ...`: run one model server (blocks until SIGTERM).
 
     python -m serving retrieval --model-dir D --features-dir F --index-dir I --http-port 8080
     python -m serving ranking --model-dir D --features-dir F --index-dir I [--device cuda] [--dtype bf16] \
         [--compile on] --http-port 8081
     python -m serving homefeed --retrieval-url http://h:8080 --ranking-url http://h:8081 [--candidates 200] \
-        --http-port 8082
+        [--events redis://h:6379/0 --spool-dir D --model-version V --index-version V] --http-port 8082
+    python -m serving actions --events redis://h:6379/0 --dead-letter D --http-port 8083
 
 Flag names: importing kserve runs its own argparse parser over sys.argv (`kserve.model_server`), which accepts
 abbreviations. A flag of ours that equals or is a prefix of one of kserve's (`--http_port`, `--model_name`, ...)
@@ -43,13 +44,27 @@ def build_parser() -> argparse.ArgumentParser:
     homefeed.add_argument("--retrieval-url", required=True, help="base URL of the retrieval server")
     homefeed.add_argument("--ranking-url", required=True, help="base URL of the ranking server")
     homefeed.add_argument("--candidates", type=int, default=DEFAULT_CANDIDATES, help="retrieval's k per user")
-    for sub in (retrieval, ranking, homefeed):
+    homefeed.add_argument("--events", default="", help="event bus for impressions: redis://HOST:PORT/DB or file:PATH")
+    homefeed.add_argument("--spool-dir", type=Path, default=Path("/tmp/homefeed-spool"),
+                          help="where impressions wait while the bus is down")  # fmt: skip
+    homefeed.add_argument("--model-version", default="", help="the model version the impressions name")
+    homefeed.add_argument("--index-version", default="", help="the index version the impressions name")
+    actions = kinds.add_parser("actions", help="clicks, repins and hides from clients onto the event bus",
+                               allow_abbrev=False)  # fmt: skip
+    actions.add_argument("--events", required=True, help="the event bus: redis://HOST:PORT/DB?shards=N or file:PATH")
+    actions.add_argument("--dead-letter", type=Path, required=True, help="where invalid events go, with reasons")
+    for sub in (retrieval, ranking, homefeed, actions):
         sub.add_argument("--http-port", type=int, default=8080, help="the REST port")
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    if args.kind == "actions":  # no KServe: a plain ASGI app (serving/actions.py)
+        from serving.actions import serve_actions
+
+        serve_actions(args.events, args.dead_letter, args.http_port)
+        return
     from serving import server  # after parsing: --help and usage errors answer without loading torch and Feast
 
     if args.kind == "retrieval":
@@ -60,7 +75,10 @@ def main(argv: list[str] | None = None) -> None:
             args.model_dir, args.features_dir, args.index_dir, device=args.device, dtype=args.dtype, compile=compile_
         )
     else:
-        model = server.homefeed_predictor(args.retrieval_url, args.ranking_url, candidates=args.candidates)
+        model = server.homefeed_predictor(
+            args.retrieval_url, args.ranking_url, candidates=args.candidates, events_uri=args.events,
+            spool_dir=args.spool_dir, versions=(args.model_version, args.index_version),
+        )  # fmt: skip
     server.serve(model, args.http_port)
 
 

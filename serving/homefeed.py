@@ -32,6 +32,7 @@ from kserve.errors import InferenceError, InvalidInput
 from kserve.model import append_forwardable_headers
 
 from serving import observe
+from serving.event_log import EventLog, impressions
 from serving.payload import MAX_USER_ID, integer, integer_list, parse, respond
 from serving.v2 import Schema
 
@@ -71,13 +72,18 @@ class HomefeedPredictor(kserve.Model):
         candidates: int = DEFAULT_CANDIDATES,
         timeout_s: float = 30.0,
         name: str = "homefeed",
+        events: EventLog | None = None,
+        versions: tuple[str, str] = ("", ""),
     ):
+        """`events`: where every served pin is logged as an impression (serving/event_log.py), None for no logging;
+        `versions`: the (model, index) versions the impressions name."""
         super().__init__(name)
         if not 1 <= candidates <= 1000:
             raise ValueError(f"candidates must be in [1, 1000] (retrieval's k), got {candidates}")
         self.retrieval_url, self.ranking_url = retrieval_url.rstrip("/"), ranking_url.rstrip("/")
         self.candidates = candidates
         self.timeout_s = timeout_s
+        self.events, self.versions = events, versions
 
     def load(self) -> bool:
         # Ready does not wait for the upstream servers: each has its own probe, and a homefeed that refused to start
@@ -101,6 +107,11 @@ class HomefeedPredictor(kserve.Model):
         ]
         retrieved, ranked = await self.retrieve_and_rank(requests, interests, headers, rid)
         predictions = [feed(user_id, n, retrieved[i], ranked[i]) for i, (user_id, n) in enumerate(requests)]
+        if self.events is not None:  # a queue put: the bus is written by the log's own thread
+            now_ms = int(time.time() * 1000)
+            model, index = self.versions
+            for p in predictions:
+                self.events.log(impressions(p, rid, now_ms, model_version=model, index_version=index))
         observe.answered(self.name, rid, [p["mode"] for p in predictions], started)
         return respond(predictions, self.name, rid, as_v2, SCHEMA)
 

@@ -59,8 +59,19 @@ def ranking_predictor(
     return RankingPredictor(model_dir, features_dir, index_dir, device=device, dtype=dtype, compile=compile)
 
 
-def homefeed_predictor(retrieval_url: str, ranking_url: str, candidates: int = DEFAULT_CANDIDATES) -> HomefeedPredictor:
-    return HomefeedPredictor(retrieval_url, ranking_url, candidates=candidates)
+def homefeed_predictor(
+    retrieval_url: str, ranking_url: str, candidates: int = DEFAULT_CANDIDATES, events_uri: str = "",
+    spool_dir: Path | None = None, versions: tuple[str, str] = ("", ""),
+) -> HomefeedPredictor:  # fmt: skip
+    """The homefeed predictor; with `events_uri` (an event bus, components/stream/bus.py) every served pin is logged
+    as an impression, spooled under `spool_dir` while the bus is down."""
+    events = None
+    if events_uri:
+        from components.stream.bus import open_bus
+        from serving.event_log import EventLog
+
+        events = EventLog(open_bus(events_uri), spool_dir or Path("/tmp/homefeed-spool"))
+    return HomefeedPredictor(retrieval_url, ranking_url, candidates=candidates, events=events, versions=versions)
 
 
 def serve(model: kserve.Model, http_port: int) -> None:

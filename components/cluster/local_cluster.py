@@ -77,7 +77,7 @@ class Workload:
 
 
 INFRA = (Workload("Milvus", "homefeed-milvus", 10), Workload("StatefulSet", "redis", 11),
-         Workload("Deployment", "evidently-ui", 12))  # fmt: skip
+         Workload("Deployment", "evidently-ui", 12), Workload("Deployment", "actions", 13))  # fmt: skip
 RELEASE = (Workload("InferenceService", "retrieval", 20), Workload("InferenceService", "ranking", 21),
            Workload("InferenceService", "homefeed", 22), Workload("Deployment", "stream-processor", 30))  # fmt: skip
 

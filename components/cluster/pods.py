@@ -239,10 +239,29 @@ def local_pod(
         for source in container.pop("envFrom", []):
             env += _secret_env(source, secrets, pod)
         container["env"] = [e for e in env if e is not None]
+        _expand_references(container, pod["metadata"]["name"])
         for port in container.get("ports", []):
             if port["containerPort"] in host_ports:
                 port["hostPort"] = host_ports[port["containerPort"]]
     return pod
+
+
+def _expand_references(container: dict, pod_name: str) -> None:
+    """`$(NAME)` in `command` and `args` replaced by the container's env var NAME, as the kubelet does (podman 4.3
+    does not); `$$` is a literal `$`, and a reference to no variable is left as it is. A `fieldRef` to
+    `metadata.name` is the pod's name."""
+    values = {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
+    for e in container.get("env", []):
+        if e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "metadata.name":
+            values[e["name"]] = pod_name
+
+    def expand(text: str) -> str:
+        return re.sub(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_]*)\)",
+                      lambda m: "$" if m.group(0) == "$$" else values.get(m.group(1), m.group(0)), text)  # fmt: skip
+
+    for key in ("command", "args"):
+        if key in container:
+            container[key] = [expand(a) for a in container[key]]
 
 
 def _missing(ref: dict, pod: dict, what: str) -> None:

@@ -26,7 +26,7 @@ the event's freshness (arrival at the processor -> Feast write returned).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -37,6 +37,7 @@ from components.features.store import push_sequences, sequence_views
 from components.features.tables import sequence_table
 from components.stream.checkpoint import Checkpoint
 from components.stream.metrics import StreamMetrics
+from components.stream.offline_log import OfflineEventLog
 from components.stream.sources import TICK, Record, open_source
 from components.stream.state import Outcome, SequenceState
 
@@ -56,6 +57,7 @@ class StreamProcessor:
         max_len: sequence length.
         max_delay_ms: push when the oldest unpushed change was read this long ago, even if fewer than `batch`
             events arrived; None pushes on `batch` (and at the end) only.
+        offline_log: where every valid event is also appended, at each push (components/stream/offline_log.py).
 
     Example:
         >>> proc = StreamProcessor(store, Path("ckpt.json"), DeadLetter(Path("dead")), batch=1000)
@@ -63,7 +65,8 @@ class StreamProcessor:
     """
 
     def __init__(self, store, checkpoint: Path | None = None, dead_letter: DeadLetter | None = None,
-                 batch: int = 1000, max_len: int = SEQ_LEN, max_delay_ms: float | None = 500.0):  # fmt: skip
+                 batch: int = 1000, max_len: int = SEQ_LEN, max_delay_ms: float | None = 500.0,
+                 offline_log: OfflineEventLog | None = None):  # fmt: skip
         if batch < 1:
             raise ValueError(f"batch must be >= 1, got {batch}")
         if max_delay_ms is not None and max_delay_ms < 0:
@@ -79,7 +82,10 @@ class StreamProcessor:
         self.rejects: list[Reject] = []
         # (read time, events that changed a sequence) of each chunk read since the last push; monotonic seconds
         self._pending: list[tuple[float, int]] = []
+        self._commit: Callable[[int], None] | None = None
+        self.offline_log = offline_log
         self._resume()
+        self._logged_to = self.offset  # the offline log holds the events before this offset
 
     def _dead_letter_file(self) -> Path | None:
         return None if self.dead_letter is None else self.dead_letter.directory / f"{DEAD_LETTER_SOURCE}.jsonl"
@@ -89,6 +95,8 @@ class StreamProcessor:
         if ckpt is None:
             return
         self.offset = ckpt.offset
+        if self.offline_log is not None:  # parts written after the checkpoint: the replay writes them again
+            self.offline_log.discard_from(ckpt.offset)
         self.state = SequenceState.from_json(ckpt.state)
         self.metrics.restore(ckpt.metrics)
         path = self._dead_letter_file()
@@ -96,8 +104,11 @@ class StreamProcessor:
             with open(path, "r+b") as fh:
                 fh.truncate(ckpt.dead_letter_bytes)
 
-    def run(self, records: Iterable[tuple[int, Record]]) -> dict:
-        """Consume `records` (offset, record) to their end; returns the JSON summary."""
+    def run(self, records: Iterable[tuple[int, Record]], commit: Callable[[int], None] | None = None) -> dict:
+        """Consume `records` (offset, record) to their end; returns the JSON summary. `commit(offset)` is called
+        after every checkpoint with the offset of the next record to read: a source that acknowledges what it
+        delivered (the Redis bus) acknowledges everything before it."""
+        self._commit = commit
         for read_at, chunk in _chunks(records, self.chunk):
             if chunk:
                 self._consume(chunk, read_at)
@@ -125,6 +136,8 @@ class StreamProcessor:
         frame = pd.DataFrame([r for _, r in chunk], columns=_columns(chunk))
         result = validate(frame, EVENT, row_offset=first)
         self._reject(result.rejects)
+        if self.offline_log is not None:
+            self.offline_log.hold(result.valid)
         valid = result.valid.to_pydict()
         newest = max(valid["ts"], default=0)
         self.metrics.read(len(chunk), newest)
@@ -175,8 +188,13 @@ class StreamProcessor:
         else:
             self.metrics.unpushed = 0
             self.metrics.newest_pushed_ts = self.metrics.newest_read_ts
+        if self.offline_log is not None:  # before the checkpoint: see components/stream/offline_log.py
+            self.offline_log.write(self._logged_to, self.offset)
+            self._logged_to = self.offset
         if self.checkpoint_path is not None:
             self._checkpoint()
+        if self._commit is not None:  # after the checkpoint: what is acknowledged must survive a restart
+            self._commit(self.offset)
 
     def _checkpoint(self) -> None:
         path = self._dead_letter_file()

@@ -1,8 +1,9 @@
 """The deployment as containers, end to end: `homefeed cluster up` plays the dev overlay's Milvus, Redis and Evidently
 UI from the rendered manifests, a release built against the cluster's stores (features in its Redis, the index on
 its Milvus server) is deployed to it with the pipeline's deploy target `podman:<dir>`, the homefeed predictor
-serves a feed through the retrieval and ranking containers, a hide appended to the action log goes through the
-stream processor container into Redis and out of the next feed, and `homefeed cluster down` leaves no container.
+serves a feed through the retrieval and ranking containers and logs its impressions on the event bus, a hide sent
+to the actions service goes over the bus through the stream processor container into Redis and out of the next
+feed, and `homefeed cluster down` leaves no container.
 
 Needs podman, kubectl and both images (`make image`; .ci/run builds them); skips without them."""
 
@@ -15,10 +16,12 @@ import time
 
 import httpx
 import pytest
+import redis
 from click.testing import CliRunner
 
 from components.cluster import local_cluster, podman
 from components.index.client import TOKEN_ENV
+from components.stream.offline_log import OfflineEventLog
 from homefeed.cli import main
 from pipelines import steps
 from pipelines.ray_backend import IMAGE
@@ -82,18 +85,39 @@ def test_a_release_serves_through_the_containers_and_a_streamed_hide_changes_the
     first = _feed(url)
     assert len(first) == 10
 
-    # the stream processor follows the work volume's action log, as its Deployment says
-    log = cluster / "volumes" / "homefeed-work" / "events" / "actions.jsonl"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    hide = {"user_id": USER, "pin_id": first[0], "action": "hide", "ts": int(time.time() * 1000), "request_id": 1,
-            "surface": "homefeed"}  # fmt: skip
-    with open(log, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(hide) + "\n")
+    # a person hides the first pin: the actions service puts it on the event bus (Redis Streams on the cluster's
+    # Redis), the stream processor container consumes it into the online sequence, and the next feed leaves it out
+    actions = f"http://{state.address(local_cluster.INFRA[3])}:8080"
+    hide = {"event_id": "e2e-hide-1", "user_id": USER, "pin_id": first[0], "action": "hide",
+            "ts": int(time.time() * 1000), "request_id": 1}  # fmt: skip
+    response = httpx.post(f"{actions}/v1/actions", json=hide, timeout=30)
+    assert response.status_code == 202 and response.json() == {"accepted": 1, "duplicates": 0}, response.text
+    again = httpx.post(f"{actions}/v1/actions", json=hide, timeout=30)  # the client's retry: taken once
+    assert again.json() == {"accepted": 0, "duplicates": 1}
+    bad = httpx.post(f"{actions}/v1/actions", json=hide | {"event_id": "e2e-bad", "action": "like"}, timeout=30)
+    assert bad.status_code == 400
     deadline = time.monotonic() + 60
     while first[0] in (feed := _feed(url)):
-        assert time.monotonic() < deadline, "the hidden pin is still served a minute after the hide was logged"
+        assert time.monotonic() < deadline, "the hidden pin is still served a minute after the hide was sent"
         time.sleep(1)
     assert len(feed) == 10 and feed != first
+
+    # every feed served so far was logged, pin by pin, as impressions on the bus, and the processor wrote the
+    # offline event log on the work volume
+    bus = redis.Redis.from_url(state.redis)
+    logged = [json.loads(f[b"e"]) for key in sorted(bus.keys("homefeed:events:*")) if b":ids:" not in key
+              for _, f in bus.xrange(key)]  # fmt: skip
+    impressions = [e for e in logged if e["action"] == "impression"]
+    served_feeds = len({e["rid"] for e in impressions})
+    assert len(impressions) == 10 * served_feeds and served_feeds >= 2
+    assert [e["pin_id"] for e in impressions if e["position"] == 0][:1] == first[:1]
+    assert [e for e in logged if e["action"] == "hide"] == [{k: v for k, v in hide.items()} | {"surface": "homefeed"}]
+    offline = OfflineEventLog(cluster / "volumes" / "homefeed-work" / "events" / "log").read()
+    assert (USER, first[0], "hide") in set(
+        zip(*(offline[c].to_pylist() for c in ("user_id", "pin_id", "action")), strict=True)
+    )
+    dead = cluster / "volumes" / "homefeed-work" / "actions" / "dead_letter"
+    assert any(p.read_text() for p in dead.glob("*/actions.jsonl"))  # the bad action, in its pod's folder
     metrics = httpx.get(f"http://{state.address(local_cluster.RELEASE[3])}:9100/metrics", timeout=5).text
     assert "homefeed_stream" in metrics
 
@@ -106,7 +130,7 @@ def test_a_release_serves_through_the_containers_and_a_streamed_hide_changes_the
     assert _feed(url) == feed
 
     out = _cli("cluster", "down", "--dir", str(cluster))
-    assert "removed 7 pods" in out
+    assert "removed 8 pods" in out
     assert all(podman.containers(f"{state.name}-{n}") == [] for n in ("redis-0", "homefeed-predictor"))
     assert podman.podman("ps", "--all", "--filter", f"name={state.name}-", "--format", "json").stdout.strip() in (
         "",

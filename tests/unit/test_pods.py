@@ -159,3 +159,20 @@ def test_podman_gets_no_unpublished_ports_and_probes_by_port_number():
     (c,) = _unpublished(pod)["spec"]["containers"]
     assert c["ports"] == [{"containerPort": 9, "hostPort": 19}] and c["readinessProbe"]["httpGet"]["port"] == 8000
     assert len(pod["spec"]["containers"][0]["ports"]) == 2
+
+
+def test_references_to_env_vars_in_args_are_expanded_as_the_kubelet_does():
+    # podman 4.3 runs `$(NAME)` literally; Kubernetes substitutes the container's env var (the actions Deployment
+    # names its dead-letter folder after the pod this way)
+    pod = {
+        "metadata": {"name": "hf-actions"},
+        "spec": {"containers": [{
+            "name": "c", "command": ["run", "$(MODE)"],
+            "args": ["--dir=/d/$(POD_NAME)", "--cost=$$(MODE)", "--x=$(UNKNOWN)", "$(MODE)$(MODE)"],
+            "env": [{"name": "MODE", "value": "fast"},
+                    {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
+        }]},
+    }  # fmt: skip
+    container = local_pod(pod, {}, {}, {})["spec"]["containers"][0]
+    assert container["command"] == ["run", "fast"]
+    assert container["args"] == ["--dir=/d/hf-actions", "--cost=$(MODE)", "--x=$(UNKNOWN)", "fastfast"]

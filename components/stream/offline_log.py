@@ -1,0 +1,91 @@
+"""The offline event log the stream processor appends to: every valid event it consumed (impressions and actions),
+as day-partitioned parquet, the record of served traffic that retraining and monitoring read.
+
+    <root>/day=YYYY-MM-DD/part-<first>-<end>.parquet     the events of source offsets [first, end) on that day (UTC)
+
+Exactly once with the processor's checkpoint: the events read since the last checkpoint are held in memory and
+written at the next push, before the checkpoint (StreamProcessor.flush); on resume, parts that start at or after the
+checkpoint's offset are deleted, since the replay writes those events again. So a crash between writing a part and
+checkpointing leaves no duplicate. `compact(day)` merges a day's parts into one file, keeping the offset range.
+
+Only the EVENT contract's columns are kept (components/data/contracts.py), so a day of the log reads like any
+dataset's events. The root is a local directory (the workspace volume on a cluster); S3 is not written here.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from components.data.contracts import EVENT
+
+PART = re.compile(r"part-(\d{12})-(\d{12})\.parquet")
+
+
+class OfflineEventLog:
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root)
+        self._held: list[pa.Table] = []
+
+    def hold(self, events: pa.Table) -> None:
+        """Keep validated events (the contract's columns) until the next `write`."""
+        if events.num_rows:
+            self._held.append(events.select(EVENT.names()))
+
+    def write(self, first: int, end: int) -> int:
+        """Write what is held as the parts of offsets [first, end), one per day; returns the events written."""
+        if not self._held:
+            return 0
+        table = pa.concat_tables(self._held)
+        self._held = []
+        days = pc.strftime(pc.cast(table["ts"], pa.timestamp("ms", tz="UTC")), "%Y-%m-%d")
+        for day in pc.unique(days).to_pylist():
+            part = self.root / f"day={day}" / f"part-{first:012d}-{end:012d}.parquet"
+            part.parent.mkdir(parents=True, exist_ok=True)
+            tmp = part.with_suffix(".tmp")
+            pq.write_table(table.filter(pc.equal(days, day)), tmp)
+            tmp.replace(part)  # a part appears whole or not at all
+        return table.num_rows
+
+    def discard_from(self, offset: int) -> int:
+        """Delete the parts that start at or after `offset` (written after the checkpoint a resume starts from) and
+        drop what is held; returns how many parts were deleted."""
+        self._held = []
+        gone = 0
+        for part in self.parts():
+            if int(PART.fullmatch(part.name).group(1)) >= offset:
+                part.unlink()
+                gone += 1
+        return gone
+
+    def parts(self, day: str | None = None) -> list[Path]:
+        pattern = f"day={day}/part-*.parquet" if day else "day=*/part-*.parquet"
+        return sorted(p for p in self.root.glob(pattern) if PART.fullmatch(p.name))
+
+    def read(self, day: str | None = None) -> pa.Table:
+        """Every event of the log (or of one day), in source order."""
+        parts = sorted(self.parts(day), key=lambda p: PART.fullmatch(p.name).group(1))
+        if not parts:
+            return EVENT.schema().empty_table()
+        return pa.concat_tables(pq.read_table(p) for p in parts)
+
+    def compact(self, day: str) -> Path | None:
+        """Merge a day's parts into one (named by the smallest first and largest end offset); None when it has
+        none. Run it on days the processor no longer writes to (any day but today's)."""
+        parts = self.parts(day)
+        if len(parts) < 2:
+            return parts[0] if parts else None
+        spans = [tuple(map(int, PART.fullmatch(p.name).groups())) for p in parts]
+        first, end = min(s[0] for s in spans), max(s[1] for s in spans)
+        merged = self.root / f"day={day}" / f"part-{first:012d}-{end:012d}.parquet"
+        tmp = merged.with_suffix(".tmp")
+        pq.write_table(self.read(day), tmp)
+        tmp.replace(merged)
+        for part in parts:
+            if part != merged:
+                part.unlink()
+        return merged

@@ -1,0 +1,148 @@
+"""The stream processor's source on the deployed bus: the shard streams of a `RedisBus` (components/stream/bus.py),
+read through a consumer group.
+
+Delivery is at-least-once and the processor makes it exactly-once in effect:
+- An entry counts as consumed only when acknowledged (XACK), and `commit(offset)` acknowledges exactly the entries
+  the processor has pushed and checkpointed (it is called after each checkpoint; see StreamProcessor.run).
+- On start the source first reads this consumer's pending entries (delivered before a crash, never acknowledged),
+  then new ones. The processor resumes from its checkpoint's state, to which those entries were never applied, so
+  each is applied once; an entry acknowledged late (a crash between checkpoint and XACK) comes back as the very
+  record the state already holds, which the state ignores as a duplicate.
+
+Offsets are this source's own count, continued from the checkpoint's (`read(start)`), because the processor's
+checkpoint and chunking are written in offsets; which stream entries they stand for is kept until they are
+acknowledged.
+
+One consumer reads every shard here (a single processor replica, as the Deployment runs). The consumer name must be
+stable across restarts (`--consumer`; not the pod's name, which changes with every pod of a Deployment), or the
+pending entries of the crashed consumer are left to nobody.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Iterator
+
+from components.stream.bus import EVENT_FIELD, BusUnavailable, RedisStreams
+from components.stream.sources import TICK, Record
+
+DEFAULT_GROUP = "stream-processor"
+DEFAULT_CONSUMER = "processor-0"
+
+log = logging.getLogger(__name__)
+
+
+class RedisStreamSource:
+    def __init__(
+        self, uri: str, *, group: str = DEFAULT_GROUP, consumer: str = DEFAULT_CONSUMER, block_ms: int = 200,
+        count: int = 512, stop: threading.Event | None = None,
+    ) -> None:  # fmt: skip
+        import redis
+
+        self.where = RedisStreams.parse(uri)
+        self.group, self.consumer = group, consumer
+        self.block_ms, self.count = block_ms, count
+        self.stop = stop
+        self._redis = redis.Redis.from_url(self.where.url, socket_timeout=max(5.0, 2 * block_ms / 1000))
+        self._unacked: dict[int, tuple[str, bytes]] = {}  # offset -> (stream, entry id), until acknowledged
+        try:
+            self._ensure_groups()
+        except redis.ConnectionError as exc:
+            raise BusUnavailable(f"redis bus {self.where.url}: {exc}") from exc
+
+    def _ensure_groups(self) -> None:
+        import redis
+
+        for stream in self.where.streams():
+            try:  # from the start of the stream: nothing published before the processor's first start is skipped
+                self._redis.xgroup_create(stream, self.group, id="0", mkstream=True)
+            except redis.ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+
+    def read(self, start: int = 0) -> Iterator[tuple[int, Record]]:
+        """(offset, record) from `start` on: this consumer's pending entries first, then new ones; `TICK` after
+        every read that waited `block_ms` without anything new. Ends when `stop` is set. While Redis cannot be reached
+        it retries, ticking; the group's entries wait in Redis meanwhile."""
+        import redis
+
+        offset = start
+        pending = dict.fromkeys(self.where.streams(), "0")
+        while pending:  # ids after the last one read, until every stream's pending list is spent
+            replies = self._redis.xreadgroup(self.group, self.consumer, pending, count=self.count)
+            pending = {}
+            for stream, entries in replies or []:
+                for entry_id, fields in entries:
+                    self._unacked[offset] = (stream.decode(), entry_id)
+                    yield offset, _record(fields)
+                    offset += 1
+                if entries:
+                    pending[stream.decode()] = entries[-1][0]
+        new = dict.fromkeys(self.where.streams(), ">")
+        outage = 0.0
+        while self.stop is None or not self.stop.is_set():
+            try:
+                replies = self._redis.xreadgroup(self.group, self.consumer, new, count=self.count, block=self.block_ms)
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                # Redis restarting: keep ticking (the processor still pushes what it holds) and retry, backing off
+                outage = min(5.0, max(0.2, 2 * outage))
+                log.warning("redis bus %s unreachable (%s): retrying in %.1f s", self.where.url, exc, outage)
+                yield TICK
+                time.sleep(outage)
+                continue
+            outage = 0.0
+            got = False
+            for stream, entries in replies or []:
+                for entry_id, fields in entries:
+                    self._unacked[offset] = (stream.decode(), entry_id)
+                    yield offset, _record(fields)
+                    offset += 1
+                    got = True
+            if not got:
+                yield TICK
+
+    def commit(self, offset: int) -> None:
+        """Acknowledge every entry before `offset`: the processor has pushed and checkpointed them."""
+        done = sorted(o for o in self._unacked if o < offset)
+        by_stream: dict[str, list[bytes]] = {}
+        for o in done:
+            stream, entry_id = self._unacked.pop(o)
+            by_stream.setdefault(stream, []).append(entry_id)
+        import redis
+
+        for stream, ids in by_stream.items():
+            try:
+                self._redis.xack(stream, self.group, *ids)
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                # not lost: the entries stay pending and come back on the next start, as records the checkpointed
+                # state already holds (ignored as duplicates)
+                log.warning("acknowledging %d entries of %s failed (%s): they will be redelivered", len(ids), stream,
+                            exc)  # fmt: skip
+
+    def backlog(self) -> int:
+        """Entries published but not yet acknowledged by the group, over all shards: delivered and pending, plus not
+        yet delivered (XINFO GROUPS' `lag`, Redis 7)."""
+        total = 0
+        for stream in self.where.streams():
+            for group in self._redis.xinfo_groups(stream):
+                if group["name"].decode() == self.group:
+                    total += int(group["pending"]) + int(group.get("lag") or 0)
+        return total
+
+    def close(self) -> None:
+        self._redis.close()
+
+
+def _record(fields: dict) -> Record:
+    """A stream entry's event; an entry that is not one becomes a record the processor rejects with the reason."""
+    raw = fields.get(EVENT_FIELD.encode())
+    if raw is None:
+        return {"_raw": repr(fields), "_error": f"a stream entry without the {EVENT_FIELD!r} field"}
+    try:
+        value = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return {"_raw": raw.decode(errors="replace"), "_error": f"not valid JSON: {exc}"}
+    return value if isinstance(value, dict) else {"_raw": raw.decode(errors="replace"), "_error": "not a JSON object"}

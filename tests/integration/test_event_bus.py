@@ -1,0 +1,306 @@
+"""The event bus between served traffic and the stream processor (components/stream/bus.py, redis_source.py) and
+impression logging (serving/event_log.py), on a real Redis.
+
+Delivery is at-least-once; the tests check that the processor makes it exactly-once in effect (a crash between
+reading and checkpointing redelivers, and the final sequences hold every event once) and that an outage of the bus
+loses no impression (spooled, replayed, counted).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import subprocess
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import redis
+from test_stream import _online, _store
+
+from components.cluster.launcher import free_ports
+from components.data.contracts import DeadLetter
+from components.data.dataset import Dataset
+from components.stream.bus import BusUnavailable, FileBus, RedisBus, RedisStreams, open_bus, shard_of
+from components.stream.checkpoint import Checkpoint
+from components.stream.processor import StreamProcessor
+from components.stream.redis_source import RedisStreamSource
+from serving.event_log import EventLog, impressions, request_number
+
+pytestmark = pytest.mark.integration
+USERS = (999_990, 999_991, 999_992, 999_993)  # not in the tiny world: nothing online for them until the stream pushes
+TS0 = 1_767_226_387_455
+
+
+def event(user: int, i: int) -> dict:
+    return {"user_id": user, "pin_id": 100 + i, "action": "repin", "ts": TS0 + i, "request_id": i,
+            "surface": "homefeed", "event_id": f"{user}-{i}"}  # fmt: skip
+
+
+@pytest.fixture
+def bus_uri(redis_server) -> str:
+    return f"{redis_server}?shards=3&prefix=t-{uuid.uuid4().hex[:8]}"
+
+
+def entries(uri: str) -> list[dict]:
+    where = RedisStreams.parse(uri)
+    client = redis.Redis.from_url(where.url)
+    return [json.loads(f[b"e"]) for s in where.streams() for _, f in client.xrange(s)]
+
+
+def run_until(proc: StreamProcessor, source: RedisStreamSource, stop: threading.Event, offset: int) -> None:
+    """Run `proc` on `source` in a thread until it has read up to `offset`, then stop it (it pushes and commits)."""
+    runner = threading.Thread(target=proc.run, args=(source.read(proc.offset), source.commit))
+    runner.start()
+    deadline = time.monotonic() + 60
+    while proc.offset < offset:
+        assert runner.is_alive() and time.monotonic() < deadline, f"read {proc.offset} of {offset}"
+        time.sleep(0.02)
+    stop.set()
+    runner.join(30)
+    assert not runner.is_alive()
+
+
+# ---- the transports
+
+
+def test_the_file_bus_keeps_whole_lines_from_concurrent_writers(tmp_path):
+    bus = open_bus(f"file:{tmp_path / 'events' / 'actions.jsonl'}")
+    assert isinstance(bus, FileBus)
+    batches = [[event(u, i) for i in range(250)] for u in USERS]
+    threads = [threading.Thread(target=bus.publish, args=(b,)) for b in batches]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    lines = (tmp_path / "events" / "actions.jsonl").read_text().splitlines()
+    assert sorted(map(json.dumps, map(json.loads, lines))) == sorted(json.dumps(e, sort_keys=True)
+                                                                     for b in batches for e in b)  # fmt: skip
+    assert bus.first_time("a") and not bus.first_time("a")
+    bus.forget("a")
+    assert bus.first_time("a")
+
+
+@pytest.mark.parametrize("uri", ["kafka://broker:9092/events", "redis://h:6379/0?shards=0", "redis://h/0?topic=x", ""])
+def test_a_bus_uri_that_cannot_work_is_refused(uri):
+    with pytest.raises(ValueError):
+        open_bus(uri)
+
+
+def test_the_redis_bus_shards_by_user_and_keeps_each_users_order(bus_uri):
+    bus = open_bus(bus_uri)
+    assert isinstance(bus, RedisBus)
+    published = [event(u, i) for i in range(20) for u in USERS]
+    assert bus.publish(published) == len(published)
+    where = RedisStreams.parse(bus_uri)
+    client = redis.Redis.from_url(where.url)
+    for shard, stream in enumerate(where.streams()):
+        got = [json.loads(f[b"e"]) for _, f in client.xrange(stream)]
+        assert got == [e for e in published if shard_of(e["user_id"], 3) == shard]
+    assert bus.first_time("x-1") and not bus.first_time("x-1")
+
+
+def test_a_redis_bus_that_is_down_says_so():
+    (port,) = free_ports(1)
+    bus = RedisBus(f"redis://127.0.0.1:{port}/0", timeout_s=0.5)
+    with pytest.raises(BusUnavailable, match=f"127.0.0.1:{port}"):
+        bus.publish([event(USERS[0], 0)])
+
+
+# ---- the processor on the redis bus
+
+
+def test_the_processor_consumes_the_bus_into_the_online_sequences_and_acknowledges(tiny_world, tmp_path, bus_uri):
+    store = _store(tiny_world, tmp_path / "fs", Dataset(tiny_world).read("events"))
+    bus = open_bus(bus_uri)
+    bus.publish([event(u, i) for i in range(5) for u in USERS] + [{"user_id": USERS[0], "action": "like"}])
+    stop = threading.Event()
+    source = RedisStreamSource(bus_uri, stop=stop, block_ms=20)
+    proc = StreamProcessor(store, tmp_path / "ckpt.json", DeadLetter(tmp_path / "dead"), batch=7, max_delay_ms=50)
+    run_until(proc, source, stop, 21)
+    online = _online(store, USERS)
+    assert [list(s) for s in online["seq_pin_ids"]] == [[104, 103, 102, 101, 100]] * len(USERS)
+    assert proc.metrics.summary()["counters"]["invalid"] == 1
+    assert source.backlog() == 0  # everything read was checkpointed and acknowledged
+
+
+def test_a_crash_between_read_and_checkpoint_redelivers_and_nothing_applies_twice(tiny_world, tmp_path, bus_uri):
+    store = _store(tiny_world, tmp_path / "fs", Dataset(tiny_world).read("events"))
+    user = USERS[1]
+    bus = open_bus(bus_uri)
+    bus.publish([event(user, i) for i in range(3)])
+    ckpt, dead = tmp_path / "ckpt.json", DeadLetter(tmp_path / "dead")
+
+    class Crash(Exception):
+        pass
+
+    def crashing(records, after: int):
+        for item in records:
+            yield item
+            if item[0] == after:  # the record is read, not yet pushed or checkpointed
+                raise Crash
+
+    first = RedisStreamSource(bus_uri, consumer="p0", block_ms=20)
+    proc = StreamProcessor(store, ckpt, dead, batch=2, max_delay_ms=None)  # checkpoints after records 0-1
+    with pytest.raises(Crash):
+        proc.run(crashing(first.read(0), after=2), first.commit)
+    assert Checkpoint.load(ckpt).offset == 2
+    assert first.backlog() == 1  # record 2: delivered, never acknowledged
+
+    bus.publish([event(user, i) for i in range(3, 5)])
+    stop = threading.Event()
+    again = RedisStreamSource(bus_uri, consumer="p0", stop=stop, block_ms=20)  # the same consumer, restarted
+    proc = StreamProcessor(store, ckpt, dead, batch=100, max_delay_ms=50)
+    run_until(proc, again, stop, 5)
+    assert list(_online(store, [user])["seq_pin_ids"].iloc[0]) == [104, 103, 102, 101, 100]  # each event once
+    counters = proc.metrics.summary()["counters"]
+    assert counters["applied"] == 5 and counters["duplicates"] == 0
+    assert again.backlog() == 0
+
+
+# ---- impression logging
+
+
+def test_impressions_name_the_feed_they_were_served_in():
+    feed = {"user_id": 7, "mode": "personalized", "pins": [{"pin_id": 3, "score": 0.9}, {"pin_id": 1, "score": 0.5}]}
+    got = impressions(feed, "req-1", TS0, model_version="4", index_version="4")
+    assert [(e["pin_id"], e["position"], e["action"]) for e in got] == [(3, 0, "impression"), (1, 1, "impression")]
+    assert {e["request_id"] for e in got} == {request_number("req-1")} and 0 <= got[0]["request_id"] < 2**63
+    assert got[1]["event_id"] == "req-1:7:1" and got[0]["model_version"] == "4" and got[0]["mode"] == "personalized"
+
+
+class RedisProcess:
+    """A redis-server this test starts, stops and starts again on the same port, its data kept on disk (AOF), as a
+    restarted Redis pod with a volume keeps it."""
+
+    def __init__(self, directory: Path) -> None:
+        (self.port,) = free_ports(1)
+        self.directory, self.proc = directory, None
+        directory.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [shutil.which("redis-server"), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.directory)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                redis.Redis.from_url(self.url).ping()
+                return
+            except redis.ConnectionError:
+                assert time.monotonic() < deadline, "redis-server did not start"
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+def test_a_bus_outage_loses_no_impression_and_never_reaches_the_request(tmp_path):
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed (Debian package redis-server)")
+    server = RedisProcess(tmp_path / "redis")
+    server.start()
+    uri = f"{server.url}?shards=2"
+    log = EventLog(RedisBus(uri, timeout_s=0.5), tmp_path / "spool", retry_s=0.2)
+    feeds = [{"user_id": u, "mode": "personalized", "pins": [{"pin_id": p, "score": 1.0} for p in range(10)]}
+             for u in range(40)]  # fmt: skip
+    try:
+        for i, feed in enumerate(feeds[:20]):
+            log.log(impressions(feed, f"before-{i}", TS0))
+        assert log.flush(30)
+        server.stop()
+        # while the bus is down the requests still log at once: the events wait on disk
+        for i, feed in enumerate(feeds[20:]):
+            log.log(impressions(feed, f"during-{i}", TS0))
+        deadline = time.monotonic() + 30
+        while log.spooled < 200:
+            assert time.monotonic() < deadline, "the outage's events were not spooled"
+            time.sleep(0.05)
+        assert sorted(p.name for p in (tmp_path / "spool").glob("*.jsonl"))  # on disk, not in memory
+        server.start()
+        assert log.flush(30), "the spool was not replayed after the bus returned"
+    finally:
+        log.close()
+        server.stop()
+    server.start()
+    try:
+        got = entries(uri)
+    finally:
+        server.stop()
+    ids = [e["event_id"] for e in got]
+    assert len(ids) == len(set(ids)) == 400  # every impression, once
+    assert not list((tmp_path / "spool").glob("*.jsonl"))
+
+
+def test_the_homefeed_predictor_logs_every_served_pin(tiny_stack, tmp_path):
+    from serving.homefeed import HomefeedPredictor
+
+    bus = FileBus(tmp_path / "events.jsonl")
+    log = EventLog(bus, tmp_path / "spool")
+    predictor = HomefeedPredictor(tiny_stack["retrieval"], tiny_stack["ranking"], events=log, versions=("3", "3"))
+    payload = {"instances": [{"user_id": 1, "n": 5}, {"user_id": 2, "n": 3}]}
+    answer = asyncio.run(predictor.predict(payload, {"x-request-id": "r-42"}))
+    assert log.flush(30)
+    log.close()
+    logged = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    served = [(p["user_id"], pin["pin_id"]) for p in answer["predictions"] for pin in p["pins"]]
+    assert [(e["user_id"], e["pin_id"]) for e in logged] == served and len(served) == 8
+    assert {e["rid"] for e in logged} == {"r-42"} and {e["model_version"] for e in logged} == {"3"}
+
+
+# ---- the offline event log
+
+
+def test_the_offline_log_holds_every_valid_event_once_across_a_crash(tiny_world, tmp_path):
+    from components.stream.offline_log import OfflineEventLog
+
+    store = _store(tiny_world, tmp_path / "fs", Dataset(tiny_world).read("events"))
+    day = 24 * 3600 * 1000
+    events = [event(USERS[i % 4], i) | {"ts": TS0 + (i // 6) * day} for i in range(12)]  # two UTC days
+    events[3] = {"user_id": USERS[3], "action": "like"}  # invalid: the dead letter's, not the log's
+    log_path = tmp_path / "log.jsonl"
+    log_path.write_text("".join(json.dumps(e) + "\n" for e in events))
+    ckpt, dead, root = tmp_path / "ckpt.json", DeadLetter(tmp_path / "dead"), tmp_path / "offline"
+
+    class Crash(Exception):
+        pass
+
+    def crashing(records):
+        for item in records:
+            if item[0] == 9:  # records 0-7 pushed, checkpointed and logged; record 8 read, not checkpointed
+                raise Crash
+            yield item
+
+    from components.stream.sources import open_source
+
+    proc = StreamProcessor(store, ckpt, dead, batch=4, max_delay_ms=None, offline_log=OfflineEventLog(root))
+    with pytest.raises(Crash):
+        proc.run(crashing(open_source(log_path)))
+    assert Checkpoint.load(ckpt).offset == 8
+    # what a crash between writing a part and checkpointing leaves: a part past the checkpoint
+    stray = sorted(root.glob("day=*/part-*.parquet"))[-1]
+    stray.with_name("part-000000000008-000000000009.parquet").write_bytes(stray.read_bytes())
+
+    offline = OfflineEventLog(root)
+    proc = StreamProcessor(store, ckpt, dead, batch=4, max_delay_ms=None, offline_log=offline)
+    proc.run(open_source(log_path, proc.offset))
+    got = offline.read()
+    valid = [e for i, e in enumerate(events) if i != 3]
+    assert sorted(zip(got["user_id"].to_pylist(), got["pin_id"].to_pylist(), got["ts"].to_pylist(), strict=True)) == \
+        sorted((e["user_id"], e["pin_id"], e["ts"]) for e in valid)  # fmt: skip
+    days = sorted({p.parent.name for p in offline.parts()})
+    assert len(days) == 2
+    first_day = days[0].removeprefix("day=")
+    before = offline.read(first_day)
+    merged = offline.compact(first_day)
+    assert offline.parts(first_day) == [merged] and offline.read(first_day).equals(before)
