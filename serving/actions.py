@@ -21,9 +21,10 @@ invalid events go to the dead letter (`<dir>/actions.jsonl`) with their reasons 
 Idempotency: every valid event's id is claimed on the bus (`first_time`) before the one `publish` of the request. A
 repeat is answered as accepted and not published again. When the bus refuses the publish, every id this request
 claimed is released (`forget`) and the answer is 503, so the client's retry with the same ids is taken: nothing is
-lost. A refused publish may have stored part of the batch (bus.py); the retry republishes it whole, and the stream
-processor ignores a repeated record as a duplicate only when it is identical, so clients should send `ts` (a
-defaulted one is the time of receipt, which differs on a retry). On Redis the claims are shared by every replica; on
+lost. A refused publish may still have stored the batch (on Redis a batch is one MULTI/EXEC, so only when the reply
+to EXEC is lost; bus.py); the retry republishes it, and the stream processor ignores a repeated record as a
+duplicate only when it is identical, so clients should send `ts` (a defaulted one is the time of receipt, which
+differs on a retry). On Redis the claims are shared by every replica; on
 the file bus they live in this process.
 
 Prometheus: homefeed_actions_accepted_total{action}, homefeed_actions_duplicates_total,

@@ -60,7 +60,8 @@ def event_line(event: Mapping) -> str:
 
 class EventBus:
     """Where events are published. `publish` takes a batch and either stores all of it or raises BusUnavailable;
-    a batch that raised may have been stored in part, so publishers republish it whole (at-least-once)."""
+    a batch that raised may still have been stored (the file's write failing midway, Redis' reply to EXEC lost), so
+    publishers republish it whole (at-least-once) and the processor ignores the repeated records."""
 
     uri: str
 
