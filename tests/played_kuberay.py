@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 from kubernetes import client, watch
+from recorded_api import FakeTime
 
 from components.cluster.rayjob import GROUP, PLURAL, VERSION
 
@@ -33,23 +34,18 @@ def write_status(api: client.CustomObjectsApi, namespace: str, name: str, status
     return api.replace_namespaced_custom_object_status(GROUP, VERSION, namespace, PLURAL, name, obj)
 
 
-class ScriptedKubeRay:
+class ScriptedKubeRay(FakeTime):
     """A fake clock and `sleep` for run_rayjob: each sleep writes the next scripted status, as if KubeRay had moved
     the job on while the poller waited; when the script is spent, the status stays as it is."""
 
     def __init__(self, api_client: client.ApiClient, namespace: str, name: str, statuses: Iterable[dict]) -> None:
+        super().__init__()
         self.api = client.CustomObjectsApi(api_client)
         self.namespace, self.name = namespace, name
         self.script = list(statuses)
-        self.now = 0.0
-        self.sleeps: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
 
     def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
+        super().sleep(seconds)
         if self.script:
             write_status(self.api, self.namespace, self.name, self.script.pop(0))
 

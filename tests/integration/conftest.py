@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -56,6 +57,19 @@ def kube_api(tmp_path_factory):
         with server.api_client() as api:
             install_crds(api, [crd.definition() for crd in vendored_crds()])
         yield server
+
+
+@pytest.fixture
+def namespace() -> str:
+    """A namespace of its own for one test on `kube_api` (namespaces need not exist on that server)."""
+    return f"t-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def kube(kube_api):
+    """A client of `kube_api` for one test."""
+    with kube_api.api_client() as api:
+        yield api
 
 
 @pytest.fixture(scope="module")

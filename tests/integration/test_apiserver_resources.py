@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import copy
 import json
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -61,17 +59,6 @@ def rendered() -> dict[str, list[dict[str, Any]]]:
         doc for path in sorted((MANIFESTS / "templates").glob("*.yaml")) for doc in yaml.safe_load_all(path.read_text())
     ]
     return out
-
-
-@pytest.fixture
-def namespace() -> str:
-    return f"t-{uuid.uuid4().hex[:10]}"  # namespaces need not exist on this server; one per test keeps them apart
-
-
-@pytest.fixture
-def kube(kube_api) -> Iterator[client.ApiClient]:
-    with kube_api.api_client() as api:
-        yield api
 
 
 def served(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -22,8 +22,7 @@ Which test talks to what:
 from __future__ import annotations
 
 import copy
-import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -113,17 +112,6 @@ def dev_isvcs() -> dict[str, dict[str, Any]]:
     except FileNotFoundError as exc:  # no kubectl
         pytest.skip(str(exc))
     return {o["metadata"]["name"]: o for o in objects if o["kind"] == "InferenceService"}
-
-
-@pytest.fixture
-def namespace() -> str:
-    return f"t-{uuid.uuid4().hex[:10]}"  # namespaces need not exist on this server; one per test keeps them apart
-
-
-@pytest.fixture
-def kube(kube_api) -> Iterator[client.ApiClient]:
-    with kube_api.api_client() as api:
-        yield api
 
 
 def objects(kube: client.ApiClient) -> client.CustomObjectsApi:

@@ -10,7 +10,6 @@ deletes its RayJob and a finished one leaves it to KubeRay's TTL. Two failures t
 from __future__ import annotations
 
 import json
-import uuid
 from pathlib import Path
 
 import pytest
@@ -203,17 +202,6 @@ def test_rayjob_name_is_valid_stable_and_unique():
 
 def status_of(name: str) -> dict:
     return load_fixture(f"kuberay/rayjob_{name}")["status"]
-
-
-@pytest.fixture
-def namespace() -> str:
-    return f"t-{uuid.uuid4().hex[:10]}"  # namespaces need not exist on this server; one per test keeps them apart
-
-
-@pytest.fixture
-def kube(kube_api):
-    with kube_api.api_client() as api:
-        yield api
 
 
 def stored(kube, namespace: str, name: str = NAME) -> dict | None:
