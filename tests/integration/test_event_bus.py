@@ -304,3 +304,47 @@ def test_the_offline_log_holds_every_valid_event_once_across_a_crash(tiny_world,
     before = offline.read(first_day)
     merged = offline.compact(first_day)
     assert offline.parts(first_day) == [merged] and offline.read(first_day).equals(before)
+
+
+def test_the_processor_rides_out_a_bus_restart_with_nothing_lost_or_applied_twice(tiny_world, tmp_path, caplog):
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed (Debian package redis-server)")
+    store = _store(tiny_world, tmp_path / "fs", Dataset(tiny_world).read("events"))
+    server = RedisProcess(tmp_path / "redis")
+    server.start()
+    uri = f"{server.url}?shards=2"
+    user = USERS[2]
+    stop = threading.Event()
+    source = RedisStreamSource(uri, stop=stop, block_ms=20)
+    proc = StreamProcessor(store, tmp_path / "ckpt.json", DeadLetter(tmp_path / "dead"), batch=100, max_delay_ms=50)
+    runner = threading.Thread(target=proc.run, args=(source.read(proc.offset), source.commit))
+    runner.start()
+
+    def read_until(offset: int) -> None:
+        deadline = time.monotonic() + 60
+        while proc.offset < offset:
+            assert runner.is_alive() and time.monotonic() < deadline, f"read {proc.offset} of {offset}"
+            time.sleep(0.02)
+
+    try:
+        RedisBus(uri).publish([event(user, i) for i in range(3)])
+        read_until(3)
+        server.stop()  # the bus goes away under the running processor ...
+        deadline = time.monotonic() + 30
+        while "unreachable" not in caplog.text:  # ... which keeps retrying meanwhile
+            assert runner.is_alive() and time.monotonic() < deadline, "the source did not notice the outage"
+            time.sleep(0.05)
+        server.start()  # ... and comes back with its data (AOF)
+        RedisBus(uri).publish([event(user, i) for i in range(3, 6)])
+        read_until(6)
+    finally:
+        stop.set()
+        runner.join(30)
+    assert not runner.is_alive()
+    try:
+        assert source.backlog() == 0
+    finally:
+        server.stop()
+    assert list(_online(store, [user])["seq_pin_ids"].iloc[0]) == [105, 104, 103, 102, 101, 100]
+    counters = proc.metrics.summary()["counters"]
+    assert counters["applied"] == 6 and counters["duplicates"] == 0
