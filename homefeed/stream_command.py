@@ -55,12 +55,18 @@ from homefeed.context import console
     help="Append every valid event to this offline log (day-partitioned parquet), at each push.",
 )  # fmt: skip
 @click.option(
+    "--state-dir", type=click.Path(file_okay=False, path_type=Path),
+    help="With a redis:// SOURCE: run as one of several replicas that share the shards (leases in Redis); each "
+    "shard's checkpoint and dead letter are kept here, on storage every replica sees.",
+)  # fmt: skip
+@click.option("--replica", default=None, help="With --state-dir: this replica's name (default: the host name).")
+@click.option(
     "--consumer", default="processor-0", show_default=True,
     help="With a redis:// SOURCE: this processor's consumer name in the group; keep it stable across restarts.",
 )  # fmt: skip
 def stream(
     source: str, features_dir: Path, checkpoint, batch: int, max_delay_ms: float, metrics_port, metrics_host: str,
-    dead_letter, summary_path, follow: bool, poll_ms: float, event_log, consumer: str,
+    dead_letter, summary_path, follow: bool, poll_ms: float, event_log, state_dir, replica, consumer: str,
 ) -> None:  # fmt: skip
     """Consume events, validate them, keep each user's last 100 actions and push changed ones to the online store."""
     from feast import FeatureStore
@@ -77,6 +83,11 @@ def stream(
             f"{features_dir} is not a feature store (no feature_store.yaml): pass a run's feature_store artifact "
             "(its path is under artifacts.feature_store in the run's run.json)"
         )
+    if state_dir is not None:
+        if not source.startswith(("redis://", "rediss://")):
+            raise click.UsageError("--state-dir shares the shards of a redis:// event bus among replicas")
+        _run_replica(source, features_dir, state_dir, replica, batch, max_delay_ms, poll_ms, event_log)
+        return
     store = FeatureStore(repo_path=str(features_dir.resolve()))
     offline = OfflineEventLog(event_log) if event_log else None
     proc = StreamProcessor(store, checkpoint, DeadLetter(dead_letter), batch=batch, max_delay_ms=max_delay_ms,
@@ -117,6 +128,33 @@ def stream(
     console.print(_table(summary))
     if summary["counters"]["invalid"]:
         console.print(f"rejected records: {dead_letter}")
+
+
+def _run_replica(source: str, features_dir: Path, state_dir: Path, replica: str | None, batch: int,
+                 max_delay_ms: float, poll_ms: float, event_log: Path | None) -> None:  # fmt: skip
+    """One replica of a sharded processor (components/stream/shards.py) until SIGTERM or SIGINT."""
+    import socket
+
+    from feast import FeatureStore
+
+    from components.data.contracts import DeadLetter
+    from components.stream.offline_log import OfflineEventLog
+    from components.stream.processor import StreamProcessor
+    from components.stream.shards import ShardedProcessor
+
+    def make_processor(shard: int, folder: Path) -> StreamProcessor:
+        store = FeatureStore(repo_path=str(features_dir.resolve()))  # a client per shard: each runs in its thread
+        offline = OfflineEventLog(event_log, name=f"s{shard}") if event_log else None
+        return StreamProcessor(store, folder / "checkpoint.json", DeadLetter(folder / "dead_letter"), batch=batch,
+                               max_delay_ms=max_delay_ms, offline_log=offline)  # fmt: skip
+
+    stop = threading.Event()
+    name = replica or socket.gethostname()
+    runner = ShardedProcessor(source, name, state_dir, make_processor, block_ms=int(poll_ms), stop=stop)
+    click.echo(f"replica {name}: sharing the shards of {source} until SIGTERM or SIGINT")
+    with _stop_on_signals(stop) as received:
+        finished = runner.run()
+    click.echo(f"stopped by {received[0] if received else 'the end'}: shards run here {sorted(finished)}")
 
 
 @contextmanager

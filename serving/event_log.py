@@ -20,6 +20,7 @@ homefeed_event_spool_events (what waits on disk now) and homefeed_event_bus_up.
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import logging
@@ -87,10 +88,11 @@ class EventLog:
         self._on_disk = sum(_count(p) for p in sealed)  # events in the spool, under _spool_lock
         SPOOL_EVENTS.set(self._on_disk)
         self._bus_up = True
-        self._busy = False  # the thread holds events it has not published or spooled yet
+        self._taken = 0  # queue items in the batch the thread holds
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="event-log", daemon=True)
         self._thread.start()
+        atexit.register(self.close)  # a daemon thread dies with the interpreter: what it holds is spooled first
 
     # ---- the request path
 
@@ -113,7 +115,8 @@ class EventLog:
                     self._spool(events)
                 else:
                     self._publish(events)
-                self._busy = False
+                for _ in range(self._taken):  # published or spooled: `flush` may count them done
+                    self._queue.task_done()
             if self._spooled() and time.monotonic() >= next_retry and not self._replay():
                 next_retry = time.monotonic() + self.retry_s
         self._replay()  # at shutdown, one last try; what the bus still refuses stays on disk for the next start
@@ -124,12 +127,13 @@ class EventLog:
             events = list(self._queue.get(timeout=timeout_s))
         except queue.Empty:
             return []
-        self._busy = True
+        self._taken = 1
         while len(events) < self.batch:
             try:
                 events.extend(self._queue.get_nowait())
             except queue.Empty:
                 break
+            self._taken += 1
         return events
 
     def _publish(self, events: list[dict]) -> None:
@@ -197,13 +201,16 @@ class EventLog:
         """Wait until the queue is empty and the spool replayed (tests, shutdown); True when both are."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if self._queue.empty() and not self._busy and not self._spooled():
+            if self._queue.unfinished_tasks == 0 and not self._spooled():  # nothing queued, held or on disk
                 return True
             time.sleep(0.02)
         return False
 
     def close(self, timeout_s: float = 10.0) -> None:
-        """Publish or spool everything queued, then stop the thread."""
+        """Publish or spool everything queued, then stop the thread (idempotent). Called at the server's shutdown
+        (HomefeedPredictor.stop) and, failing that, at the interpreter's exit."""
+        if self._stop.is_set():
+            return
         self._stop.set()
         self._thread.join(timeout_s)
         self.bus.close()

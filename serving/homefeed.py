@@ -91,6 +91,13 @@ class HomefeedPredictor(kserve.Model):
         self.ready = True
         return self.ready
 
+    def stop(self) -> None:
+        """At the server's shutdown (KServe unloads the model on SIGTERM): publish, or spool to disk, every
+        impression still queued, before the process ends."""
+        super().stop()
+        if self.events is not None:
+            self.events.close()
+
     async def predict(self, payload, headers: dict[str, str] | None = None):
         started, rid = time.perf_counter(), observe.request_id(headers, payload)
         instances, as_v2 = parse(payload, SCHEMA)

@@ -15,6 +15,7 @@ import io
 import logging
 import shutil
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,6 +34,12 @@ ONLINE_STORE = SQLITE_PATH
 log = logging.getLogger(__name__)
 
 
+# sys.stdout and sys.stderr are the process's, not a thread's: two overlapping redirects in two threads (the stream
+# processors of several shards pushing at once) would restore each other's buffers and leave the process printing into
+# a dead one. One redirect at a time; what another thread prints meanwhile lands in the buffer too.
+_REDIRECT = threading.RLock()
+
+
 @contextlib.contextmanager
 def quiet(what: str) -> Iterator[None]:
     """Hold back Feast's prints, progress bars and log lines; replay them on stderr if the work fails.
@@ -41,7 +48,7 @@ def quiet(what: str) -> Iterator[None]:
     """
     buffer = io.StringIO()
     try:
-        with contextlib.redirect_stdout(buffer), contextlib.redirect_stderr(buffer):
+        with _REDIRECT, contextlib.redirect_stdout(buffer), contextlib.redirect_stderr(buffer):
             yield
     except BaseException:
         sys.stderr.write(f"{what} failed; Feast said:\n{buffer.getvalue()}")

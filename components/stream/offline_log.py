@@ -2,6 +2,8 @@
 as day-partitioned parquet, the record of served traffic that retraining and monitoring read.
 
     <root>/day=YYYY-MM-DD/part-<first>-<end>.parquet     the events of source offsets [first, end) on that day (UTC)
+    <root>/day=YYYY-MM-DD/part-<name>-<first>-<end>.parquet   the same for one of several writers (a shard's
+                                                             processor: their offsets are their own)
 
 Exactly once with the processor's checkpoint: the events read since the last checkpoint are held in memory and
 written at the next push, before the checkpoint (StreamProcessor.flush); on resume, parts that start at or after the
@@ -23,13 +25,18 @@ import pyarrow.parquet as pq
 
 from components.data.contracts import EVENT
 
-PART = re.compile(r"part-(\d{12})-(\d{12})\.parquet")
+PART = re.compile(r"part-(?:([a-z0-9]+)-)?(\d{12})-(\d{12})\.parquet")
 
 
 class OfflineEventLog:
-    def __init__(self, root: Path | str) -> None:
-        self.root = Path(root)
+    def __init__(self, root: Path | str, name: str = "") -> None:
+        if name and not re.fullmatch(r"[a-z0-9]+", name):
+            raise ValueError(f"an offline log writer's name is lowercase letters and digits, got {name!r}")
+        self.root, self.name = Path(root), name
         self._held: list[pa.Table] = []
+
+    def _part_name(self, first: int, end: int) -> str:
+        return f"part-{self.name + '-' if self.name else ''}{first:012d}-{end:012d}.parquet"
 
     def hold(self, events: pa.Table) -> None:
         """Keep validated events (the contract's columns) until the next `write`."""
@@ -44,7 +51,7 @@ class OfflineEventLog:
         self._held = []
         days = pc.strftime(pc.cast(table["ts"], pa.timestamp("ms", tz="UTC")), "%Y-%m-%d")
         for day in pc.unique(days).to_pylist():
-            part = self.root / f"day={day}" / f"part-{first:012d}-{end:012d}.parquet"
+            part = self.root / f"day={day}" / self._part_name(first, end)
             part.parent.mkdir(parents=True, exist_ok=True)
             tmp = part.with_suffix(".tmp")
             pq.write_table(table.filter(pc.equal(days, day)), tmp)
@@ -52,12 +59,13 @@ class OfflineEventLog:
         return table.num_rows
 
     def discard_from(self, offset: int) -> int:
-        """Delete the parts that start at or after `offset` (written after the checkpoint a resume starts from) and
-        drop what is held; returns how many parts were deleted."""
+        """Delete this writer's parts that start at or after `offset` (written after the checkpoint a resume starts
+        from) and drop what is held; returns how many parts were deleted."""
         self._held = []
         gone = 0
         for part in self.parts():
-            if int(PART.fullmatch(part.name).group(1)) >= offset:
+            name, first, _ = PART.fullmatch(part.name).groups()
+            if (name or "") == self.name and int(first) >= offset:
                 part.unlink()
                 gone += 1
         return gone
@@ -67,19 +75,20 @@ class OfflineEventLog:
         return sorted(p for p in self.root.glob(pattern) if PART.fullmatch(p.name))
 
     def read(self, day: str | None = None) -> pa.Table:
-        """Every event of the log (or of one day), in source order."""
-        parts = sorted(self.parts(day), key=lambda p: PART.fullmatch(p.name).group(1))
+        """Every event of the log (or of one day), in source order within each writer."""
+        parts = sorted(self.parts(day), key=lambda p: (PART.fullmatch(p.name).group(1) or "", p.name))
         if not parts:
             return EVENT.schema().empty_table()
         return pa.concat_tables(pq.read_table(p) for p in parts)
 
     def compact(self, day: str) -> Path | None:
         """Merge a day's parts into one (named by the smallest first and largest end offset); None when it has
-        none. Run it on days the processor no longer writes to (any day but today's)."""
+        none. Run it on days no processor writes to any more (any day but today's): the merged file belongs to no
+        writer, so a resume would not discard from it."""
         parts = self.parts(day)
         if len(parts) < 2:
             return parts[0] if parts else None
-        spans = [tuple(map(int, PART.fullmatch(p.name).groups())) for p in parts]
+        spans = [tuple(map(int, PART.fullmatch(p.name).groups()[1:])) for p in parts]
         first, end = min(s[0] for s in spans), max(s[1] for s in spans)
         merged = self.root / f"day={day}" / f"part-{first:012d}-{end:012d}.parquet"
         tmp = merged.with_suffix(".tmp")

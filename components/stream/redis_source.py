@@ -24,7 +24,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from components.stream.bus import EVENT_FIELD, BusUnavailable, RedisStreams
 from components.stream.sources import TICK, Record
@@ -38,11 +38,13 @@ log = logging.getLogger(__name__)
 class RedisStreamSource:
     def __init__(
         self, uri: str, *, group: str = DEFAULT_GROUP, consumer: str = DEFAULT_CONSUMER, block_ms: int = 200,
-        count: int = 512, stop: threading.Event | None = None,
+        count: int = 512, stop: threading.Event | None = None, shards: Sequence[int] | None = None,
     ) -> None:  # fmt: skip
         import redis
 
         self.where = RedisStreams.parse(uri)
+        # the shard streams read: every one, or those a replica owns (components/stream/shards.py)
+        self.streams = [self.where.stream(s) for s in (range(self.where.shards) if shards is None else shards)]
         self.group, self.consumer = group, consumer
         self.block_ms, self.count = block_ms, count
         self.stop = stop
@@ -56,7 +58,7 @@ class RedisStreamSource:
     def _ensure_groups(self) -> None:
         import redis
 
-        for stream in self.where.streams():
+        for stream in self.streams:
             try:  # from the start of the stream: nothing published before the processor's first start is skipped
                 self._redis.xgroup_create(stream, self.group, id="0", mkstream=True)
             except redis.ResponseError as exc:
@@ -65,12 +67,12 @@ class RedisStreamSource:
 
     def read(self, start: int = 0) -> Iterator[tuple[int, Record]]:
         """(offset, record) from `start` on: this consumer's pending entries first, then new ones; `TICK` after
-        every read that waited `block_ms` without anything new. Ends when `stop` is set. While Redis cannot be reached
+        every read that waited `block_ms` without anything new, and at least every `block_ms` while entries flow. Ends when `stop` is set. While Redis cannot be reached
         it retries, ticking; the group's entries wait in Redis meanwhile."""
         import redis
 
         offset = start
-        pending = dict.fromkeys(self.where.streams(), "0")
+        pending = dict.fromkeys(self.streams, "0")
         while pending:  # ids after the last one read, until every stream's pending list is spent
             replies = self._redis.xreadgroup(self.group, self.consumer, pending, count=self.count)
             pending = {}
@@ -81,8 +83,9 @@ class RedisStreamSource:
                     offset += 1
                 if entries:
                     pending[stream.decode()] = entries[-1][0]
-        new = dict.fromkeys(self.where.streams(), ">")
+        new = dict.fromkeys(self.streams, ">")
         outage = 0.0
+        next_tick = time.monotonic() + self.block_ms / 1000
         while self.stop is None or not self.stop.is_set():
             try:
                 replies = self._redis.xreadgroup(self.group, self.consumer, new, count=self.count, block=self.block_ms)
@@ -101,7 +104,9 @@ class RedisStreamSource:
                     yield offset, _record(fields)
                     offset += 1
                     got = True
-            if not got:
+            # a steady trickle must not postpone the processor's time-based push: a TICK at least every block_ms
+            if not got or time.monotonic() >= next_tick:
+                next_tick = time.monotonic() + self.block_ms / 1000
                 yield TICK
 
     def commit(self, offset: int) -> None:
@@ -126,7 +131,7 @@ class RedisStreamSource:
         """Entries published but not yet acknowledged by the group, over all shards: delivered and pending, plus not
         yet delivered (XINFO GROUPS' `lag`, Redis 7)."""
         total = 0
-        for stream in self.where.streams():
+        for stream in self.streams:
             for group in self._redis.xinfo_groups(stream):
                 if group["name"].decode() == self.group:
                     total += int(group["pending"]) + int(group.get("lag") or 0)

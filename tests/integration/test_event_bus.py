@@ -348,3 +348,87 @@ def test_the_processor_rides_out_a_bus_restart_with_nothing_lost_or_applied_twic
     assert list(_online(store, [user])["seq_pin_ids"].iloc[0]) == [105, 104, 103, 102, 101, 100]
     counters = proc.metrics.summary()["counters"]
     assert counters["applied"] == 6 and counters["duplicates"] == 0
+
+
+# ---- scale-out: replicas sharing the shards
+
+
+def test_two_replicas_share_the_shards_and_a_killed_ones_shards_move_without_loss(tiny_world, tmp_path, redis_store):
+    """Two `homefeed stream --state-dir` processes on a 4-shard bus; one is killed (SIGKILL) mid-stream; the other
+    takes its shards once their leases expire, resumes each from its checkpoint with the killed one's unacknowledged
+    entries, and every user ends with each of their events once, in order."""
+    import os
+    import signal
+    import sys
+
+    from feast import FeatureStore
+
+    from components.features.store import build_feature_store
+    from components.stream.offline_log import OfflineEventLog
+    from components.stream.shards import ShardLeases
+
+    events = Dataset(tiny_world).read("events")
+    build_feature_store(tiny_world, tmp_path / "fs", as_of_ts=int(events["ts"].quantile(0.5)), online_store=redis_store)
+    uri = f"{redis_store}?shards=4&prefix=t-{uuid.uuid4().hex[:8]}"
+    users = [900_000 + u for u in range(16)]  # every shard has 4 of them
+    state = tmp_path / "state"
+
+    def replica(name: str) -> subprocess.Popen:
+        cmd = [sys.executable, "-m", "homefeed.cli", "stream", uri, "--features", str(tmp_path / "fs"),
+               "--state-dir", str(state), "--replica", name, "--max-delay-ms", "50", "--poll-ms", "50",
+               "--event-log", str(tmp_path / "offline")]  # fmt: skip
+        with open(tmp_path / f"{name}.log", "w") as log:
+            return subprocess.Popen(
+                cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+            )
+
+    leases = ShardLeases(uri, "observer")
+
+    def owners() -> dict[int, str]:
+        return leases.owners()
+
+    def wait(condition, what: str, timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            assert time.monotonic() < deadline, f"timed out waiting until {what}: {owners()}"
+            time.sleep(0.1)
+
+    reader = FeatureStore(repo_path=str(tmp_path / "fs"))
+
+    def sequences() -> list[list[int]]:
+        got = _online(reader, users)
+        return [[] if not isinstance(s, list) else list(s) for s in got["seq_pin_ids"]]
+
+    a, b = replica("a"), replica("b")
+    try:
+        wait(lambda: sorted(owners().values()) == ["a", "a", "b", "b"], "each replica owns two shards")
+        bus = RedisBus(uri)
+        bus.publish([event(u, i) for i in range(5) for u in users])
+        wait(lambda: all(s[:1] == [104] for s in sequences()), "the first events are online")
+        a_shards = sorted(s for s, o in owners().items() if o == "a")
+        # killed as the next events arrive: whatever it had read and not checkpointed is redelivered to b
+        bus.publish([event(u, i) for i in range(5, 10) for u in users])
+        a.send_signal(signal.SIGKILL)
+        a.wait(10)
+        wait(lambda: sorted(owners().values()) == ["b"] * 4, "b takes the killed replica's shards", timeout=120)
+        wait(lambda: all(s[:1] == [109] for s in sequences()), "the later events are online", timeout=120)
+    finally:
+        alive_at_end = [p.poll() is None for p in (a, b)]
+        for p in (a, b):
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in (a, b):
+            try:
+                p.wait(60)
+            except subprocess.TimeoutExpired:
+                p.kill()
+    assert alive_at_end == [False, True]
+    assert b.returncode == 0 and "stopped by SIGTERM" in (tmp_path / "b.log").read_text(), (
+        tmp_path / "b.log"
+    ).read_text()[-3000:]
+    assert sequences() == [[109, 108, 107, 106, 105, 104, 103, 102, 101, 100]] * len(users)  # each event once
+    assert a_shards and all((state / f"shard-{s}" / "checkpoint.json").exists() for s in range(4))
+    logged = OfflineEventLog(tmp_path / "offline").read()
+    assert sorted(zip(logged["user_id"].to_pylist(), logged["pin_id"].to_pylist(), strict=True)) == sorted(
+        (u, 100 + i) for u in users for i in range(10)
+    )
