@@ -27,7 +27,10 @@ def _experiment_options(command):
         click.option(
             "--dataset", type=click.Path(exists=True, file_okay=False, path_type=Path), help="A dataset directory."
         ),  # fmt: skip
-        click.option("--source", help="Data source when no --dataset: world:<preset>, movielens:DIR, sequences:FILE."),
+        click.option(
+            "--source",
+            help="Data source when no --dataset: world:<preset>, movielens:DIR, sequences:FILE, log:DIR?catalog=DATASET.",
+        ),
         click.option("--epochs", type=click.IntRange(min=1), default=3, show_default=True),
         click.option("--holdout-days", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True),
         click.option("--seed", type=int, default=0, show_default=True),

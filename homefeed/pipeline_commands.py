@@ -54,7 +54,7 @@ def compile_cmd(obj: Ctx, name: str, out: Path | None, golden: bool) -> None:
     help="Run every step in this process (kfp.local's orchestration, no Python start per step): quicker, less isolated.",
 )  # fmt: skip
 @_pipeline_option
-@click.option("--source", help="world:<preset>, movielens:<folder> or sequences:<file>.")
+@click.option("--source", help="world:<preset>, movielens:<folder>, sequences:<file> or log:<dir>?catalog=<dataset>.")
 @set_option
 @click.pass_obj
 def run_cmd(

@@ -86,6 +86,11 @@ def stream(
     if state_dir is not None:
         if not source.startswith(("redis://", "rediss://")):
             raise click.UsageError("--state-dir shares the shards of a redis:// event bus among replicas")
+        if metrics_port is not None or checkpoint is not None or summary_path is not None:
+            raise click.UsageError(
+                "with --state-dir each shard keeps its checkpoint there; --checkpoint, --summary and --metrics-port "
+                "are for a single processor"
+            )
         _run_replica(source, features_dir, state_dir, replica, batch, max_delay_ms, poll_ms, event_log)
         return
     store = FeatureStore(repo_path=str(features_dir.resolve()))

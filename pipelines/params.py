@@ -15,7 +15,10 @@ class PipelineParams(BaseModel):
     # without echoing it); the messages here name the field and, where it is safe, the value.
     model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
-    source: str = Field("world:small", description="world:<preset>, movielens:<folder> or sequences:<file>")
+    source: str = Field(
+        "world:small",
+        description="world:<preset>, movielens:<folder>, sequences:<file> or log:<event log>?catalog=<dataset>",
+    )
     seed: int = 0
     half_life_days: float = Field(
         7.0, gt=0, description="half-life of the pins' time-decayed engagement score (features and serving corpus)"

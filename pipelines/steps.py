@@ -29,7 +29,8 @@ __all__ = ["TimeSplit", "time_split"]  # re-exported: the steps' callers build t
 def prepare_data(source: str, out_dir: Path, seed: int = 0) -> dict:
     """The `data` step. `source` is `world:<preset>` (a simulated world: tiny/small/medium/large, optionally with
     scenarios, e.g. world:small+intent+drift), `movielens:<folder>` (MovieLens-100K) or `sequences:<file>` (a
-    'user item' sequence file); returns the dataset's manifest."""
+    'user item' sequence file) or `log:<dir>?catalog=<dataset>` (the offline event log of served traffic over the
+    dataset the models were trained on, components/stream/offline_log.py); returns the dataset's manifest."""
     kind, _, arg = source.partition(":")
     out_dir = Path(out_dir)
     if kind == "world":
@@ -45,8 +46,16 @@ def prepare_data(source: str, out_dir: Path, seed: int = 0) -> dict:
         from components.data.adapters.sequences import ingest_sequences
 
         ingest_sequences(_existing(arg, source), out_dir)
+    elif kind == "log":
+        from components.stream.offline_log import parse_log_source, to_dataset
+
+        log_dir, catalog = parse_log_source(arg)
+        to_dataset(_existing(str(log_dir), source), _existing(str(catalog), source), out_dir)
     else:
-        raise ValueError(f"source must be world:<preset>, movielens:<folder> or sequences:<file>; got {source!r}")
+        raise ValueError(
+            f"source must be world:<preset>, movielens:<folder>, sequences:<file> or log:<dir>?catalog=<dataset>; "
+            f"got {source!r}"
+        )
     return Dataset(out_dir).manifest()
 
 

@@ -12,18 +12,26 @@ checkpointing leaves no duplicate. `compact(day)` merges a day's parts into one 
 
 Only the EVENT contract's columns are kept (components/data/contracts.py), so a day of the log reads like any
 dataset's events. The root is a local directory (the workspace volume on a cluster); S3 is not written here.
+
+As a data source (`log:<log dir>?catalog=<dataset dir>`, `to_dataset`): the log holds events only, so pins, users
+and interests come from a catalog dataset (the one the serving models were trained on). The dataset's events are
+the catalog's and the log's together, an event present in both (same user, pin, action, time and request) once, in
+time order. An event of a user or pin the catalog does not know goes to the dead letter with that reason, as in
+every dataset write: new users and pins reach the catalog through their own producers, not through the log.
 """
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from components.data.contracts import EVENT
+from components.data.dataset import Dataset, WriteReport, validate_and_write
 
 PART = re.compile(r"part-(?:([a-z0-9]+)-)?(\d{12})-(\d{12})\.parquet")
 
@@ -78,7 +86,7 @@ class OfflineEventLog:
         """Every event of the log (or of one day), in source order within each writer."""
         parts = sorted(self.parts(day), key=lambda p: (PART.fullmatch(p.name).group(1) or "", p.name))
         if not parts:
-            return EVENT.schema().empty_table()
+            return EVENT.schema.empty_table()
         return pa.concat_tables(pq.read_table(p) for p in parts)
 
     def compact(self, day: str) -> Path | None:
@@ -98,3 +106,34 @@ class OfflineEventLog:
             if part != merged:
                 part.unlink()
         return merged
+
+
+EVENT_KEY = ["user_id", "pin_id", "action", "ts", "request_id"]  # what makes two records one event
+
+
+def parse_log_source(arg: str) -> tuple[Path, Path]:
+    """`<log dir>?catalog=<dataset dir>` -> (log dir, catalog dir); ValueError when either is missing."""
+    parts = urlsplit(arg)
+    catalog = parse_qs(parts.query).get("catalog", [""])[-1]
+    if not parts.path or not catalog:
+        raise ValueError(f"a log source is log:<log dir>?catalog=<dataset dir>, got log:{arg}")
+    return Path(parts.path), Path(catalog)
+
+
+def to_dataset(log_dir: Path, catalog_dir: Path, out: Path) -> WriteReport:
+    """The dataset of the log's events over the catalog's (module docstring), written to `out`."""
+    log, catalog = OfflineEventLog(log_dir), Dataset(catalog_dir)
+    if not log.parts():
+        raise FileNotFoundError(f"{log_dir} holds no offline event log (no day=YYYY-MM-DD/part-*.parquet)")
+    source = catalog.manifest().get("source")  # FileNotFoundError unless the catalog is a dataset
+    schema = EVENT.schema
+    logged = log.read().cast(schema)
+    history = catalog.read_arrow("events", columns=EVENT.names()).cast(schema)
+    events = pa.concat_tables([history, logged]).to_pandas()
+    events = events.drop_duplicates(subset=EVENT_KEY).sort_values(["ts", "request_id"], kind="stable")
+    tables = {name: catalog.read_arrow(name) for name in ("pins", "users", "interests")}
+    tables["events"] = events.reset_index(drop=True)
+    manifest = {"source": f"log:{log_dir}?catalog={catalog_dir}", "catalog_source": source,
+                "catalog_events": history.num_rows, "logged_events": logged.num_rows,
+                "logged_days": sorted({p.parent.name.removeprefix("day=") for p in log.parts()})}  # fmt: skip
+    return validate_and_write(out, tables, manifest)

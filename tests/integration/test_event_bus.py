@@ -17,6 +17,7 @@ import time
 import uuid
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 import redis
 from test_stream import _online, _store
@@ -432,3 +433,32 @@ def test_two_replicas_share_the_shards_and_a_killed_ones_shards_move_without_los
     assert sorted(zip(logged["user_id"].to_pylist(), logged["pin_id"].to_pylist(), strict=True)) == sorted(
         (u, 100 + i) for u in users for i in range(10)
     )
+
+
+def test_the_offline_log_over_its_catalog_is_a_data_source(tiny_world, tmp_path):
+    from components.stream.offline_log import OfflineEventLog
+    from pipelines import steps
+
+    catalog = Dataset(tiny_world)
+    history = catalog.read("events")
+    user = int(history["user_id"].iloc[0])
+    pins = catalog.read("pins", columns=["pin_id"])["pin_id"].tolist()
+    end = int(history["ts"].max())
+    served = [event(user, 0) | {"pin_id": pins[i], "ts": end + 1000 * (i + 1), "action": "impression"}
+              for i in range(5)]  # fmt: skip
+    served.append(event(user, 0) | {"pin_id": pins[0], "ts": end + 9000, "action": "repin"})
+    served.append(event(USERS[0], 0) | {"pin_id": pins[1], "ts": end + 9500})  # a user the catalog does not know
+    again = history.iloc[:1].to_dict("records")  # an event the catalog already holds, logged again
+    log = OfflineEventLog(tmp_path / "log")
+    log.hold(pa.Table.from_pylist(served + again).select(["user_id", "pin_id", "action", "ts", "request_id",
+                                                          "surface"]))  # fmt: skip
+    log.write(0, len(served) + 1)
+
+    manifest = steps.prepare_data(f"log:{tmp_path / 'log'}?catalog={tiny_world}", tmp_path / "dataset")
+    assert manifest["logged_events"] == len(served) + 1 and manifest["catalog_events"] == len(history)
+    assert manifest["rows"]["events"] == len(history) + len(served) - 1  # the repeat once, the stranger rejected
+    assert manifest["rejected"]["events"] == 1
+    events = Dataset(tmp_path / "dataset").read("events")
+    assert events["ts"].is_monotonic_increasing and int(events["ts"].iloc[-1]) == end + 9000
+    with pytest.raises(ValueError, match="catalog"):
+        steps.prepare_data(f"log:{tmp_path / 'log'}", tmp_path / "other")
