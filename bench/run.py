@@ -13,6 +13,7 @@ BENCHMARKS = [
     ["bench.world_generation", "--preset", "large"],
     ["bench.demo_loop"],
     ["bench.stream_processor"],
+    ["bench.live_events"],
     ["bench.online_fetch"],
     ["bench.retrieval_eval"],
     ["bench.seqrec_eval"],
