@@ -110,22 +110,24 @@ class RedisStreamSource:
                 yield TICK
 
     def commit(self, offset: int) -> None:
-        """Acknowledge every entry before `offset`: the processor has pushed and checkpointed them."""
-        done = sorted(o for o in self._unacked if o < offset)
-        by_stream: dict[str, list[bytes]] = {}
-        for o in done:
-            stream, entry_id = self._unacked.pop(o)
-            by_stream.setdefault(stream, []).append(entry_id)
+        """Acknowledge every entry before `offset`: the processor has pushed and checkpointed them. Entries whose
+        acknowledgement fails (Redis unreachable) are kept and acknowledged with the next commit."""
         import redis
 
-        for stream, ids in by_stream.items():
+        by_stream: dict[str, list[int]] = {}
+        for o in sorted(o for o in self._unacked if o < offset):
+            by_stream.setdefault(self._unacked[o][0], []).append(o)
+        for stream, offsets in by_stream.items():
             try:
-                self._redis.xack(stream, self.group, *ids)
+                self._redis.xack(stream, self.group, *(self._unacked[o][1] for o in offsets))
             except (redis.ConnectionError, redis.TimeoutError) as exc:
-                # not lost: the entries stay pending and come back on the next start, as records the checkpointed
-                # state already holds (ignored as duplicates)
-                log.warning("acknowledging %d entries of %s failed (%s): they will be redelivered", len(ids), stream,
-                            exc)  # fmt: skip
+                # not lost either way: still pending in Redis, they are acknowledged by a later commit, or come back
+                # after a restart as records the checkpointed state already holds (ignored as duplicates)
+                log.warning("acknowledging %d entries of %s failed (%s): retried with the next commit",
+                            len(offsets), stream, exc)  # fmt: skip
+                continue
+            for o in offsets:
+                del self._unacked[o]
 
     def backlog(self) -> int:
         """Entries published but not yet acknowledged by the group, over all shards: delivered and pending, plus not

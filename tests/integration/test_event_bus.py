@@ -462,3 +462,25 @@ def test_the_offline_log_over_its_catalog_is_a_data_source(tiny_world, tmp_path)
     assert events["ts"].is_monotonic_increasing and int(events["ts"].iloc[-1]) == end + 9000
     with pytest.raises(ValueError, match="catalog"):
         steps.prepare_data(f"log:{tmp_path / 'log'}", tmp_path / "other")
+
+
+def test_an_acknowledgement_that_fails_is_made_with_the_next_commit(tmp_path, caplog):
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed (Debian package redis-server)")
+    server = RedisProcess(tmp_path / "redis")
+    server.start()
+    try:
+        uri = f"{server.url}?shards=1"
+        RedisBus(uri).publish([event(USERS[0], i) for i in range(2)])
+        source = RedisStreamSource(uri, block_ms=20)
+        reader = source.read(0)
+        assert [next(reader)[0], next(reader)[0]] == [0, 1]
+        server.stop()
+        source.commit(2)  # Redis is down: nothing acknowledged, nothing forgotten
+        assert "retried with the next commit" in caplog.text
+        server.start()
+        assert source.backlog() == 2
+        source.commit(2)
+        assert source.backlog() == 0
+    finally:
+        server.stop()
