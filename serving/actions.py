@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -50,7 +49,7 @@ from prometheus_client import REGISTRY, Counter, Histogram, exposition
 from starlette.concurrency import run_in_threadpool
 
 from components.data.contracts import EVENT, HOMEFEED_SURFACE, DeadLetter, Reject, validate
-from components.stream.bus import BusUnavailable, EventBus, FileBus, RedisBus, open_bus
+from components.stream.bus import BusUnavailable, EventBus, FileBus, open_bus
 from serving import observe
 
 MAX_EVENTS = 1000
@@ -189,26 +188,6 @@ def _record(item) -> dict:
     return item if isinstance(item, dict) else {"_event": item}
 
 
-def bus_ready(bus: EventBus) -> str | None:
-    """None when `bus` can take events now, else why not: Redis answers PING; the file log's folder is writable."""
-    if isinstance(bus, RedisBus):
-        import redis
-
-        try:
-            bus._redis.ping()  # bus.py has no ping of its own; the client is the bus' to share
-        except redis.RedisError as exc:
-            return f"redis bus {bus.where.url}: {exc}"
-        return None
-    if isinstance(bus, FileBus):
-        try:
-            bus.path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            return f"event log {bus.path}: {exc}"
-        target = bus.path if bus.path.exists() else bus.path.parent
-        return None if os.access(target, os.W_OK) else f"event log {bus.path}: {target} is not writable"
-    return None
-
-
 class ActionsService:
     """What a POST does once its body is read: validate, claim the ids, publish (blocking: run in a thread)."""
 
@@ -307,7 +286,7 @@ def actions_app(bus: EventBus, dead_letter: DeadLetter | None, clock: Callable[[
 
     @app.get("/readyz")
     def readyz() -> Response:  # sync: a PING blocks, so FastAPI runs it in a thread
-        reason = bus_ready(bus)
+        reason = bus.unready()
         if reason is None:
             return JSONResponse({"ready": True})
         return JSONResponse({"ready": False, "reason": reason}, status_code=503)

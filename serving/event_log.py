@@ -111,13 +111,13 @@ class EventLog:
         while not (self._stop.is_set() and self._queue.empty()):
             events = self._take(timeout_s=0.05)
             if events:
-                if self._spooled():  # behind what waits on disk, to keep the served order
+                if self.spooled:  # behind what waits on disk, to keep the served order
                     self._spool(events)
                 else:
                     self._publish(events)
                 for _ in range(self._taken):  # published or spooled: `flush` may count them done
                     self._queue.task_done()
-            if self._spooled() and time.monotonic() >= next_retry and not self._replay():
+            if self.spooled and time.monotonic() >= next_retry and not self._replay():
                 next_retry = time.monotonic() + self.retry_s
         self._replay()  # at shutdown, one last try; what the bus still refuses stays on disk for the next start
 
@@ -159,9 +159,6 @@ class EventLog:
         """Events waiting in the spool now."""
         return self._on_disk
 
-    def _spooled(self) -> bool:
-        return self._on_disk > 0
-
     def _spool(self, events: Iterable[Mapping]) -> None:
         data = "".join(event_line(e) + "\n" for e in events)
         with self._spool_lock:
@@ -201,7 +198,7 @@ class EventLog:
         """Wait until the queue is empty and the spool replayed (tests, shutdown); True when both are."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if self._queue.unfinished_tasks == 0 and not self._spooled():  # nothing queued, held or on disk
+            if self._queue.unfinished_tasks == 0 and not self.spooled:  # nothing queued, held or on disk
                 return True
             time.sleep(0.02)
         return False

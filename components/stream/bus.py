@@ -76,6 +76,10 @@ class EventBus:
         """Release a claimed id whose event could not be published, so the client's retry is taken."""
         raise NotImplementedError
 
+    def unready(self) -> str | None:
+        """None when the bus can take events now, else why not (a readiness probe's answer)."""
+        raise NotImplementedError
+
     def close(self) -> None:
         pass
 
@@ -115,6 +119,14 @@ class FileBus(EventBus):
 
     def forget(self, event_id: str) -> None:
         self._seen.pop(event_id, None)
+
+    def unready(self) -> str | None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            return f"event log {self.path}: {exc}"
+        target = self.path if self.path.exists() else self.path.parent
+        return None if os.access(target, os.W_OK) else f"event log {self.path}: {target} is not writable"
 
 
 @dataclass(frozen=True)
@@ -192,6 +204,15 @@ class RedisBus(EventBus):
             self._redis.delete(f"{self.where.prefix}:ids:{event_id}")
         except redis.RedisError as exc:
             raise BusUnavailable(f"redis bus {self.where.url}: {exc}") from exc
+
+    def unready(self) -> str | None:
+        import redis
+
+        try:
+            self._redis.ping()
+        except redis.RedisError as exc:
+            return f"redis bus {self.where.url}: {exc}"
+        return None
 
     def close(self) -> None:
         self._redis.close()
