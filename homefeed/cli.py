@@ -22,6 +22,7 @@ from homefeed.config import Settings
 from homefeed.context import Ctx, console
 from homefeed.eval_commands import eval_group
 from homefeed.experiment_command import experiment
+from homefeed.live_command import live
 from homefeed.monitor_commands import monitor
 from homefeed.pipeline_commands import drift, pipeline
 from homefeed.render import progress_reporter, summary_tables
@@ -210,6 +211,7 @@ main.add_command(stream)
 main.add_command(eval_group)
 main.add_command(experiment)
 main.add_command(ui)
+main.add_command(live)
 
 if __name__ == "__main__":
     main()

@@ -20,9 +20,12 @@ def monitor() -> None:
 
 @monitor.command("run")
 @click.option("--run", "run_dir", type=click.Path(file_okay=False, path_type=Path), help="A pipeline run directory.")
-@click.option("--dataset", type=click.Path(exists=True, file_okay=False, path_type=Path), help="A dataset directory.")
+@click.option("--dataset", help="A dataset directory, or log:<event log>?catalog=<dataset>: the offline event log of "
+              "served traffic (only the log's days are monitored; the catalog gives pins, users and history).")  # fmt: skip
 @click.option("--model", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="Ranking model for prediction drift and HIT@3 (default: the run's).")  # fmt: skip
+              help="Ranking model for prediction drift and HIT@3 (default: the run's, or the registry's champion).")  # fmt: skip
+@click.option("--registry", "registry_uri",
+              help="Score with this registry's champion (a path or s3://...), fetched once per version.")  # fmt: skip
 @click.option("--days", type=int, default=1, show_default=True, help="Monitor the last N days, one window each.")
 @click.option("--reference-days", type=float, default=7.0, show_default=True, help="Reference before each window.")
 @click.option("--max-requests", type=int, default=2_000, show_default=True, help="Requests scored per window.")
@@ -40,6 +43,7 @@ def run_cmd(
     run_dir,
     dataset,
     model,
+    registry_uri,
     days,
     reference_days,
     max_requests,
@@ -67,8 +71,21 @@ def run_cmd(
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
-    # the retraining's parameters are checked before any window is computed, not when the policy first fires
-    submit = _retraining(obj, retrain_host, overrides) if trigger and not dry_run else None
+    root = obj.settings.workspace / "monitoring"
+    log_source, not_before = None, None
+    if dataset is not None and dataset.startswith("log:"):
+        log_source = dataset
+        dataset, not_before = _log_dataset(dataset, root / "log-dataset")
+    elif dataset is not None:
+        dataset = Path(dataset)
+        if not dataset.is_dir():
+            raise click.UsageError(f"--dataset {dataset}: no such dataset directory")
+    if registry_uri and model is None:
+        model = _champion_ranking(registry_uri, root / "champion")
+    # the retraining's parameters are checked before any window is computed, not when the policy first fires; a
+    # monitored log is what it retrains on unless --set source= says otherwise
+    defaults = (f"source={log_source}",) if log_source else ()
+    submit = _retraining(obj, retrain_host, defaults + overrides) if trigger and not dry_run else None
 
     if dataset is None:
         try:
@@ -79,7 +96,6 @@ def run_cmd(
         model = model or (run.path("ranking_model") if "ranking_model" in run.artifacts else None)
     if days < 1:
         raise click.UsageError(f"--days must be at least 1, got {days}")
-    root = obj.settings.workspace / "monitoring"
     workspace = open_project(root / "evidently")
     source = Source.load(dataset)  # read once for every window
     end = source.end_ms()
@@ -92,9 +108,8 @@ def run_cmd(
             f"({root / policy_.STATE_FILE}); monitor new days, or run without --trigger"
         )
     try:
-        days_run = monitor_days(
-            source, ends, root, model, policy if trigger else None, submit, workspace, reference_days, max_requests
-        )
+        days_run = monitor_days(source, ends, root, model, policy if trigger else None, submit, workspace,
+                                reference_days, max_requests, not_before=not_before)  # fmt: skip
     except ValueError as exc:  # an empty window, or (a race) a window evaluated meanwhile
         raise click.UsageError(str(exc)) from exc
     for day in days_run:
@@ -142,6 +157,48 @@ def screenshot_cmd(obj: Ctx, out: Path | None, height: int) -> None:
     except RuntimeError as exc:
         raise click.ClickException(str(exc)) from exc
     console.print(f"dashboard: {written}")
+
+
+def _log_dataset(spec: str, out: Path) -> tuple[Path, int]:
+    """The dataset a `log:` source reads as (components/stream/offline_log.py `to_dataset`), rewritten at `out`, and
+    the log's first event time: windows (current and reference) start no earlier, so the catalog's history, served
+    by another policy, is context for the sequences and never a window of its own."""
+    import shutil
+
+    import pyarrow.compute as pc
+
+    from components.stream.offline_log import OfflineEventLog, parse_log_source, to_dataset
+
+    try:
+        log_dir, catalog = parse_log_source(spec.removeprefix("log:"))
+        if out.exists():
+            shutil.rmtree(out)
+        to_dataset(log_dir, catalog, out)
+    except (ValueError, FileNotFoundError) as exc:
+        raise click.UsageError(f"--dataset {spec}: {exc}") from exc
+    return out, int(pc.min(OfflineEventLog(log_dir).read().column("ts")).as_py())
+
+
+def _champion_ranking(registry_uri: str, cache: Path) -> Path:
+    """The registry's champion's ranking model, fetched into `cache/v<N>` the first time that version is asked for
+    (the folder's name changes with the champion, so the trigger policy sees a new model and takes a new baseline)."""
+    from components.registry import Registry
+    from components.release import MODEL_NAME
+
+    registry = Registry(registry_uri)
+    champion = registry.champion(MODEL_NAME)
+    if champion is None:
+        raise click.UsageError(f"the registry {registry_uri} has no champion yet: deploy a model first")
+    folder = cache / f"v{champion.version}"
+    if not (folder / "ranking").is_dir():
+        tmp = cache / f".v{champion.version}.partial"
+        if tmp.exists():
+            import shutil
+
+            shutil.rmtree(tmp)
+        registry.fetch(MODEL_NAME, champion.version, tmp, only=("ranking",))
+        tmp.replace(folder)
+    return folder / "ranking"
 
 
 def _retraining(obj: Ctx, host: str | None, overrides: tuple[str, ...]):

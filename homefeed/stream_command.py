@@ -9,6 +9,10 @@ With --follow, SOURCE is an append-only JSON-lines log read like `tail -f` (the 
 until SIGTERM or SIGINT, then pushes what it holds, writes its checkpoint and exits 0. A `redis://HOST:PORT/DB` SOURCE
 is the deployed event bus (components/stream/bus.py), always followed the same way: its shard streams are read as
 consumer `--consumer` of a consumer group, and what is checkpointed is acknowledged.
+
+A processor without a checkpoint of its own starts from every user's sequence as the features step's replay left it
+(`<features>/stream/checkpoint.json`, which is what the online store holds), so events extend each user's history
+instead of replacing it; an event the replay already applied is recognised as a duplicate.
 """
 
 from __future__ import annotations
@@ -96,7 +100,7 @@ def stream(
     store = FeatureStore(repo_path=str(features_dir.resolve()))
     offline = OfflineEventLog(event_log) if event_log else None
     proc = StreamProcessor(store, checkpoint, DeadLetter(dead_letter), batch=batch, max_delay_ms=max_delay_ms,
-                           offline_log=offline)  # fmt: skip
+                           offline_log=offline, initial_state=_replayed(features_dir))  # fmt: skip
     if metrics_port is not None:
         port = proc.metrics.serve(metrics_port, metrics_host)
         console.print(f"metrics: http://{metrics_host}:{port}/metrics")
@@ -151,7 +155,8 @@ def _run_replica(source: str, features_dir: Path, state_dir: Path, replica: str 
         store = FeatureStore(repo_path=str(features_dir.resolve()))  # a client per shard: each runs in its thread
         offline = OfflineEventLog(event_log, name=f"s{shard}") if event_log else None
         return StreamProcessor(store, folder / "checkpoint.json", DeadLetter(folder / "dead_letter"), batch=batch,
-                               max_delay_ms=max_delay_ms, offline_log=offline)  # fmt: skip
+                               max_delay_ms=max_delay_ms, offline_log=offline,
+                               initial_state=_replayed(features_dir))  # fmt: skip
 
     stop = threading.Event()
     name = replica or socket.gethostname()
@@ -160,6 +165,14 @@ def _run_replica(source: str, features_dir: Path, state_dir: Path, replica: str 
     with _stop_on_signals(stop) as received:
         finished = runner.run()
     click.echo(f"stopped by {received[0] if received else 'the end'}: shards run here {sorted(finished)}")
+
+
+def _replayed(features_dir: Path) -> Path:
+    """The features step's replay checkpoint: the sequences a processor without a checkpoint of its own starts from
+    (StreamProcessor `initial_state`), so that live events extend every user's history rather than replace it."""
+    from components.stream.replay import CHECKPOINT
+
+    return features_dir / "stream" / CHECKPOINT
 
 
 @contextmanager

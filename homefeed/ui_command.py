@@ -30,6 +30,10 @@ _DIR = click.Path(file_okay=False, path_type=Path)
 @click.option("--index", type=_DIR, help="Pin index directory.")
 @click.option("--retrieval-url", help="A running retrieval server (with --ranking-url) instead of starting one.")
 @click.option("--ranking-url", help="A running ranking server (with --retrieval-url) instead of starting one.")
+@click.option(
+    "--homefeed-url", help="A deployment's homefeed predictor: the page shows its feeds (impressions logged)."
+)
+@click.option("--actions-url", help="A deployment's actions service: the page's actions go there, not in-process.")
 @click.option("--dashboard-url", default="http://127.0.0.1:8000", show_default=True,
               help="The drift dashboard (`homefeed monitor ui`).")  # fmt: skip
 @click.option("--experiments", type=_DIR, help="Experiments folder (default: <workspace>/experiments).")
@@ -37,10 +41,13 @@ _DIR = click.Path(file_okay=False, path_type=Path)
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=click.IntRange(1, 65535), default=8503, show_default=True)
 @click.pass_obj
-def ui(obj: Ctx, run_dir, dataset, features, retrieval, ranking, index, retrieval_url, ranking_url, dashboard_url,
-       experiments, work_dir, host, port) -> None:  # fmt: skip
+def ui(obj: Ctx, run_dir, dataset, features, retrieval, ranking, index, retrieval_url, ranking_url, homefeed_url,
+       actions_url, dashboard_url, experiments, work_dir, host, port) -> None:  # fmt: skip
     """Serve the homefeed page: a user's interests and realtime sequence, retrieval's candidates by source, the ranked
-    feed with per-head scores, and repin/hide buttons whose actions stream into the online store."""
+    feed with per-head scores, and repin/hide buttons whose actions stream into the online store.
+
+    On a deployment (--retrieval-url, --ranking-url, --homefeed-url, --actions-url and its feature repository), the
+    page is one more client of it: its feeds are the homefeed predictor's, its actions go to the actions service."""
     import uvicorn
 
     from components.cluster.launcher import ServerFailed
@@ -57,8 +64,9 @@ def ui(obj: Ctx, run_dir, dataset, features, retrieval, ranking, index, retrieva
     with _working_folder(work_dir) as work:
         console.print(f"copying the feature repository to {work}; starting the model servers")
         try:
-            with ui_app(artifacts, work, dashboard_url, experiments, retrieval_url, ranking_url) as app:
-                if retrieval_url:
+            with ui_app(artifacts, work, dashboard_url, experiments, retrieval_url, ranking_url,
+                        homefeed_url=homefeed_url, actions_url=actions_url) as app:  # fmt: skip
+                if retrieval_url and not actions_url:
                     console.print(
                         "[yellow]note[/]: servers started elsewhere read their own online store: the page's "
                         f"actions go to {work / 'features'}, so their feeds will not respond to them"

@@ -29,15 +29,17 @@ def monitor_days(
     workspace=None,
     reference_days: float = 7.0,
     max_requests: int | None = 2_000,
+    not_before: int | None = None,
 ) -> list[dict]:
     """One entry per window end: {"label", "summary", "decision"} (decision None without a policy).
 
     Snapshots go to `root/reports/<window end>/`, the policy's state and log to `root`. `model` is the ranking model
     to score each window with, or a function asked before each window (a retraining in `submit` may replace the
-    model that serves)."""
+    model that serves). `not_before`: no window starts earlier (the first event of a monitored log)."""
     days = []
     for end in ends:
         floor = TriggerState.load(root).reference_floor_ms if policy is not None else None
+        floor = max((f for f in (floor, not_before) if f is not None), default=None)
         windows = Windows.ending(end, reference_days=reference_days, not_before=floor)
         current = model() if callable(model) else model
         summary = run_window(

@@ -49,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
                           help="where impressions wait while the bus is down")  # fmt: skip
     homefeed.add_argument("--model-version", default="", help="the model version the impressions name")
     homefeed.add_argument("--index-version", default="", help="the index version the impressions name")
+    homefeed.add_argument("--client-time", action="store_true",
+                          help="log impressions at each instance's `ts` (a simulation's clock), not the server's")  # fmt: skip
     actions = kinds.add_parser("actions", help="clicks, repins and hides from clients onto the event bus",
                                allow_abbrev=False)  # fmt: skip
     actions.add_argument("--events", required=True, help="the event bus: redis://HOST:PORT/DB?shards=N or file:PATH")
@@ -77,7 +79,7 @@ def main(argv: list[str] | None = None) -> None:
     else:
         model = server.homefeed_predictor(
             args.retrieval_url, args.ranking_url, candidates=args.candidates, events_uri=args.events,
-            spool_dir=args.spool_dir, versions=(args.model_version, args.index_version),
+            spool_dir=args.spool_dir, versions=(args.model_version, args.index_version), client_time=args.client_time,
         )  # fmt: skip
     server.serve(model, args.http_port)
 

@@ -51,8 +51,9 @@ def request_number(rid: str) -> int:
 def impressions(
     feed: Mapping, rid: str, ts_ms: int, *, surface: str = "homefeed", model_version: str = "", index_version: str = ""
 ) -> list[dict]:
-    """One impression event per pin of a homefeed prediction (serving/homefeed.py `feed`), in served order."""
-    user, request = int(feed["user_id"]), request_number(rid)
+    """One impression event per pin of a homefeed prediction (serving/homefeed.py `feed`), in served order; the
+    prediction's `request_id` when it has one (a feed of a batch request), else the number of `rid`."""
+    user, request = int(feed["user_id"]), int(feed.get("request_id", request_number(rid)))
     return [
         {
             "user_id": user,
@@ -61,7 +62,7 @@ def impressions(
             "ts": ts_ms,
             "request_id": request,
             "surface": surface,
-            "event_id": f"{rid}:{user}:{position}",
+            "event_id": f"{rid}:{request}:{position}",
             "rid": rid,
             "position": position,
             "score": pin.get("score"),

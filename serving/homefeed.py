@@ -3,15 +3,19 @@
 Request (KServe v1 `POST /v1/models/homefeed:predict`, or v2 `POST /v2/models/homefeed/infer`, serving/v2.py):
     {"instances": [{"user_id": 7, "n": 10, "interests": [3]}]}
     `n` defaults to 10, at most the candidate count; `interests` (optional) is passed to retrieval (a filter for a
-    known user, the interests a new user picked for their cold start).
+    known user, the interests a new user picked for their cold start). `ts` (epoch ms, optional) is the time the
+    impressions are logged at, taken only from a server started with `client_time` (a simulation or a backfill
+    drives the clock; a production client cannot): elsewhere it is a 400.
 Response:
-    {"predictions": [{"user_id": 7, "mode": "personalized", "reason": null, "candidates": 200,
+    {"predictions": [{"user_id": 7, "request_id": 4242, "mode": "personalized", "reason": null, "candidates": 200,
                       "hidden_excluded": 1, "unscored": 0,
                       "pins": [{"pin_id", "score", "click", "repin", "hide", "interest_id", "source"}, ...]}]}
     `pins`: the N best distinct pins by ranking score (fewer only when fewer candidates could be scored);
     `interest_id` and `source` come from retrieval, the scores from ranking. `candidates` and `hidden_excluded` are
     retrieval's figures for the user, `unscored` the candidates ranking could not score. `mode` is the weaker of the
-    two hops' (degraded over cold_start over personalized) and `reason` joins theirs.
+    two hops' (degraded over cold_start over personalized) and `reason` joins theirs. `request_id` identifies this
+    feed in the event log: its impressions carry it, and a client sends it with the actions taken on the feed
+    (serving/actions.py), which is how an action is joined to what was shown.
 
 Both upstream calls carry every instance of the request (one batch each) and the request id (`x-request-id`,
 serving/observe.py), so one feed can be followed through the three logs. Errors keep their meaning across the hop:
@@ -32,16 +36,17 @@ from kserve.errors import InferenceError, InvalidInput
 from kserve.model import append_forwardable_headers
 
 from serving import observe
-from serving.event_log import EventLog, impressions
+from serving.event_log import EventLog, impressions, request_number
 from serving.payload import MAX_USER_ID, integer, integer_list, parse, respond
 from serving.v2 import Schema
 
 DEFAULT_CANDIDATES = 200
 DEFAULT_N = 10
 MAX_INTERESTS = 1000
+MAX_TS = 2**53  # epoch ms: any time a JSON number holds exactly
 MODES = ("personalized", "cold_start", "degraded")  # weakest last
 SCHEMA = Schema(
-    scalars=("user_id", "n"),
+    scalars=("user_id", "n", "ts"),
     lists=("interests",),
     table="pins",
     columns={
@@ -55,6 +60,7 @@ SCHEMA = Schema(
     },  # fmt: skip
     values={
         "user_id": "INT64",
+        "request_id": "INT64",
         "mode": "BYTES",
         "reason": "BYTES",
         "candidates": "INT64",
@@ -74,16 +80,18 @@ class HomefeedPredictor(kserve.Model):
         name: str = "homefeed",
         events: EventLog | None = None,
         versions: tuple[str, str] = ("", ""),
+        client_time: bool = False,
     ):
         """`events`: where every served pin is logged as an impression (serving/event_log.py), None for no logging;
-        `versions`: the (model, index) versions the impressions name."""
+        `versions`: the (model, index) versions the impressions name; `client_time`: take an instance's `ts` as the
+        impressions' time (a simulation's clock), else the server's clock and a `ts` is refused."""
         super().__init__(name)
         if not 1 <= candidates <= 1000:
             raise ValueError(f"candidates must be in [1, 1000] (retrieval's k), got {candidates}")
         self.retrieval_url, self.ranking_url = retrieval_url.rstrip("/"), ranking_url.rstrip("/")
         self.candidates = candidates
         self.timeout_s = timeout_s
-        self.events, self.versions = events, versions
+        self.events, self.versions, self.client_time = events, versions, client_time
 
     def load(self) -> bool:
         # Ready does not wait for the upstream servers: each has its own probe, and a homefeed that refused to start
@@ -112,15 +120,30 @@ class HomefeedPredictor(kserve.Model):
             else None
             for i, inst in enumerate(instances)
         ]
+        times = self._times(instances)
         retrieved, ranked = await self.retrieve_and_rank(requests, interests, headers, rid)
-        predictions = [feed(user_id, n, retrieved[i], ranked[i]) for i, (user_id, n) in enumerate(requests)]
+        predictions = [
+            {**feed(user_id, n, retrieved[i], ranked[i]), "request_id": feed_number(rid, i)}
+            for i, (user_id, n) in enumerate(requests)
+        ]
         if self.events is not None:  # a queue put: the bus is written by the log's own thread
-            now_ms = int(time.time() * 1000)
             model, index = self.versions
-            for p in predictions:
-                self.events.log(impressions(p, rid, now_ms, model_version=model, index_version=index))
+            for p, ts in zip(predictions, times, strict=True):
+                self.events.log(impressions(p, rid, ts, model_version=model, index_version=index))
         observe.answered(self.name, rid, [p["mode"] for p in predictions], started)
         return respond(predictions, self.name, rid, as_v2, SCHEMA)
+
+    def _times(self, instances: list[dict]) -> list[int]:
+        """Each instance's impression time (epoch ms): its `ts` with client time, else now."""
+        if not self.client_time:
+            given = next((i for i, inst in enumerate(instances) if "ts" in inst), None)
+            if given is not None:
+                raise InvalidInput(
+                    f"instances[{given}].ts: this server logs impressions at its own clock (client time is off)"
+                )
+            return [int(time.time() * 1000)] * len(instances)
+        now = int(time.time() * 1000)
+        return [integer(inst, i, "ts", 0, MAX_TS, now) for i, inst in enumerate(instances)]
 
     async def retrieve_and_rank(
         self, requests: list[tuple[int, int]], interests: list[list[int] | None], headers: dict[str, str] | None,
@@ -194,6 +217,13 @@ def _error_message(response: httpx.Response) -> str:
 def _unranked(candidate: dict) -> dict:
     """A retrieval candidate in a ranking score's shape: its retrieval score, no head probabilities."""
     return {"pin_id": candidate["pin_id"], "score": candidate["score"], "click": None, "repin": None, "hide": None}
+
+
+def feed_number(rid: str, position: int) -> int:
+    """The EVENT contract's request id of the feed at `position` in a request with id `rid`: the first feed's is
+    the request id's own number, the others' that of `<rid>/<position>` (each feed is a request of its own to the
+    event log, so that HIT@3 and the action joins group one user's feed)."""
+    return request_number(rid if position == 0 else f"{rid}/{position}")
 
 
 def feed(user_id: int, n: int, retrieved: dict, ranked: dict) -> dict:

@@ -61,17 +61,19 @@ def ranking_predictor(
 
 def homefeed_predictor(
     retrieval_url: str, ranking_url: str, candidates: int = DEFAULT_CANDIDATES, events_uri: str = "",
-    spool_dir: Path | None = None, versions: tuple[str, str] = ("", ""),
+    spool_dir: Path | None = None, versions: tuple[str, str] = ("", ""), client_time: bool = False,
 ) -> HomefeedPredictor:  # fmt: skip
     """The homefeed predictor; with `events_uri` (an event bus, components/stream/bus.py) every served pin is logged
-    as an impression, spooled under `spool_dir` while the bus is down."""
+    as an impression, spooled under `spool_dir` while the bus is down; `client_time`: see HomefeedPredictor."""
     events = None
     if events_uri:
         from components.stream.bus import open_bus
         from serving.event_log import EventLog
 
         events = EventLog(open_bus(events_uri), spool_dir or Path("/tmp/homefeed-spool"))
-    return HomefeedPredictor(retrieval_url, ranking_url, candidates=candidates, events=events, versions=versions)
+    return HomefeedPredictor(
+        retrieval_url, ranking_url, candidates=candidates, events=events, versions=versions, client_time=client_time
+    )
 
 
 def serve(model: kserve.Model, http_port: int) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -35,9 +36,14 @@ def release_dir(deploy_dir: Path, version: int) -> Path:
     return Path(deploy_dir) / "releases" / f"v{version}"
 
 
-def deploy(deploy_dir: Path, version: int, features_dir: Path, timeout_s: float = 180.0) -> dict:
+def deploy(
+    deploy_dir: Path, version: int, features_dir: Path, timeout_s: float = 180.0, homefeed_args: list[str] | None = None
+) -> dict:
     """Serve `release_dir(deploy_dir, version)` (already fetched) with `features_dir`; returns the new state.
 
+    `homefeed_args`: more `python -m serving homefeed` options (the event bus its impressions go to, client time),
+    kept in the state and used again by every later release until given anew, as a cluster keeps an
+    InferenceService's spec when a rollout changes its storage URI (None: the previous deploy's).
     Raises RuntimeError when the new version's servers do not become ready; the previous version then serves again.
     """
     deploy_dir = Path(deploy_dir).resolve()
@@ -46,15 +52,18 @@ def deploy(deploy_dir: Path, version: int, features_dir: Path, timeout_s: float 
         if not (bundle / part).is_dir():
             raise FileNotFoundError(f"release v{version} in {bundle} has no {part}/ folder")
     previous = read_state(deploy_dir)
+    if homefeed_args is None:
+        homefeed_args = list((previous or {}).get("homefeed_args", []))
     ports = [previous["servers"][n]["port"] for n in SERVER_NAMES] if _serving(previous) else free_ports(3)
     if _serving(previous):
         stop_pids([s["pid"] for s in previous["servers"].values()])
     try:
-        state = _start(deploy_dir, version, bundle, Path(features_dir), ports, timeout_s)
+        state = _start(deploy_dir, version, bundle, Path(features_dir), ports, timeout_s, homefeed_args)
     except ServerFailed as exc:
         if not _serving(previous):
             raise RuntimeError(f"v{version} did not start: {exc}") from exc
-        _start(deploy_dir, previous["version"], Path(previous["bundle"]), Path(previous["features"]), ports, timeout_s)
+        _start(deploy_dir, previous["version"], Path(previous["bundle"]), Path(previous["features"]), ports, timeout_s,
+               list(previous.get("homefeed_args", [])))  # fmt: skip
         raise RuntimeError(f"v{version} did not start, v{previous['version']} serves again: {exc}") from exc
     return state
 
@@ -68,8 +77,12 @@ def undeploy(deploy_dir: Path) -> dict | None:
     return state
 
 
-def _start(deploy_dir: Path, version: int, bundle: Path, features: Path, ports: list[int], timeout_s: float) -> dict:
+def _start(deploy_dir: Path, version: int, bundle: Path, features: Path, ports: list[int], timeout_s: float,
+           homefeed_args: list[str]) -> dict:  # fmt: skip
     specs = homefeed_specs(bundle / "retrieval", bundle / "ranking", features, bundle / "index", device="cpu")
+    # the impressions name the release they were served by
+    versions = ["--model-version", str(version), "--index-version", str(version)]
+    specs[-1] = replace(specs[-1], args=[*specs[-1].args, *versions, *homefeed_args])
     servers = start_servers(specs, deploy_dir / "logs" / f"v{version}", ports=ports, timeout_s=timeout_s)
     state = {
         "status": "serving",
@@ -77,6 +90,7 @@ def _start(deploy_dir: Path, version: int, bundle: Path, features: Path, ports: 
         "bundle": str(bundle),
         "features": str(features.resolve()),
         "deployed_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "homefeed_args": list(homefeed_args),
         "servers": {
             s.name: {"url": s.url, "port": int(s.url.rsplit(":", 1)[1]), "pid": s.process.pid, "log": str(s.log)}
             for s in servers

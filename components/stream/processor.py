@@ -58,6 +58,8 @@ class StreamProcessor:
         max_delay_ms: push when the oldest unpushed change was read this long ago, even if fewer than `batch`
             events arrived; None pushes on `batch` (and at the end) only.
         offline_log: where every valid event is also appended, at each push (components/stream/offline_log.py).
+        initial_state: a checkpoint whose state (not offset) a processor without a checkpoint of its own starts from:
+            the features step's replay (`<features>/stream/checkpoint.json`) for a processor on the live bus.
 
     Example:
         >>> proc = StreamProcessor(store, Path("ckpt.json"), DeadLetter(Path("dead")), batch=1000)
@@ -66,7 +68,7 @@ class StreamProcessor:
 
     def __init__(self, store, checkpoint: Path | None = None, dead_letter: DeadLetter | None = None,
                  batch: int = 1000, max_len: int = SEQ_LEN, max_delay_ms: float | None = 500.0,
-                 offline_log: OfflineEventLog | None = None):  # fmt: skip
+                 offline_log: OfflineEventLog | None = None, initial_state: Path | None = None):  # fmt: skip
         if batch < 1:
             raise ValueError(f"batch must be >= 1, got {batch}")
         if max_delay_ms is not None and max_delay_ms < 0:
@@ -84,15 +86,21 @@ class StreamProcessor:
         self._pending: list[tuple[float, int]] = []
         self._commit: Callable[[int], None] | None = None
         self.offline_log = offline_log
-        self._resume()
+        self._resume(initial_state)
         self._logged_to = self.offset  # the offline log holds the events before this offset
 
     def _dead_letter_file(self) -> Path | None:
         return None if self.dead_letter is None else self.dead_letter.directory / f"{DEAD_LETTER_SOURCE}.jsonl"
 
-    def _resume(self) -> None:
+    def _resume(self, initial_state: Path | None) -> None:
         ckpt = Checkpoint.load(self.checkpoint_path) if self.checkpoint_path else None
         if ckpt is None:
+            # A first start on a live source: every user's sequence as the features step's replay left it (the
+            # online store holds exactly that), read from offset 0 of this source. Without it, a user's first push
+            # would replace their history with their live actions alone.
+            seed = Checkpoint.load(initial_state) if initial_state is not None else None
+            if seed is not None:
+                self.state = SequenceState.from_json(seed.state)
             return
         self.offset = ckpt.offset
         if self.offline_log is not None:  # parts written after the checkpoint: the replay writes them again

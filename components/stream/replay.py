@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from components.data.contracts import DeadLetter
@@ -63,13 +64,16 @@ def replay_log(store, events_path: Path, cutoff: int, out_dir: Path, batch: int 
     return summary
 
 
-def check_parity(store, users: np.ndarray) -> dict:
+def check_parity(store, users: np.ndarray, snapshot: pa.Table | None = None) -> dict:
     """Compare every user's online sequence with the offline snapshot the build wrote at the cut-off (the
-    `user_action_sequence` batch source, cut by `ActionLog.sequences_at`; a user it lacks has no actions); raise
-    ParityError naming the first users that differ. Returns {"users": n, "mismatches": 0}."""
+    `user_action_sequence` batch source, cut by `ActionLog.sequences_at`; a user it lacks has no actions), or with
+    `snapshot` (`offline_sequences`); raise ParityError naming the first users that differ. Returns
+    {"users": n, "mismatches": 0}."""
     users = np.asarray(users, dtype=np.int64)
-    source = store.get_feature_view(USER_ACTION_SEQUENCE).batch_source.path
-    snapshot = pq.read_table(Path(store.repo_path) / source, columns=["user_id", *_COLUMNS]).to_pydict()
+    if snapshot is None:
+        source = store.get_feature_view(USER_ACTION_SEQUENCE).batch_source.path
+        snapshot = pq.read_table(Path(store.repo_path) / source, columns=["user_id", *_COLUMNS])
+    snapshot = snapshot.select(["user_id", *_COLUMNS]).to_pydict()
     want = {u: tuple(snapshot[c][i] for c in _COLUMNS) for i, u in enumerate(snapshot["user_id"])}
     bad: list[int] = []
     for start in range(0, len(users), PARITY_BATCH):
@@ -81,3 +85,15 @@ def check_parity(store, users: np.ndarray) -> dict:
     if bad:
         raise ParityError(f"{len(bad)} users' online sequences differ from the offline definition, e.g. {bad[:5]}")
     return {"users": len(users), "mismatches": 0}
+
+
+def offline_sequences(dataset_dir: Path, users: np.ndarray, cutoff_ms: int) -> pa.Table:
+    """The users' last-100 sequences before `cutoff_ms` by the offline definition, over a dataset's events (the
+    offline event log as a dataset, components/stream/offline_log.py `to_dataset`): what `check_parity` compares a
+    live online store with."""
+    from components.data.dataset import Dataset
+    from components.features.tables import sequence_table
+    from components.train.examples import read_events
+
+    _, log = read_events(Dataset(dataset_dir))
+    return sequence_table(log, np.asarray(users, dtype=np.int64), cutoff_ms)

@@ -104,14 +104,23 @@ def schedule(world: WorldConfig, assigned: pd.DataFrame, start_ms: int, cfg: Exp
         first = schedule(world, assigned[assigned["arm"] == 0], start_ms, replace(cfg, design="split"))
         pages = pd.concat([first.assign(arm=a) for a in range(len(cfg.arms))], ignore_index=True)
         return pages.sort_values(["ts", "user_id", "arm"], kind="stable").reset_index(drop=True)
-    rng = np.random.default_rng([cfg.seed, 2])
-    activity = np.array([world.segment_activity[s] for s in SEGMENTS]) * cfg.activity_scale
-    users = assigned["user_id"].to_numpy()
-    seg = assigned["segment"].to_numpy()
-    arm = assigned["arm"].to_numpy()
+    return visits(world, assigned, start_ms, cfg.days, cfg.seed, cfg.activity_scale)
+
+
+def visits(
+    world: WorldConfig, users_: pd.DataFrame, start_ms: int, days: int, seed: int, activity_scale: float = 1.0
+) -> pd.DataFrame:
+    """The pages `users_` (columns user_id, segment as an index into SEGMENTS, and arm, 0 when absent) request over
+    `days` days from `start_ms`, in time order, drawn by the world's traffic model as `schedule` describes. Day d's
+    pages are the same whatever the number of days asked for beyond it (the days are drawn in order)."""
+    rng = np.random.default_rng([seed, 2])
+    activity = np.array([world.segment_activity[s] for s in SEGMENTS]) * activity_scale
+    users = users_["user_id"].to_numpy()
+    seg = users_["segment"].to_numpy()
+    arm = users_["arm"].to_numpy() if "arm" in users_ else np.zeros(len(users), dtype=np.int64)
     parts = []
     session_ids = 0
-    for day in range(cfg.days):
+    for day in range(days):
         n_sessions = rng.poisson(activity[seg])
         who = np.repeat(np.arange(len(users)), n_sessions)
         starts = start_ms + day * DAY_MS + (rng.random(len(who)) * DAY_MS).astype(np.int64)
@@ -139,7 +148,7 @@ def schedule(world: WorldConfig, assigned: pd.DataFrame, start_ms: int, cfg: Exp
         )
         session_ids += len(who)
     pages = pd.concat(parts, ignore_index=True)
-    pages = pages[pages["ts"] < start_ms + cfg.days * DAY_MS]
+    pages = pages[pages["ts"] < start_ms + days * DAY_MS]
     return pages.sort_values(["ts", "user_id"], kind="stable").reset_index(drop=True)
 
 

@@ -1,4 +1,5 @@
-"""A pin action from the page, fed through the real stream processor into the online store the servers read.
+"""A pin action from the page, fed through the real stream processor into the online store the servers read, or
+sent to a deployment's actions service (`ServiceSink`), whose stream processor does the same.
 
 The page's repin/hide/click becomes one canonical event (components/data/contracts.py EVENT) and goes through
 `StreamProcessor` in-process, resumed from the replay checkpoint the `features` step left in `<features>/stream/`:
@@ -26,6 +27,10 @@ PAGE_ACTIONS = ("click", "repin", "hide")  # what a person does to a pin; impres
 
 class BadAction(ValueError):
     """An action the page does not send (the app answers 400)."""
+
+
+class ActionsUnavailable(RuntimeError):
+    """The actions service could not take the action (the app answers 503: the page may send it again)."""
 
 
 class ActionSink:
@@ -82,3 +87,51 @@ class ActionSink:
             self._last_ts = ts
         outcome = next((k for k in ("applied", "duplicates", "too_old") if after[k] > before[k]), "ignored")
         return {"event": event, "outcome": outcome}
+
+
+class ServiceSink:
+    """Page actions sent to a deployment's actions service (`POST <actions_url>/v1/actions`, serving/actions.py):
+    the deployment's own stream processor applies them, as it does a client app's. The page's clock and request
+    numbering are ActionSink's (the world's end plus the wall time since start); each action gets a fresh event id."""
+
+    def __init__(self, actions_url: str, end_ts: int, last_request_id: int,
+                 clock: Callable[[], float] = time.monotonic, client=None) -> None:  # fmt: skip
+        import httpx
+
+        self.url = actions_url.rstrip("/") + "/v1/actions"
+        self.client = client or httpx.Client(timeout=30.0)
+        self.end_ts, self.clock, self.started = end_ts, clock, clock()
+        self._last_ts = end_ts
+        self._request_ids = iter(range(last_request_id + 1, 2**62))
+        self._lock = threading.Lock()
+
+    def next_request_id(self) -> int:
+        with self._lock:
+            return next(self._request_ids)
+
+    def now_ms(self) -> int:
+        return max(self.end_ts + 1 + int((self.clock() - self.started) * 1000), self._last_ts + 1)
+
+    def act(self, user_id: int, pin_id: int, action: str, request_id: int) -> dict:
+        """Send one action; returns the event and `published` (or `duplicate`: the service had its id already)."""
+        import uuid
+
+        import httpx
+
+        if action not in PAGE_ACTIONS:
+            raise BadAction(f"action must be one of {', '.join(PAGE_ACTIONS)}, got {action!r}")
+        with self._lock:
+            ts = self.now_ms()
+            self._last_ts = ts
+        event = {"event_id": f"page-{uuid.uuid4().hex}", "user_id": user_id, "pin_id": pin_id, "action": action,
+                 "ts": ts, "request_id": request_id, "surface": HOMEFEED_SURFACE}  # fmt: skip
+        try:
+            response = self.client.post(self.url, json=event)
+        except httpx.HTTPError as exc:
+            raise ActionsUnavailable(f"the actions service at {self.url} did not answer: {exc}") from exc
+        if response.status_code == 400:
+            raise BadAction(f"the actions service refused {event}: {response.text[:500]}")
+        if response.status_code != 202:
+            raise ActionsUnavailable(f"the actions service answered HTTP {response.status_code}: {response.text[:300]}")
+        outcome = "published" if response.json()["accepted"] else "duplicate"
+        return {"event": {k: v for k, v in event.items() if k != "event_id"}, "outcome": outcome}

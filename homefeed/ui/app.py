@@ -7,12 +7,14 @@ JSON API it calls.
     GET  /api/users/{id}            segment, declared interests, realtime sequence newest first (404: unknown user)
     GET  /api/users/{id}/feed?n=N   retrieval's candidates (with source) and ranking's feed (per-head scores)
     POST /api/actions               {"user_id", "pin_id", "action": click|repin|hide, "request_id"}: streamed into
-                                    the online store (400: another action; 404: unknown user or pin)
+                                    the online store, or sent to the deployment's actions service (400: another
+                                    action; 404: unknown user or pin; 503: the actions service cannot take it)
     GET  /report                    the latest experiment report as HTML (404 page when there is none)
 
 Feeds come from the real retrieval and ranking servers over KServe v1, called by the homefeed predictor's own code
 (`HomefeedPredictor.retrieve_and_rank`, then `feed`), so the page shows what the homefeed server would answer plus
-the candidates it chose from. Errors are JSON `{"error": message}`: a client's mistake is a 4xx naming the field, a
+the candidates it chose from. With a deployment's homefeed URL the feed shown is the homefeed predictor's own answer
+(which logs its impressions and names its request id), the candidates still retrieval's. Errors are JSON `{"error": message}`: a client's mistake is a 4xx naming the field, a
 model server that cannot answer a 502 naming it.
 """
 
@@ -28,7 +30,7 @@ from fastapi.staticfiles import StaticFiles
 from kserve.errors import InferenceError, InvalidInput
 from pydantic import BaseModel, StrictInt
 
-from homefeed.ui.actions import ActionSink, BadAction
+from homefeed.ui.actions import ActionSink, ActionsUnavailable, BadAction, ServiceSink
 from homefeed.ui.report import latest_report, report_page
 from homefeed.ui.world import UnknownPin, UnknownUser, World, user_view
 from serving.homefeed import DEFAULT_N, HomefeedPredictor, feed
@@ -45,10 +47,11 @@ class UiState:
     world: World
     store: object  # feast.FeatureStore on the working copy of the feature repository
     predictor: HomefeedPredictor
-    sink: ActionSink
+    sink: ActionSink | ServiceSink
     dashboard_url: str
     experiments: Path
     servers_read_copy: bool = True
+    homefeed_url: str | None = None  # a deployment's homefeed predictor: the feed shown is its answer
 
 
 class ActionIn(BaseModel):
@@ -96,6 +99,9 @@ def create_app(state: UiState) -> FastAPI:
         rid = state.sink.next_request_id()
         retrieved, ranked = await state.predictor.retrieve_and_rank([(user_id, n)], [None], None, str(rid))
         out = feed(user_id, n, retrieved[0], ranked[0])
+        if state.homefeed_url:  # the deployment's answer, its impressions logged, under the request id it names
+            out = await _served_feed(state.homefeed_url, user_id, n, str(rid))
+            rid = out["request_id"]
         name = state.world.interest_name
         candidates = [
             {k: c[k] for k in ("pin_id", "score", "interest_id", "source")} | {"interest": name(c["interest_id"])}
@@ -128,6 +134,22 @@ def create_app(state: UiState) -> FastAPI:
     return app
 
 
+async def _served_feed(homefeed_url: str, user_id: int, n: int, rid: str) -> dict:
+    """The homefeed predictor's prediction for one user (InferenceError, a 502, when it does not answer)."""
+    import httpx
+
+    url = f"{homefeed_url.rstrip('/')}/v1/models/homefeed:predict"
+    body = {"instances": [{"user_id": user_id, "n": n}]}
+    try:
+        async with httpx.AsyncClient(timeout=60.0) as client:
+            response = await client.post(url, json=body, headers={"x-request-id": rid})
+    except httpx.HTTPError as exc:
+        raise InferenceError(f"the homefeed predictor at {url} did not answer: {exc}") from exc
+    if response.status_code != 200:
+        raise InferenceError(f"the homefeed predictor answered HTTP {response.status_code}: {response.text[:300]}")
+    return response.json()["predictions"][0]
+
+
 def _error_handlers(app: FastAPI) -> None:
     def answer(status: int):
         async def handler(_: Request, exc: Exception) -> JSONResponse:
@@ -135,7 +157,8 @@ def _error_handlers(app: FastAPI) -> None:
 
         return handler
 
-    for exc_type, status in ((UnknownUser, 404), (UnknownPin, 404), (BadAction, 400), (InvalidInput, 400)):
+    handled = ((UnknownUser, 404), (UnknownPin, 404), (BadAction, 400), (InvalidInput, 400), (ActionsUnavailable, 503))
+    for exc_type, status in handled:
         app.add_exception_handler(exc_type, answer(status))
     # a model server that is down or failing: the upstream's fault, not the page's nor the client's
     app.add_exception_handler(InferenceError, answer(502))

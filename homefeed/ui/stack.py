@@ -73,15 +73,19 @@ def ui_app(
     ranking_url: str | None = None,
     candidates: int = 200,
     timeout_s: float = 180.0,
+    homefeed_url: str | None = None,
+    actions_url: str | None = None,
 ) -> Iterator[FastAPI]:
     """Copy the feature repository (and index) into `work_dir`, start retrieval and ranking on the copies (unless
     both URLs are given), and yield the app; the servers stop when the block ends. `work_dir` must not exist yet or be
     empty: a copy left by an earlier page would carry its actions. Raises FileNotFoundError naming missing files, and
-    components.cluster.launcher.ServerFailed when a server does not start."""
+    components.cluster.launcher.ServerFailed when a server does not start. With a deployment's `homefeed_url` and
+    `actions_url` the page drives it through those endpoints: the feed is the homefeed predictor's answer (its
+    impressions logged by it), the actions go to the actions service."""
     from feast import FeatureStore
 
     from components.cluster.launcher import homefeed_specs, running_servers, working_copy
-    from homefeed.ui.actions import ActionSink
+    from homefeed.ui.actions import ActionSink, ServiceSink
     from homefeed.ui.app import UiState, create_app
     from homefeed.ui.world import World
     from serving.homefeed import HomefeedPredictor
@@ -108,9 +112,12 @@ def ui_app(
             world=world,
             store=store,
             predictor=HomefeedPredictor(retrieval_url, ranking_url, candidates=candidates, name="ui"),
-            sink=ActionSink(store, features, world.end_ts, world.last_request_id),
+            sink=ServiceSink(actions_url, world.end_ts, world.last_request_id)
+            if actions_url
+            else ActionSink(store, features, world.end_ts, world.last_request_id),
             dashboard_url=dashboard_url,
             experiments=Path(experiments),
             servers_read_copy=not external,
+            homefeed_url=homefeed_url,
         )
         yield create_app(state)

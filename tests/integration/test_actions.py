@@ -6,6 +6,7 @@ a bus outage answered 503 with the retry taken once the bus is back."""
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -278,6 +279,27 @@ def test_health_readiness_and_metrics(bus, dead_letter):
     for name in ("accepted_total", "duplicates_total", "rejected_total", "bus_failures_total"):
         assert f"homefeed_actions_{name}" in text
     assert 'homefeed_actions_request_seconds_bucket{code="202"' in text
+
+
+def test_the_live_client_retries_through_an_outage_and_each_action_is_published_once(bus, dead_letter):
+    from homefeed.live import EndpointError, PublicEndpoints
+
+    flaky = FlakyBus(bus)
+    endpoints = PublicEndpoints("http://testserver", "http://testserver", client=client_for(flaky, dead_letter))
+    events = [action(f"l-{i}", pin=i, ts=NOW + i) for i in range(1500)]  # two posts: at most 1000 a request
+    timer = threading.Timer(0.5, lambda: setattr(flaky, "down", False))  # the bus comes back while it retries
+    timer.start()
+    totals = endpoints.send(events)
+    timer.join()
+    assert totals["accepted"] == 1500 and totals["duplicates"] == 0 and totals["retries"] >= 1
+    assert endpoints.send(events[:10]) == {"accepted": 0, "duplicates": 10, "retries": 0}  # a client's replay
+    assert [e["event_id"] for e in published(bus)] == [e["event_id"] for e in events]
+    with pytest.raises(EndpointError, match="refused a batch"):
+        endpoints.send([action("l-bad", kind="like")])
+    flaky.down = True
+    with pytest.raises(RuntimeError, match="did not take a batch"):
+        PublicEndpoints("http://testserver", "http://testserver", retry_for_s=0.3,
+                        client=client_for(flaky, dead_letter)).send([action("l-late")])  # fmt: skip
 
 
 def test_the_server_process_takes_actions_over_http(redis_server, tmp_path):

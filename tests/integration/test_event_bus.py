@@ -15,11 +15,11 @@ import subprocess
 import threading
 import time
 import uuid
-from pathlib import Path
 
 import pyarrow as pa
 import pytest
 import redis
+from redis_process import RedisProcess
 from test_stream import _online, _store
 
 from components.cluster.launcher import free_ports
@@ -170,40 +170,8 @@ def test_impressions_name_the_feed_they_were_served_in():
     got = impressions(feed, "req-1", TS0, model_version="4", index_version="4")
     assert [(e["pin_id"], e["position"], e["action"]) for e in got] == [(3, 0, "impression"), (1, 1, "impression")]
     assert {e["request_id"] for e in got} == {request_number("req-1")} and 0 <= got[0]["request_id"] < 2**63
-    assert got[1]["event_id"] == "req-1:7:1" and got[0]["model_version"] == "4" and got[0]["mode"] == "personalized"
-
-
-class RedisProcess:
-    """A redis-server this test starts, stops and starts again on the same port, its data kept on disk (AOF), as a
-    restarted Redis pod with a volume keeps it."""
-
-    def __init__(self, directory: Path) -> None:
-        (self.port,) = free_ports(1)
-        self.directory, self.proc = directory, None
-        directory.mkdir(parents=True, exist_ok=True)
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [shutil.which("redis-server"), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.directory)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                redis.Redis.from_url(self.url).ping()
-                return
-            except redis.ConnectionError:
-                assert time.monotonic() < deadline, "redis-server did not start"
-                time.sleep(0.05)
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(10)
+    assert got[1]["event_id"] == f"req-1:{request_number('req-1')}:1"
+    assert got[0]["model_version"] == "4" and got[0]["mode"] == "personalized"
 
 
 def test_a_bus_outage_loses_no_impression_and_never_reaches_the_request(tmp_path):
@@ -257,6 +225,35 @@ def test_the_homefeed_predictor_logs_every_served_pin(tiny_stack, tmp_path):
     served = [(p["user_id"], pin["pin_id"]) for p in answer["predictions"] for pin in p["pins"]]
     assert [(e["user_id"], e["pin_id"]) for e in logged] == served and len(served) == 8
     assert {e["rid"] for e in logged} == {"r-42"} and {e["model_version"] for e in logged} == {"3"}
+    # each feed is a request of its own in the log, and the response names it for the client's actions
+    ids = [p["request_id"] for p in answer["predictions"]]
+    assert ids[0] == request_number("r-42") and len(set(ids)) == 2
+    assert [e["request_id"] for e in logged] == [ids[0]] * 5 + [ids[1]] * 3
+    assert len({e["event_id"] for e in logged}) == 8
+
+
+def test_the_homefeed_predictor_takes_the_clients_time_only_when_told(tiny_stack, tmp_path):
+    from kserve.errors import InvalidInput
+
+    from serving.homefeed import HomefeedPredictor
+
+    timed = {"instances": [{"user_id": 1, "n": 2, "ts": TS0}, {"user_id": 2, "n": 2, "ts": TS0 + 5}]}
+    log = EventLog(FileBus(tmp_path / "own.jsonl"), tmp_path / "spool-own")
+    own_clock = HomefeedPredictor(tiny_stack["retrieval"], tiny_stack["ranking"], events=log)
+    with pytest.raises(InvalidInput, match=r"instances\[0\]\.ts: this server logs impressions at its own clock"):
+        asyncio.run(own_clock.predict(timed, {"x-request-id": "t-1"}))
+    log.close()
+    assert not (tmp_path / "own.jsonl").exists() or not (tmp_path / "own.jsonl").read_text()  # nothing logged
+
+    log = EventLog(FileBus(tmp_path / "sim.jsonl"), tmp_path / "spool-sim")
+    simulated = HomefeedPredictor(tiny_stack["retrieval"], tiny_stack["ranking"], events=log, client_time=True)
+    asyncio.run(simulated.predict(timed, {"x-request-id": "t-2"}))
+    with pytest.raises(InvalidInput, match=r"instances\[0\]\.ts: expected an integer"):
+        asyncio.run(simulated.predict({"instances": [{"user_id": 1, "ts": -1}]}, {"x-request-id": "t-3"}))
+    assert log.flush(30)
+    log.close()
+    logged = [json.loads(line) for line in (tmp_path / "sim.jsonl").read_text().splitlines()]
+    assert [e["ts"] for e in logged] == [TS0, TS0, TS0 + 5, TS0 + 5]
 
 
 # ---- the offline event log

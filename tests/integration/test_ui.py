@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import shutil
 import threading
@@ -281,3 +282,59 @@ def test_actions_never_touch_the_runs_feature_repository(page):
     """Last in the module, after every action: they went to the working copy, so the run's feature repository
     (its online store, its replay checkpoint) is byte for byte what it was."""
     assert _digest(page["artifacts"]["features"]) == page["features_before"]
+
+
+def test_on_a_deployment_the_page_is_a_client_of_its_public_endpoints(tiny_artifacts, tiny_stack, tmp_path):
+    # the feed shown is the homefeed predictor's own answer, and an action goes to the actions service's bus
+    from components.cluster.launcher import HOST, start_server, stop_servers
+
+    bus = tmp_path / "bus" / "events.jsonl"
+    (port,) = free_ports(1)
+    actions_url = f"http://{HOST}:{port}"
+    args = ["actions", "--events", f"file:{bus}", "--dead-letter", str(tmp_path / "dead")]
+    server = start_server("actions", args, actions_url, tmp_path / "actions.log")
+    artifacts = Artifacts(**{k: tiny_artifacts[k] for k in ("features", "retrieval", "ranking", "index")},
+                          dataset=tiny_artifacts["data"])  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while not _ready(f"{actions_url}/readyz"):
+            assert server.process.poll() is None and time.monotonic() < deadline, "the actions service did not start"
+            time.sleep(0.1)
+        with (
+            ui_app(
+                artifacts,
+                tmp_path / "work",
+                "http://127.0.0.1:8000",
+                tmp_path / "experiments",
+                tiny_stack["retrieval"],
+                tiny_stack["ranking"],
+                homefeed_url=tiny_stack["homefeed"],
+                actions_url=actions_url,
+            ) as app,  # fmt: skip
+            _serve(app) as url,
+            httpx.Client(base_url=url, timeout=60) as client,
+        ):
+            shown = client.get("/api/users/1/feed").raise_for_status().json()
+            direct = httpx.post(f"{tiny_stack['homefeed']}/v1/models/homefeed:predict",
+                                json={"instances": [{"user_id": 1}]}, timeout=60).json()["predictions"][0]  # fmt: skip
+            assert [p["pin_id"] for p in shown["pins"]] == [p["pin_id"] for p in direct["pins"]]
+            assert shown["retrieved"] and shown["request_id"] != direct["request_id"]
+            top = shown["pins"][0]["pin_id"]
+            body = {"user_id": 1, "pin_id": top, "action": "hide", "request_id": shown["request_id"]}
+            assert client.post("/api/actions", json=body).raise_for_status().json()["outcome"] == "published"
+            assert client.post("/api/actions", json={**body, "action": "like"}).status_code == 400
+            stop_servers([server])
+            down = client.post("/api/actions", json=body)
+            assert down.status_code == 503 and "did not answer" in down.json()["error"]
+    finally:
+        stop_servers([server])
+    sent = [json.loads(line) for line in bus.read_text().splitlines()]
+    assert [(e["user_id"], e["pin_id"], e["action"]) for e in sent] == [(1, top, "hide")]
+    assert sent[0]["request_id"] == shown["request_id"]
+
+
+def _ready(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False

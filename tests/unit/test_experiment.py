@@ -11,7 +11,7 @@ import pytest
 from components.data.contracts import ACTIONS, SEGMENTS
 from components.data.world.config import DAY_MS, preset
 from components.data.world.truth import OUTCOMES
-from homefeed.experiment.design import Arm, ExperimentConfig, assign_arms, batches, schedule
+from homefeed.experiment.design import Arm, ExperimentConfig, assign_arms, batches, schedule, visits
 from homefeed.experiment.report import METRICS, build_report, markdown, per_user
 from homefeed.experiment.users import _ACTION_OF_OUTCOME
 
@@ -85,6 +85,16 @@ def test_the_schedule_follows_the_worlds_activity_and_stays_inside_the_days():
     core, casual = SEGMENTS.index("core"), SEGMENTS.index("casual")
     assert per_user_day[core] > 2 * per_user_day[casual]  # core users come back most (segment_activity)
     assert pages.groupby("session")["page"].max().mean() > 0.5  # sessions hold several pages
+
+
+def test_a_days_visits_do_not_depend_on_how_many_days_are_drawn():
+    # a live run (homefeed/live.py) goes on day by day: day 1 drawn as part of 2 days or of 5 is the same day
+    ids, seg = _users(300)
+    users = pd.DataFrame({"user_id": ids, "segment": seg})
+    short, long = (visits(preset("tiny"), users, 10 * DAY_MS, n, seed=3) for n in (2, 5))
+    first_two = long[long["ts"] < 12 * DAY_MS].reset_index(drop=True)
+    pd.testing.assert_frame_equal(short, first_two)
+    assert len(long) > 2 * len(short) and (long["arm"] == 0).all()  # no arms: every page in arm 0
 
 
 def test_batches_keep_each_users_order_and_never_hold_a_user_twice():

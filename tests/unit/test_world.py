@@ -164,7 +164,8 @@ def test_bad_world_settings_are_rejected_with_the_field_named():
     with pytest.raises(ValueError, match="segment_shares must sum to 1"):
         WorldConfig(segment_shares={"core": 0.5, "casual": 0.4, "new": 0.2, "resurrected": 0.1})
     with pytest.raises(ValueError, match="outside the span"):
-        WorldConfig(interest_shift={"day": 40})
+        WorldConfig(new_pin_wave={"day": 40, "n_pins": 10})
+    assert WorldConfig(interest_shift={"day": 40}).interest_shift.day == 40  # after the history: a live run meets it
     with pytest.raises(ValueError, match="n_userz"):
         WorldConfig(n_userz=3)
 
