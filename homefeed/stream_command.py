@@ -90,12 +90,13 @@ def stream(
     if state_dir is not None:
         if not source.startswith(("redis://", "rediss://")):
             raise click.UsageError("--state-dir shares the shards of a redis:// event bus among replicas")
-        if metrics_port is not None or checkpoint is not None or summary_path is not None:
+        if checkpoint is not None or summary_path is not None:
             raise click.UsageError(
-                "with --state-dir each shard keeps its checkpoint there; --checkpoint, --summary and --metrics-port "
-                "are for a single processor"
+                "with --state-dir each shard keeps its checkpoint there; --checkpoint and --summary are for a single "
+                "processor"
             )
-        _run_replica(source, features_dir, state_dir, replica, batch, max_delay_ms, poll_ms, event_log)
+        _run_replica(source, features_dir, state_dir, replica, batch, max_delay_ms, poll_ms, event_log,
+                     metrics_port, metrics_host)  # fmt: skip
         return
     store = FeatureStore(repo_path=str(features_dir.resolve()))
     offline = OfflineEventLog(event_log) if event_log else None
@@ -140,8 +141,10 @@ def stream(
 
 
 def _run_replica(source: str, features_dir: Path, state_dir: Path, replica: str | None, batch: int,
-                 max_delay_ms: float, poll_ms: float, event_log: Path | None) -> None:  # fmt: skip
-    """One replica of a sharded processor (components/stream/shards.py) until SIGTERM or SIGINT."""
+                 max_delay_ms: float, poll_ms: float, event_log: Path | None, metrics_port: int | None,
+                 metrics_host: str) -> None:  # fmt: skip
+    """One replica of a sharded processor (components/stream/shards.py) until SIGTERM or SIGINT; with
+    `metrics_port`, its shards' metrics at /metrics, labelled by shard."""
     import socket
 
     from feast import FeatureStore
@@ -161,6 +164,11 @@ def _run_replica(source: str, features_dir: Path, state_dir: Path, replica: str 
     stop = threading.Event()
     name = replica or socket.gethostname()
     runner = ShardedProcessor(source, name, state_dir, make_processor, block_ms=int(poll_ms), stop=stop)
+    if metrics_port is not None:
+        from components.stream.metrics import serve_shards
+
+        port = serve_shards(runner.metrics, metrics_port, metrics_host)
+        click.echo(f"metrics: http://{metrics_host}:{port}/metrics")
     click.echo(f"replica {name}: sharing the shards of {source} until SIGTERM or SIGINT")
     with _stop_on_signals(stop) as received:
         finished = runner.run()

@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from components.data.dataset import Dataset
+from components.data.window import window_start
 from components.data.world.config import DAY_MS
 
 
@@ -39,10 +40,12 @@ def time_split(dataset_dir: Path, holdout_days: float = 1.0, ranking_days: float
     """The split of `dataset_dir` by event time; refuses a holdout or ranking window that leaves nothing to train."""
     if holdout_days <= 0 or ranking_days <= 0:
         raise ValueError(f"holdout_days and ranking_days must be positive, got {holdout_days}, {ranking_days}")
-    ts = Dataset(dataset_dir).read("events", columns=["ts"])["ts"]
+    ds = Dataset(dataset_dir)
+    ts = ds.read("events", columns=["ts"])["ts"]
     if ts.empty:
         raise ValueError(f"{dataset_dir} has no events to split")
-    start, end = int(ts.min()), int(ts.max()) + 1
+    # a window's context (the actions before it that its sequences are cut from) is not a day to split
+    start, end = max(int(ts.min()), window_start(ds)), int(ts.max()) + 1
     train_end = end - round(holdout_days * DAY_MS)
     ranking_start = max(start, train_end - round(ranking_days * DAY_MS))
     if train_end <= start:

@@ -25,6 +25,7 @@ from feast.repo_contents import RepoContents
 from feast.types import Float32, Int64, from_feast_to_pyarrow_type
 
 from components.data.dataset import Dataset
+from components.data.window import window_start
 from components.features import repo
 from components.features.online_store import SQLITE, OnlineStore, parse_online_store
 from components.features.sequence import SEQ_LEN, ActionLog
@@ -123,8 +124,11 @@ def build_feature_store(
     store = FeatureStore(repo_path=str(repo_dir))
     contents = repo.parsed_repo(repo_dir, store.project)
 
-    profile = user_profile_table(dataset.read("users"), events, cutoff)
-    pins = pin_features_table(dataset.read("pins"), events, cutoff, half_life_days * DAY_MS)
+    # the counters over the window's own events: a window's context (components/data/window.py) holds old actions
+    # without their impressions, so it would skew every rate; the sequences are cut from everything
+    counted = events[events["ts"] >= window_start(dataset)]
+    profile = user_profile_table(dataset.read("users"), counted, cutoff)
+    pins = pin_features_table(dataset.read("pins"), counted, cutoff, half_life_days * DAY_MS)
     sequences = sequence_table(ActionLog(events), profile["user_id"].to_numpy(), cutoff, max_len)
     _write_source(contents, repo_dir, USER_PROFILE, profile)
     _write_source(contents, repo_dir, PIN_FEATURES, pins)

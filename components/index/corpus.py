@@ -100,6 +100,7 @@ def build_corpus(dataset_dir: Path, root: Path, as_of_ms: int | None = None, opt
     """Select the corpus from a dataset as of `as_of_ms` (default: the feature store's cut-off, just after the last
     event) and write it as the next version under `root`; returns the manifest (with `path`)."""
     from components.data.dataset import Dataset
+    from components.data.window import window_start
     from components.features.store import default_cutoff
 
     opts = opts or CorpusOptions()
@@ -107,6 +108,7 @@ def build_corpus(dataset_dir: Path, root: Path, as_of_ms: int | None = None, opt
     pins = ds.read("pins", columns=["pin_id", "interest_id", "created_ts", *GRANULARITIES.values()])
     events = ds.read("events", columns=["pin_id", "action", "ts"])
     as_of_ms = default_cutoff(events) if as_of_ms is None else int(as_of_ms)
+    events = events[events["ts"] >= window_start(ds)]  # a window's context is for sequences, not engagement
     scores = decayed_scores(events, int(pins.pin_id.max()) + 1, as_of_ms, opts.half_life_days)
     table, counts = select(pins, scores, as_of_ms, opts)
     if table.empty:

@@ -19,7 +19,9 @@ kept for the events that changed a sequence (applied or late: impressions, dupli
 become visible), weighted by their count, in the JSON summary as `freshness_ms` {p50, p99, n} and as the Prometheus
 histogram `homefeed_stream_freshness_seconds`.
 
-`serve` exposes the registry over HTTP at /metrics for a Prometheus scrape.
+`serve` exposes the registry over HTTP at /metrics for a Prometheus scrape. A replica of the sharded processor
+(components/stream/shards.py) runs one processor per shard it owns; `serve_shards` exposes them together, every
+series labelled with its `shard`, plus `homefeed_stream_shards_owned`.
 """
 
 from __future__ import annotations
@@ -58,41 +60,66 @@ class _WeightedHistogram:
             np.add.at(self.counts, np.searchsorted(self.bounds, values, side="left"), weights)
             self.sum += float(np.dot(values, weights))
 
-    def family(self, name: str, documentation: str):
+    def snapshot(self) -> tuple[list[tuple[str, int]], float]:
+        """The cumulative buckets (Prometheus' form, +Inf last) and the sum."""
         with self.lock:
             cumulative, total = np.cumsum(self.counts), self.sum
         buckets = [(repr(float(b)), int(c)) for b, c in zip(self.bounds, cumulative[:-1], strict=True)]
         buckets.append(("+Inf", int(cumulative[-1])))
-        return HistogramMetricFamily(name, documentation, buckets=buckets, sum_value=total)
+        return buckets, total
 
 
 class _Collector:
-    """The Prometheus view of one `StreamMetrics`, built at scrape time."""
+    """The Prometheus view of some `StreamMetrics`, built at scrape time: `source()` -> {label: metrics}: one
+    processor's under the label "" (no label), or, `sharded`, a replica's shards' under their shard numbers."""
 
-    def __init__(self, metrics: StreamMetrics):
-        self.metrics = metrics
+    def __init__(self, source, sharded: bool = False):
+        self.source, self.sharded = source, sharded
 
     def describe(self):
         return []  # names are only known at collect; the registry then calls collect at scrape time only
 
     def collect(self):
-        m = self.metrics
-        counts = dict(m.counts)
+        found = dict(self.source())
+        labels = ["shard"] if self.sharded else []
+
+        def values(key: str) -> list[str]:
+            return [key] if labels else []
+
         for name in COUNTERS:
-            yield CounterMetricFamily(
-                f"homefeed_stream_{name}", f"stream processor: {name.replace('_', ' ')}", value=counts[name]
+            family = CounterMetricFamily(
+                f"homefeed_stream_{name}", f"stream processor: {name.replace('_', ' ')}", labels=labels
             )
-        yield GaugeMetricFamily("homefeed_stream_lag_events", "events read but not yet pushed", value=m.unpushed)
-        yield GaugeMetricFamily(
-            "homefeed_stream_lag_event_time_ms",
-            "newest event time read minus newest pushed",
-            value=m.newest_read_ts - m.newest_pushed_ts,
-        )
-        yield m._push_hist.family("homefeed_stream_push_seconds", "push latency (this process)")
-        yield m._fresh_hist.family(
-            "homefeed_stream_freshness_seconds",
-            "event read by the processor -> its user's Feast push returned, per applied event (this process)",
-        )
+            for key, m in found.items():
+                family.add_metric(values(key), dict(m.counts)[name])
+            yield family
+        gauges = {
+            "homefeed_stream_lag_events": ("events read but not yet pushed", lambda m: m.unpushed),
+            "homefeed_stream_lag_event_time_ms": (
+                "newest event time read minus newest pushed",
+                lambda m: m.newest_read_ts - m.newest_pushed_ts,
+            ),
+        }
+        for name, (documentation, value) in gauges.items():
+            family = GaugeMetricFamily(name, documentation, labels=labels)
+            for key, m in found.items():
+                family.add_metric(values(key), value(m))
+            yield family
+        histograms = {
+            "homefeed_stream_push_seconds": ("push latency (this process)", "_push_hist"),
+            "homefeed_stream_freshness_seconds": (
+                "event read by the processor -> its user's Feast push returned, per applied event (this process)",
+                "_fresh_hist",
+            ),
+        }
+        for name, (documentation, attribute) in histograms.items():
+            family = HistogramMetricFamily(name, documentation, labels=labels)
+            for key, m in found.items():
+                buckets, total = getattr(m, attribute).snapshot()
+                family.add_metric(values(key), buckets, total)
+            yield family
+        if self.sharded:
+            yield GaugeMetricFamily("homefeed_stream_shards_owned", "shards this replica processes", value=len(found))
 
 
 def weighted_percentile(values: np.ndarray, weights: np.ndarray, q: float) -> float:
@@ -119,7 +146,7 @@ class StreamMetrics:
         self.registry = None
         if CollectorRegistry is not None:
             self.registry = CollectorRegistry(auto_describe=False)
-            self.registry.register(_Collector(self))
+            self.registry.register(_Collector(lambda: {"": self}))
         self._server = None
 
     def inc(self, name: str, n: int = 1) -> None:
@@ -194,3 +221,14 @@ class StreamMetrics:
         for name, value in data["counts"].items():
             self.counts[name] = int(value)
         self.newest_read_ts = self.newest_pushed_ts = int(data["newest_pushed_ts"])
+
+
+def serve_shards(source, port: int, host: str = "127.0.0.1") -> int:
+    """Serve the metrics of the processors `source()` returns ({shard: StreamMetrics}, asked at every scrape) at
+    http://HOST:PORT/metrics from a daemon thread, each series labelled with its shard; returns the port."""
+    if CollectorRegistry is None:  # pragma: no cover
+        raise RuntimeError("prometheus_client is not installed: no /metrics endpoint")
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Collector(lambda: {str(shard): m for shard, m in source().items()}, sharded=True))
+    server, _thread = start_http_server(port, addr=host, registry=registry)
+    return server.server_address[1]

@@ -82,6 +82,7 @@ class _Running:
     stop: threading.Event
     thread: threading.Thread | None = None
     summary: dict = field(default_factory=dict)
+    processor: object = None
 
 
 class ShardedProcessor:
@@ -103,6 +104,10 @@ class ShardedProcessor:
 
     def owned(self) -> list[int]:
         return sorted(self.running)
+
+    def metrics(self) -> dict[int, object]:
+        """The StreamMetrics of each shard processed here now (components/stream/metrics.py `serve_shards`)."""
+        return {shard: r.processor.metrics for shard, r in list(self.running.items()) if r.processor is not None}
 
     def run(self) -> dict[int, list[dict]]:
         """Until `stop`: every TTL/3, heartbeat, renew, rebalance. Then flush and release every shard."""
@@ -143,7 +148,7 @@ class ShardedProcessor:
         proc = self.make_processor(shard, folder)
         source = RedisStreamSource(self.uri, consumer=shard_consumer(shard), shards=[shard], block_ms=self.block_ms,
                                    stop=stop)  # fmt: skip
-        running = _Running(stop)
+        running = _Running(stop, processor=proc)
 
         def work() -> None:
             running.summary = proc.run(source.read(proc.offset), source.commit)

@@ -117,11 +117,13 @@ class TrainingData:
 
     @classmethod
     def from_dataset(cls, dataset: Path, train_end_ms: int) -> TrainingData:
-        """Every positive before `train_end_ms`."""
+        """Every positive before `train_end_ms` (from the window's start, for a window: components/data/window.py)."""
+        from components.data.window import window_start
+
         ds = Dataset(dataset)
         cat = Catalog.load(ds)
         ev, log = read_events(ds)
-        examples = retrieval_examples(ev, cat, log, start_ms=0, end_ms=train_end_ms)
+        examples = retrieval_examples(ev, cat, log, start_ms=window_start(ds), end_ms=train_end_ms)
         return cls(examples, cat.content, cat.pin_interest, cat.n_users, cat.n_interests)
 
 

@@ -33,7 +33,29 @@ class ActionsUnavailable(RuntimeError):
     """The actions service could not take the action (the app answers 503: the page may send it again)."""
 
 
-class ActionSink:
+class PageClock:
+    """The page's time and feed numbering. The world is a replayed log that ended at `end_ts`; the page's now is that
+    end plus the wall time since start (`clock`, monotonic seconds), strictly after the previous action, and its
+    feeds are numbered after the log's largest request id."""
+
+    def __init__(self, end_ts: int, last_request_id: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.end_ts, self.clock, self.started = end_ts, clock, clock()
+        self._last_ts = end_ts
+        self._request_ids = iter(range(last_request_id + 1, 2**62))
+        # the feed endpoint takes an id on the event loop: it must not wait behind an action's push or post
+        self._ids_lock = threading.Lock()
+
+    def next_request_id(self) -> int:
+        """A fresh request id for a feed the page shows (the id its actions carry)."""
+        with self._ids_lock:
+            return next(self._request_ids)
+
+    def now_ms(self) -> int:
+        """The page's clock: the world's end plus the wall time since start, strictly after the previous action."""
+        return max(self.end_ts + 1 + int((self.clock() - self.started) * 1000), self._last_ts + 1)
+
+
+class ActionSink(PageClock):
     """Turns page actions into events and streams them into `store`, one push each.
 
     Args:
@@ -56,21 +78,8 @@ class ActionSink:
         self.processor = StreamProcessor(
             store, stream_dir / CHECKPOINT, DeadLetter(stream_dir / DEAD_LETTER), batch=1, max_delay_ms=None
         )
-        self.end_ts, self.clock, self.started = end_ts, clock, clock()
-        self._last_ts = end_ts
-        self._request_ids = iter(range(last_request_id + 1, 2**62))
-        # the processor is not thread-safe and the app serves requests on a thread pool; request ids have their own
-        # lock, since the feed endpoint takes one on the event loop and must not wait behind a push
-        self._lock, self._ids_lock = threading.Lock(), threading.Lock()
-
-    def next_request_id(self) -> int:
-        """A fresh request id for a feed the page shows (the id its actions carry)."""
-        with self._ids_lock:
-            return next(self._request_ids)
-
-    def now_ms(self) -> int:
-        """The page's clock: the world's end plus the wall time since start, strictly after the previous action."""
-        return max(self.end_ts + 1 + int((self.clock() - self.started) * 1000), self._last_ts + 1)
+        super().__init__(end_ts, last_request_id, clock)
+        self._lock = threading.Lock()  # the processor is not thread-safe and the app serves on a thread pool
 
     def act(self, user_id: int, pin_id: int, action: str, request_id: int) -> dict:
         """Stream one action; returns the event and what the processor did with it (`applied`, or why not)."""
@@ -89,28 +98,19 @@ class ActionSink:
         return {"event": event, "outcome": outcome}
 
 
-class ServiceSink:
+class ServiceSink(PageClock):
     """Page actions sent to a deployment's actions service (`POST <actions_url>/v1/actions`, serving/actions.py):
-    the deployment's own stream processor applies them, as it does a client app's. The page's clock and request
-    numbering are ActionSink's (the world's end plus the wall time since start); each action gets a fresh event id."""
+    the deployment's own stream processor applies them, as it does a client app's. Each action gets a fresh event
+    id."""
 
     def __init__(self, actions_url: str, end_ts: int, last_request_id: int,
                  clock: Callable[[], float] = time.monotonic, client=None) -> None:  # fmt: skip
         import httpx
 
+        super().__init__(end_ts, last_request_id, clock)
         self.url = actions_url.rstrip("/") + "/v1/actions"
         self.client = client or httpx.Client(timeout=30.0)
-        self.end_ts, self.clock, self.started = end_ts, clock, clock()
-        self._last_ts = end_ts
-        self._request_ids = iter(range(last_request_id + 1, 2**62))
         self._lock = threading.Lock()
-
-    def next_request_id(self) -> int:
-        with self._lock:
-            return next(self._request_ids)
-
-    def now_ms(self) -> int:
-        return max(self.end_ts + 1 + int((self.clock() - self.started) * 1000), self._last_ts + 1)
 
     def act(self, user_id: int, pin_id: int, action: str, request_id: int) -> dict:
         """Send one action; returns the event and `published` (or `duplicate`: the service had its id already)."""

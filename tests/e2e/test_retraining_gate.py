@@ -51,7 +51,8 @@ def feed(state: dict) -> list[dict]:
     body = {"instances": [{"user_id": u} for u in USERS]}
     response = httpx.post(f"{url}/v1/models/homefeed:predict", json=body, timeout=60)
     response.raise_for_status()
-    return response.json()["predictions"]
+    # what was served, without the request id each feed gets anew (so that two versions' feeds compare)
+    return [{k: v for k, v in p.items() if k != "request_id"} for p in response.json()["predictions"]]
 
 
 def serving_bundle(pid: int) -> str:

@@ -16,6 +16,7 @@ import threading
 import time
 import uuid
 
+import httpx
 import pyarrow as pa
 import pytest
 import redis
@@ -371,10 +372,14 @@ def test_two_replicas_share_the_shards_and_a_killed_ones_shards_move_without_los
     users = [900_000 + u for u in range(16)]  # every shard has 4 of them
     state = tmp_path / "state"
 
+    (metrics_port,) = free_ports(1)
+
     def replica(name: str) -> subprocess.Popen:
         cmd = [sys.executable, "-m", "homefeed.cli", "stream", uri, "--features", str(tmp_path / "fs"),
                "--state-dir", str(state), "--replica", name, "--max-delay-ms", "50", "--poll-ms", "50",
                "--event-log", str(tmp_path / "offline")]  # fmt: skip
+        if name == "b":  # its shards' metrics, labelled by shard
+            cmd += ["--metrics-port", str(metrics_port)]
         with open(tmp_path / f"{name}.log", "w") as log:
             return subprocess.Popen(
                 cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -410,6 +415,7 @@ def test_two_replicas_share_the_shards_and_a_killed_ones_shards_move_without_los
         a.wait(10)
         wait(lambda: sorted(owners().values()) == ["b"] * 4, "b takes the killed replica's shards", timeout=120)
         wait(lambda: all(s[:1] == [109] for s in sequences()), "the later events are online", timeout=120)
+        scraped = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).text
     finally:
         alive_at_end = [p.poll() is None for p in (a, b)]
         for p in (a, b):
@@ -426,6 +432,10 @@ def test_two_replicas_share_the_shards_and_a_killed_ones_shards_move_without_los
     ).read_text()[-3000:]
     assert sequences() == [[109, 108, 107, 106, 105, 104, 103, 102, 101, 100]] * len(users)  # each event once
     assert a_shards and all((state / f"shard-{s}" / "checkpoint.json").exists() for s in range(4))
+    assert "homefeed_stream_shards_owned 4.0" in scraped
+    applied = [float(line.rsplit(" ", 1)[1]) for line in scraped.splitlines()
+               if line.startswith("homefeed_stream_applied_total{shard=")]  # fmt: skip
+    assert len(applied) == 4 and sum(applied) == 10 * len(users)  # each applied once, a's counts from its checkpoints
     logged = OfflineEventLog(tmp_path / "offline").read()
     assert sorted(zip(logged["user_id"].to_pylist(), logged["pin_id"].to_pylist(), strict=True)) == sorted(
         (u, 100 + i) for u in users for i in range(10)
