@@ -12,9 +12,11 @@ is pushed again, ending at the same final state as an uninterrupted run, and use
 their final value. Pushes the crashed run made after the checkpoint are overwritten. The dead letter is truncated to
 its size at the checkpoint, so replayed rejects are not written twice.
 
-When to push: after at least `batch` events since the last push, or as soon as the oldest event that changed a
-sequence has waited `max_delay_ms` since the processor read it, whichever comes first, so that at a low event rate
-a change still reaches the online store within about max_delay_ms (plus the push itself). The time rule is checked
+When to push: after at least `batch` events since the last push, or as soon as the oldest event read since then has
+waited `max_delay_ms`, whichever comes first, so that at a low event rate a change still reaches the online store
+within about max_delay_ms (plus the push itself), and every event, an impression that changes no sequence included,
+reaches the offline log and is acknowledged to the bus as soon (a day's last impressions once waited for the next
+action or the 1000th event, which on a quiet bus may not come). The time rule is checked
 after every chunk and on every `TICK` a blocking source (the in-process queue) yields while it waits. Pushing
 earlier never changes the final online state, only how many pushes it takes.
 
@@ -55,7 +57,7 @@ class StreamProcessor:
         dead_letter: where rejected records go; None keeps them in `self.rejects` only (tests, embedded use).
         batch: push after at least this many events since the last push (and at the end).
         max_len: sequence length.
-        max_delay_ms: push when the oldest unpushed change was read this long ago, even if fewer than `batch`
+        max_delay_ms: push when the oldest event not yet pushed was read this long ago, even if fewer than `batch`
             events arrived; None pushes on `batch` (and at the end) only.
         offline_log: where every valid event is also appended, at each push (components/stream/offline_log.py).
         initial_state: a checkpoint whose state (not offset) a processor without a checkpoint of its own starts from:
@@ -84,6 +86,7 @@ class StreamProcessor:
         self.rejects: list[Reject] = []
         # (read time, events that changed a sequence) of each chunk read since the last push; monotonic seconds
         self._pending: list[tuple[float, int]] = []
+        self._unflushed_since: float | None = None  # when the oldest event read since the last flush was read
         self._commit: Callable[[int], None] | None = None
         self.offline_log = offline_log
         self._resume(initial_state)
@@ -130,17 +133,19 @@ class StreamProcessor:
         return self.run(open_source(spec, self.offset))
 
     def _overdue(self) -> bool:
-        """The oldest change not yet pushed was read at least max_delay ago."""
+        """The oldest event not yet flushed was read at least max_delay ago."""
         return (
             self.max_delay_s is not None
-            and bool(self._pending)
-            and time.monotonic() - self._pending[0][0] >= self.max_delay_s
+            and self._unflushed_since is not None
+            and time.monotonic() - self._unflushed_since >= self.max_delay_s
         )
 
     def _consume(self, chunk: list[tuple[int, Record]], read_at: float) -> None:
         first = chunk[0][0]
         if [o for o, _ in chunk] != list(range(first, first + len(chunk))):
             raise ValueError(f"source offsets are not contiguous from {first}")
+        if self._unflushed_since is None:
+            self._unflushed_since = read_at
         frame = pd.DataFrame([r for _, r in chunk], columns=_columns(chunk))
         result = validate(frame, EVENT, row_offset=first)
         self._reject(result.rejects)
@@ -196,6 +201,7 @@ class StreamProcessor:
         else:
             self.metrics.unpushed = 0
             self.metrics.newest_pushed_ts = self.metrics.newest_read_ts
+        self._unflushed_since = None
         if self.offline_log is not None:  # before the checkpoint: see components/stream/offline_log.py
             self.offline_log.write(self._logged_to, self.offset)
             self._logged_to = self.offset

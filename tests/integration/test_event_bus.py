@@ -442,6 +442,28 @@ def test_two_replicas_share_the_shards_and_a_killed_ones_shards_move_without_los
     )
 
 
+def test_impressions_alone_reach_the_offline_log_and_the_bus_within_the_max_delay(tiny_world, tmp_path):
+    # impressions change no sequence; they are flushed (logged, checkpointed, acknowledged) on the time rule all the
+    # same, not left waiting for the next action or the batch's 1000th event
+    from components.stream.offline_log import OfflineEventLog
+    from components.stream.sources import TICK
+
+    store = _store(tiny_world, tmp_path / "fs", Dataset(tiny_world).read("events"))
+    shown = [event(USERS[0], i) | {"action": "impression"} for i in range(5)]
+    proc = StreamProcessor(store, tmp_path / "ckpt.json", batch=1000, max_delay_ms=50,
+                           offline_log=OfflineEventLog(tmp_path / "offline"))  # fmt: skip
+    committed, logged = [], []
+
+    def records():
+        yield from enumerate(shown)
+        time.sleep(0.1)  # longer than the max delay: the source waits, and says so
+        yield TICK
+        logged.append(OfflineEventLog(tmp_path / "offline").read().num_rows)  # before the end-of-source flush
+
+    proc.run(records(), committed.append)
+    assert logged == [5] and committed[0] == 5 and proc.metrics.counts["pushes"] == 0
+
+
 def test_the_offline_log_over_its_catalog_is_a_data_source(tiny_world, tmp_path):
     from components.stream.offline_log import OfflineEventLog
     from pipelines import steps
