@@ -228,3 +228,43 @@ def test_the_dashboard_screenshot_is_a_rendered_page(monitored, tmp_path):
     pixels = list(image.getdata())
     # a rendered dashboard, not a blank page: many grey levels (text, lines, panels) and more than a little ink
     assert len(set(pixels)) > 16 and sum(p < 200 for p in pixels) > 0.01 * len(pixels)
+
+
+def test_monitor_cli_reads_an_event_log_with_the_registrys_champion(tiny_artifacts, tmp_path, monkeypatch):
+    # the live loop's monitoring: the windows are the log's days only, scored with the champion fetched from the
+    # registry (the CronJob's `--dataset log:... --registry ...`)
+    import shutil
+
+    from click.testing import CliRunner
+
+    from components.registry import Registry
+    from components.release import MODEL_NAME
+    from components.stream.offline_log import OfflineEventLog
+    from homefeed.cli import main
+
+    monkeypatch.setenv("HOMEFEED_WORKSPACE", str(tmp_path / "ws"))
+    data = tiny_artifacts["data"]
+    events = Dataset(data).read_arrow("events")
+    first = int(np.asarray(events.column("ts")).max()) + 1 - 2 * DAY_MS  # the last two days were "served"
+    served = events.filter(np.asarray(events.column("ts")) >= first)
+    log = OfflineEventLog(tmp_path / "log")
+    log.hold(served)
+    log.write(0, served.num_rows)
+    source = f"log:{tmp_path / 'log'}?catalog={data}"
+    registry = Registry(str(tmp_path / "registry"))
+    args = ["monitor", "run", "--dataset", source, "--registry", str(tmp_path / "registry"), "--max-requests", "200"]
+    empty = CliRunner().invoke(main, args)
+    assert empty.exit_code == 2 and "has no champion yet" in empty.output
+    shutil.copytree(tiny_artifacts["ranking"], tmp_path / "bundle" / "ranking")
+    registry.promote(MODEL_NAME, registry.register(MODEL_NAME, tmp_path / "bundle", {}, "test-run"), "test")
+
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    (summary_path,) = (tmp_path / "ws" / "monitoring" / "reports").glob("*/summary.json")
+    summary = json.loads(summary_path.read_text())
+    # the reference starts at the log's first event, not among the catalog's earlier days
+    assert summary["windows"]["reference"]["start_ms"] == int(np.asarray(served.column("ts")).min())
+    assert summary["model"] == str(tmp_path / "ws" / "monitoring" / "champion" / "v1" / "ranking")
+    assert summary["mean"]["top3_repin"] is not None  # scored with the champion
+    bad = CliRunner().invoke(main, ["monitor", "run", "--dataset", f"log:{tmp_path / 'nolog'}?catalog={data}"])
+    assert bad.exit_code == 2 and "holds no offline event log" in bad.output
