@@ -158,12 +158,13 @@ def _serve_day(truth, endpoints: PublicEndpoints, pages: pd.DataFrame, day: int,
         ]
         for key, value in endpoints.send(posted).items():
             totals[key] += value
+        sizes = [len(f) for f in feeds]
         served.append(pd.DataFrame({
-            "user_id": np.repeat(users, [len(f) for f in feeds]),
+            "user_id": np.repeat(users, sizes),
             "pin_id": np.concatenate(feeds) if feeds else np.zeros(0, dtype=np.int64),
-            "request_id": np.repeat(request_ids, [len(f) for f in feeds]),
-            "ts": np.repeat(ts, [len(f) for f in feeds]),
-            "mode": np.repeat([p["mode"] for p in predictions], [len(f) for f in feeds]),
+            "request_id": np.repeat(request_ids, sizes),
+            "ts": np.repeat(ts, sizes),
+            "mode": np.repeat([p["mode"] for p in predictions], sizes),
         }))  # fmt: skip
         sent.append(actions)
         if progress:

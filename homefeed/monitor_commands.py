@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -163,8 +164,6 @@ def _log_dataset(spec: str, out: Path) -> tuple[Path, int]:
     """The dataset a `log:` source reads as (components/stream/offline_log.py `to_dataset`), rewritten at `out`, and
     the log's first event time: windows (current and reference) start no earlier, so the catalog's history, served
     by another policy, is context for the sequences and never a window of its own."""
-    import shutil
-
     import pyarrow.compute as pc
 
     from components.stream.offline_log import OfflineEventLog, parse_log_source, to_dataset
@@ -193,8 +192,6 @@ def _champion_ranking(registry_uri: str, cache: Path) -> Path:
     if not (folder / "ranking").is_dir():
         tmp = cache / f".v{champion.version}.partial"
         if tmp.exists():
-            import shutil
-
             shutil.rmtree(tmp)
         registry.fetch(MODEL_NAME, champion.version, tmp, only=("ranking",))
         tmp.replace(folder)
