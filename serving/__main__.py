@@ -7,6 +7,9 @@
         [--events redis://h:6379/0 --spool-dir D --model-version V --index-version V] --http-port 8082
     python -m serving actions --events redis://h:6379/0 --dead-letter D --http-port 8083
 
+Each listens on loopback unless `--bind-host` says otherwise (a container passes 0.0.0.0); a model server needs
+`Authorization: Bearer $SERVING_TOKEN` on its data plane when that variable is set (serving/server.py).
+
 Flag names: importing kserve runs its own argparse parser over sys.argv (`kserve.model_server`), which accepts
 abbreviations. A flag of ours that equals or is a prefix of one of kserve's (`--http_port`, `--model_name`, ...)
 would be read by kserve too, and a prefix of two of them makes kserve exit on an ambiguous option. So every flag here
@@ -20,6 +23,8 @@ import argparse
 from pathlib import Path
 
 from serving.homefeed import DEFAULT_CANDIDATES
+
+LOOPBACK = "127.0.0.1"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     actions.add_argument("--dead-letter", type=Path, required=True, help="where invalid events go, with reasons")
     for sub in (retrieval, ranking, homefeed, actions):
         sub.add_argument("--http-port", type=int, default=8080, help="the REST port")
+        sub.add_argument("--bind-host", default=LOOPBACK,
+                         help="the address to listen on; loopback unless told (0.0.0.0 in a container)")  # fmt: skip
     return parser
 
 
@@ -65,7 +72,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.kind == "actions":  # no KServe: a plain ASGI app (serving/actions.py)
         from serving.actions import serve_actions
 
-        serve_actions(args.events, args.dead_letter, args.http_port)
+        serve_actions(args.events, args.dead_letter, args.http_port, args.bind_host)
         return
     from serving import server  # after parsing: --help and usage errors answer without loading torch and Feast
 
@@ -81,7 +88,7 @@ def main(argv: list[str] | None = None) -> None:
             args.retrieval_url, args.ranking_url, candidates=args.candidates, events_uri=args.events,
             spool_dir=args.spool_dir, versions=(args.model_version, args.index_version), client_time=args.client_time,
         )  # fmt: skip
-    server.serve(model, args.http_port)
+    server.serve(model, args.http_port, args.bind_host)
 
 
 if __name__ == "__main__":

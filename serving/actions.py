@@ -314,14 +314,14 @@ async def _body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
     return b"".join(chunks)
 
 
-def serve_actions(events_uri: str, dead_letter_dir: Path, http_port: int) -> None:
-    """Run the actions service on all interfaces until SIGTERM (uvicorn finishes the requests in flight). Blocks."""
+def serve_actions(events_uri: str, dead_letter_dir: Path, http_port: int, host: str = "127.0.0.1") -> None:
+    """Run the actions service on `host` until SIGTERM (uvicorn finishes the requests in flight). Blocks."""
     import uvicorn
 
     observe.configure_logging()
     bus = open_bus(events_uri)
     try:
         app = actions_app(bus, DeadLetter(dead_letter_dir))
-        uvicorn.run(app, host="0.0.0.0", port=http_port, access_log=False, timeout_graceful_shutdown=10)
+        uvicorn.run(app, host=host, port=http_port, access_log=False, timeout_graceful_shutdown=10)
     finally:
         bus.close()

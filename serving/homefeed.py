@@ -27,6 +27,7 @@ order, flagged `degraded`, since retrieval's candidates are already a feed.
 
 from __future__ import annotations
 
+import os
 import time
 from http import HTTPStatus
 
@@ -41,6 +42,7 @@ from serving.payload import MAX_USER_ID, integer, integer_list, parse, respond
 from serving.v2 import Schema
 
 DEFAULT_CANDIDATES = 200
+TOKEN_ENV = "SERVING_TOKEN"  # when set, the bearer token every model server's data plane requires
 DEFAULT_N = 10
 MAX_INTERESTS = 1000
 MAX_TS = 2**53  # epoch ms: any time a JSON number holds exactly
@@ -153,6 +155,8 @@ class HomefeedPredictor(kserve.Model):
         request id `rid` forwarded). Public so that a client of both servers that wants the candidates themselves,
         not only the feed `feed` cuts from them (the homefeed page, serving/ui), calls them exactly as this does."""
         forward = append_forwardable_headers(headers, {"content-type": "application/json", observe.REQUEST_ID: rid})
+        if token := os.environ.get(TOKEN_ENV):  # the three servers share one token (serving/server.py)
+            forward["authorization"] = f"Bearer {token}"
         # A client per request: an AsyncClient is bound to the event loop it first runs on, and a model can be
         # called from more than one loop (the server's, a test client's).
         async with httpx.AsyncClient(timeout=self.timeout_s, headers=forward) as client:

@@ -9,7 +9,8 @@ Metrics (on the model server's own `GET /metrics`, beside KServe's request histo
                                                 and were answered by a fallback
 
 Request ids: the `x-request-id` header when the caller sent one (KServe's ingress and the homefeed forward it), the
-v2 request's `id` otherwise, else a fresh one. Every log line of a request carries it, so one homefeed request can
+v2 request's `id` otherwise, else a fresh one; one longer than MAX_REQUEST_ID characters is a 400 (it is echoed
+back and logged, so a 10 MB id would be copied twice). Every log line of a request carries it, so one homefeed request can
 be followed through the three servers' logs.
 """
 
@@ -23,9 +24,11 @@ import uuid
 from collections import Counter as Tally
 from collections.abc import Iterator
 
+from kserve.errors import InvalidInput
 from prometheus_client import Counter, Histogram
 
 REQUEST_ID = "x-request-id"
+MAX_REQUEST_ID = 128
 MODES = ("personalized", "cold_start", "degraded")
 # 0.5 ms to 10 s: a ranking pass on a GPU is sub-millisecond, a homefeed over two hops on CPU is tens to hundreds
 _BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -52,13 +55,14 @@ def configure_logging(level: int = logging.INFO) -> None:
 
 
 def request_id(headers: dict[str, str] | None, payload=None) -> str:
-    """The caller's request id (header, then a v2 body's `id`), else a new one."""
-    if headers:
-        for key, value in headers.items():
-            if key.lower() == REQUEST_ID and value:
-                return str(value)
-    given = getattr(payload, "id", None)
-    return str(given) if given else uuid.uuid4().hex
+    """The caller's request id (header, then a v2 body's `id`), else a new one; InvalidInput (400) when too long."""
+    given = next((v for k, v in (headers or {}).items() if k.lower() == REQUEST_ID and v), None)
+    given = given or getattr(payload, "id", None)
+    if not given:
+        return uuid.uuid4().hex
+    if len(str(given)) > MAX_REQUEST_ID:
+        raise InvalidInput(f"request id: {len(str(given))} characters, at most {MAX_REQUEST_ID}")
+    return str(given)
 
 
 @contextlib.contextmanager

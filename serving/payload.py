@@ -6,6 +6,9 @@ in [0, 300), got 'a'`), so a client with a batch of many instances knows which o
 not read is an error too, not silently dropped: a misspelt `intrests` would otherwise serve an unfiltered feed. JSON
 booleans are not integers here, and neither are floats such as 3.0: an id that arrives as either is a client bug
 worth reporting.
+
+A body nested deeper than any predictor reads is a 400 before it is looked at, and values quoted back in a message
+are cut to a short, safe summary (serving/bounds.py).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferRequest, InferResponse
 
 from serving import v2
+from serving.bounds import check_depth, field_name, summary
 
 MAX_INSTANCES = 256  # users per request: a bigger batch is a client that should split it
 # Any non-negative 64-bit id is a well-formed user id: one the model does not know is a new user (cold start), not
@@ -44,24 +48,25 @@ def v1_instances(payload: Any, fields: tuple[str, ...]) -> list[dict]:
     if isinstance(payload, bytes | bytearray):
         # kserve hands over the raw body when the request has no JSON content type (curl -d without -H): read it
         # as JSON all the same, so the answer is about the body, not the header
-        with contextlib.suppress(ValueError, UnicodeDecodeError):  # not JSON: the check below names it
+        with contextlib.suppress(ValueError, UnicodeDecodeError, RecursionError):  # not JSON: named below
             payload = json.loads(payload)
+    check_depth(payload, "body")
     if not isinstance(payload, dict) or "instances" not in payload:
-        raise InvalidInput(f'instances: missing; expected a JSON object {{"instances": [...]}}, got {_show(payload)}')
+        raise InvalidInput(f'instances: missing; expected a JSON object {{"instances": [...]}}, got {summary(payload)}')
     extra = sorted(set(payload) - {"instances"})
     if extra:
         raise InvalidInput(f"{extra[0]}: unknown field; a v1 body holds only `instances`")
     instances = payload["instances"]
     if not isinstance(instances, list) or not instances:
-        raise InvalidInput(f"instances: expected a non-empty list of objects, got {_show(instances)}")
+        raise InvalidInput(f"instances: expected a non-empty list of objects, got {summary(instances)}")
     _check_count(len(instances), "instances")
     for i, instance in enumerate(instances):
         if not isinstance(instance, dict):
-            raise InvalidInput(f"instances[{i}]: expected an object, got {_show(instance)}")
+            raise InvalidInput(f"instances[{i}]: expected an object, got {summary(instance)}")
         unknown = [k for k in instance if k not in fields]
         if unknown:
             raise InvalidInput(
-                f"instances[{i}].{str(unknown[0])[:40]}: unknown field; expected some of {', '.join(fields)}"
+                f"instances[{i}].{field_name(unknown[0])}: unknown field; expected some of {', '.join(fields)}"
             )
     return instances
 
@@ -77,7 +82,7 @@ def integer(instance: dict, index: int, name: str, lo: int, hi: int, default: in
     if value is None:
         raise InvalidInput(f"instances[{index}].{name}: required, expected an integer in [{lo}, {hi})")
     if not _is_int(value) or not lo <= value < hi:
-        raise InvalidInput(f"instances[{index}].{name}: expected an integer in [{lo}, {hi}), got {_show(value)}")
+        raise InvalidInput(f"instances[{index}].{name}: expected an integer in [{lo}, {hi}), got {summary(value)}")
     return int(value)
 
 
@@ -86,10 +91,10 @@ def integer_list(instance: dict, index: int, name: str, lo: int, hi: int, max_le
     values = instance.get(name)
     where = f"instances[{index}].{name}"
     if not isinstance(values, list) or not 0 < len(values) <= max_len:
-        raise InvalidInput(f"{where}: expected a list of 1 to {max_len} integers, got {_show(values)}")
+        raise InvalidInput(f"{where}: expected a list of 1 to {max_len} integers, got {summary(values)}")
     for j, value in enumerate(values):
         if not _is_int(value) or not lo <= value < hi:
-            raise InvalidInput(f"{where}[{j}]: expected an integer in [{lo}, {hi}), got {_show(value)}")
+            raise InvalidInput(f"{where}[{j}]: expected an integer in [{lo}, {hi}), got {summary(value)}")
     if len(set(values)) < len(values):
         repeated = sorted(v for v, times in Counter(values).items() if times > 1)
         raise InvalidInput(f"{where}: expected distinct ids, got {repeated} more than once")
@@ -98,8 +103,3 @@ def integer_list(instance: dict, index: int, name: str, lo: int, hi: int, max_le
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _show(value: Any, limit: int = 80) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."

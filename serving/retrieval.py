@@ -58,6 +58,7 @@ from serving.corpus import ServingCorpus
 from serving.online import OnlineUsers, declared_interests, online_users, without_features
 from serving.payload import MAX_USER_ID, integer, integer_list, parse, respond
 from serving.v2 import Schema
+from serving.worker import OffLoop
 
 DEFAULT_K = 100
 MAX_K = 1000
@@ -72,7 +73,7 @@ SCHEMA = Schema(
 )
 
 
-class RetrievalPredictor(kserve.Model):
+class RetrievalPredictor(OffLoop, kserve.Model):
     def __init__(self, model_dir: Path, features_dir: Path, index_dir: Path, name: str = "retrieval"):
         super().__init__(name)
         self.model_dir, self.features_dir, self.index_dir = Path(model_dir), Path(features_dir), Path(index_dir)
@@ -90,7 +91,7 @@ class RetrievalPredictor(kserve.Model):
         self.ready = True
         return self.ready
 
-    def predict(self, payload, headers: dict[str, str] | None = None):
+    def predict_now(self, payload, headers: dict[str, str] | None = None):
         started, rid = time.perf_counter(), observe.request_id(headers, payload)
         instances, as_v2 = parse(payload, SCHEMA)
         requests = self._parse(instances)

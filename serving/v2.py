@@ -20,14 +20,20 @@ Example (retrieval):
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
+from serving.bounds import check_depth, field_name, summary
+
 PAD = -1
-_INTEGER_TYPES = {"INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"}
+_DTYPES = {
+    name: np.dtype(name.lower()) for name in ("INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64")
+}
+_INTEGER_TYPES = set(_DTYPES)
 _FILL = {"INT64": PAD, "FP32": 0.0, "BYTES": ""}
 
 
@@ -52,17 +58,16 @@ def instances(request: InferRequest, schema: Schema) -> list[dict]:
     given = {}
     for tensor in request.inputs:
         if tensor.name not in schema.fields:
-            raise InvalidInput(f"inputs.{tensor.name}: unknown input; expected some of {', '.join(schema.fields)}")
+            raise InvalidInput(
+                f"inputs.{field_name(tensor.name)}: unknown input; expected some of {', '.join(schema.fields)}"
+            )
         if tensor.name in given:
             raise InvalidInput(f"inputs.{tensor.name}: given more than once")
         if tensor.datatype not in _INTEGER_TYPES:
-            raise InvalidInput(f"inputs.{tensor.name}: expected an integer datatype (INT64), got {tensor.datatype}")
-        try:
-            given[tensor.name] = np.asarray(tensor.as_numpy())
-        except (ValueError, TypeError, OverflowError) as exc:  # numpy: OverflowError for -1 as UINT8
             raise InvalidInput(
-                f"inputs.{tensor.name}: data does not fit {tensor.datatype} of shape {tensor.shape}: {exc}"
-            ) from exc
+                f"inputs.{tensor.name}: expected an integer datatype (INT64), got {field_name(tensor.datatype)}"
+            )
+        given[tensor.name] = _integers(tensor)
     rows = _rows(given, schema)
     out: list[dict] = [{} for _ in range(rows)]
     for name, values in given.items():
@@ -78,6 +83,37 @@ def instances(request: InferRequest, schema: Schema) -> list[dict]:
             for i in range(rows):
                 out[i][name] = [int(v) for v in values[i] if v != PAD]
     return out
+
+
+def _integers(tensor) -> np.ndarray:
+    """A tensor's data as int64 of its shape. JSON data must be a flat list of integers, as many as the shape
+    holds: numpy would otherwise turn "7", 7.5, true or [[7]] into 7 and the request would be served as if valid
+    (v1 refuses them all). Binary data (the request's raw tail) is read as its datatype says."""
+    where, shape = f"inputs.{tensor.name}", list(tensor.shape)
+    if not all(_is_int(d) and d >= 0 for d in shape):
+        raise InvalidInput(f"{where}: shape must be non-negative integers, got {shape}")
+    if tensor._raw_data is None:  # kserve has no public accessor for "came as JSON"
+        data = tensor.data
+        check_depth(data, where)
+        if not isinstance(data, list) or not all(_is_int(v) for v in data):
+            bad = next(v for v in data if not _is_int(v)) if isinstance(data, list) else data
+            raise InvalidInput(f"{where}: data must be a flat list of integers, got {summary(bad)}")
+        if len(data) != math.prod(shape):
+            raise InvalidInput(f"{where}: shape {shape} holds {math.prod(shape)} values, data has {len(data)}")
+        info = np.iinfo(_DTYPES[tensor.datatype])
+        lo, hi = info.min, min(info.max, np.iinfo(np.int64).max)
+        out_of_range = next((v for v in data if not lo <= v <= hi), None)
+        if out_of_range is not None:
+            raise InvalidInput(f"{where}: {summary(out_of_range)} is out of range for {tensor.datatype}")
+        return np.asarray(data, dtype=np.int64).reshape(shape)
+    try:
+        return np.asarray(tensor.as_numpy()).astype(np.int64)
+    except (ValueError, TypeError, OverflowError) as exc:  # numpy: OverflowError for -1 as UINT8, 2**64 as UINT64
+        raise InvalidInput(f"{where}: data does not fit {tensor.datatype} of shape {shape}: {exc}") from exc
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _rows(given: dict[str, np.ndarray], schema: Schema) -> int:

@@ -11,6 +11,7 @@ error. A `.db` file (Milvus Lite) has no users and is opened without a token.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -113,6 +114,16 @@ def client_for(uri: str) -> MilvusClient:
                 client = _server_client(uri)
             _clients[uri] = client
         return client
+
+
+def forget_client(uri: str) -> None:
+    """Drop the cached client for `uri` (closing it), so the next `client_for` connects afresh: after a server
+    restart a client's channel may stay broken, and only a new one recovers."""
+    with _lock:
+        client = _clients.pop(uri, None)
+    if client is not None:
+        with contextlib.suppress(Exception):  # a broken channel may fail to close: it is dropped all the same
+            client.close()
 
 
 def searchable(uri: str) -> str:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 from pymilvus import DataType, MilvusClient
 
-from components.index.client import client_for
+from components.index.client import client_for, forget_client
 from components.index.pins import PinColumns, embedding_matrix, pin_columns
 
 METRICS = ("IP", "COSINE", "L2")
@@ -36,8 +36,8 @@ INSERT_BATCH = 1000
 _OUTPUT_FIELDS = ["interest_id", "image_signature"]
 
 # (uri, collection) -> embedding dimension, for collections this process built or loaded. Saves a describe and a
-# load-state round trip on every search. A collection released or rebuilt by another process is not seen here: a
-# release answers with Milvus' own "not loaded" error.
+# load-state round trip on every search. A collection released or rebuilt elsewhere, or a server restarted, is not
+# seen here until a search fails: the failure forgets the entry (and the client), and the next search loads again.
 _ready: dict[tuple[str, str], int] = {}
 
 
@@ -107,19 +107,27 @@ def search(
     if ef is not None and ef < k:
         raise ValueError(f"ef must be at least k ({k}) for HNSW, got {ef}")
     client = client_for(uri)
-    mat = embedding_matrix(queries, "queries", dim=_ensure_loaded(client, uri, collection))
-    if len(mat) == 0:
-        return []
-    hits = client.search(
-        collection,
-        data=list(mat),
-        limit=k,
-        anns_field="embedding",
-        filter=_interest_filter(interests),
-        output_fields=_OUTPUT_FIELDS,
-        search_params={"params": {"ef": ef if ef is not None else max(k, DEFAULT_EF)}},
-        timeout=timeout,
-    )
+    filter_ = _interest_filter(interests)
+    try:
+        mat = embedding_matrix(queries, "queries", dim=_ensure_loaded(client, uri, collection))
+        if len(mat) == 0:
+            return []
+        hits = client.search(
+            collection,
+            data=list(mat),
+            limit=k,
+            anns_field="embedding",
+            filter=filter_,
+            output_fields=_OUTPUT_FIELDS,
+            search_params={"params": {"ef": ef if ef is not None else max(k, DEFAULT_EF)}},
+            timeout=timeout,
+        )
+    except Exception:  # any failure talking to Milvus: pymilvus raises its own and grpc's errors
+        # The server restarted, or released the collection: forget that it was loaded and the client that saw it,
+        # so the next search reconnects and loads again instead of failing until this process restarts.
+        _ready.pop((uri, collection), None)
+        forget_client(uri)
+        raise
     return [
         [
             {

@@ -85,9 +85,10 @@ def _answers(uri: str) -> bool:
 
 
 @contextlib.contextmanager
-def milvus_standalone(data_dir: Path, timeout_s: float = 120.0) -> Iterator[str]:
-    """The Milvus standalone server (`milvus-server`) with its data and logs in `data_dir`, its proxy on a free
-    loopback port (its other ports, etcd's among them, are the first free ones from Milvus' defaults).
+def milvus_standalone(data_dir: Path, timeout_s: float = 120.0, port: int | None = None) -> Iterator[str]:
+    """The Milvus standalone server (`milvus-server`) with its data and logs in `data_dir`, its proxy on `port` (a
+    free loopback port by default; a restart drill passes the first run's, with the same `data_dir`), its other
+    ports, etcd's among them, the first free ones from Milvus' defaults.
 
     Runs in a session of its own: the wrapper command starts the server binary as a child and forwards only SIGINT,
     so on exit the whole group gets SIGTERM, then SIGKILL after 10 s (the binary does not exit on SIGTERM within 30 s
@@ -99,10 +100,10 @@ def milvus_standalone(data_dir: Path, timeout_s: float = 120.0) -> Iterator[str]
         raise FileNotFoundError("milvus-server is not installed (PyPI: milvus==2.3.5)")
     data_dir = Path(data_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
-    (port,) = free_ports(1)
+    port = port or free_ports(1)[0]
     uri = f"http://127.0.0.1:{port}"
     log_path = data_dir / "milvus-server.log"
-    with open(log_path, "wb") as log_file:
+    with open(log_path, "ab") as log_file:  # a restart appends to the first run's log
         proc = subprocess.Popen(
             [*cmd, "--data", str(data_dir), "--proxy-port", str(port)],
             stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,

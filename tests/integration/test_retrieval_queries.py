@@ -39,7 +39,7 @@ def _busiest_users(model, n: int) -> list[int]:
 def test_one_query_per_capsule_merged_round_robin(predictor):
     users = _busiest_users(predictor, 3)
     k = 40
-    out = predictor.predict({"instances": [{"user_id": u, "k": k} for u in users]})["predictions"]
+    out = predictor.predict_now({"instances": [{"user_id": u, "k": k} for u in users]})["predictions"]
     online = online_users(predictor.store, users, predictor.model.cfg.n_interests, RETRIEVAL_SEQ_LEN)
     inputs = [torch.from_numpy(getattr(online, f)) for f in ("user_id", "segment", "declared", "seq_pin_ids")]
     with torch.no_grad():
@@ -63,7 +63,7 @@ def test_one_query_per_capsule_merged_round_robin(predictor):
 def test_conditional_queries_one_per_interest_with_that_interest_as_filter(predictor):
     user = _busiest_users(predictor, 1)[0]
     wanted = [1, 3]
-    pred = predictor.predict({"instances": [{"user_id": user, "k": 30, "interests": wanted}]})["predictions"][0]
+    pred = predictor.predict_now({"instances": [{"user_id": user, "k": 30, "interests": wanted}]})["predictions"][0]
     assert {c["interest_id"] for c in pred["candidates"]} <= set(wanted)
     assert {c["source"] for c in pred["candidates"]} == {"interest_1", "interest_3"}
     # round robin: the top two candidates come one from each interest's query

@@ -111,7 +111,7 @@ def test_ranking_scores_from_online_features_equal_offline_scoring(ranking, offl
     users = rng.choice(cat.n_users, size=12, replace=False)
     corpus = ranking.corpus.pin_id  # ranking scores the pins retrieval can serve
     pins = np.stack([rng.choice(corpus, size=25, replace=False) for _ in users])
-    answer = ranking.predict(
+    answer = ranking.predict_now(
         {"instances": [{"user_id": int(u), "candidates": p.tolist()} for u, p in zip(users, pins, strict=True)]}
     )
 

@@ -164,7 +164,7 @@ def test_one_image_takes_one_slot_in_the_merge(tiny_artifacts, tmp_path):
     index = _index_at(str(tmp_path / "dups" / "milvus.db"), art, tmp_path / "index", signatures=pairs)
     retrieval = retrieval_predictor(art["retrieval"], art["features"], index)
     retrieval.load()
-    (prediction,) = retrieval.predict({"instances": [{"user_id": user, "k": 40}]})["predictions"]
+    (prediction,) = retrieval.predict_now({"instances": [{"user_id": user, "k": 40}]})["predictions"]
     signature_of = dict(zip(corpus.pin_id.tolist(), pairs.tolist(), strict=True))
     got = [c["pin_id"] for c in prediction["candidates"]]
     assert [c["image_signature"] for c in prediction["candidates"]] == [signature_of[p] for p in got]
