@@ -31,6 +31,7 @@ from models.schema import ACTIONS, SEGMENTS  # noqa: F401  (re-exported: the dat
 ACTIVITY_MIN_MS = 631_152_000_000  # 1990-01-01
 CONTENT_MIN_MS = -2_208_988_800_000  # 1900-01-01
 TS_MAX_MS = 4_102_444_800_000  # 2100-01-01
+INT64_MAX = 2**63 - 1  # ids and timestamps are stored as int64
 
 
 class ContractError(ValueError):
@@ -61,6 +62,9 @@ class Contract:
     name: str
     fields: tuple[Field, ...]
     key: tuple[str, ...] = ()  # primary key: a repeated key is rejected after its first occurrence
+    # For rows with no id of their own: within one file or dataset, a second row with the same values here is the
+    # same fact recorded twice. Checked only when the caller validates a whole table (`validate(..., dedupe=True)`).
+    natural_key: tuple[str, ...] = ()
 
     @property
     def schema(self) -> pa.Schema:
@@ -127,6 +131,10 @@ EVENT = Contract(
         Field("request_id", "int", "an integer request id >= 0", bad=_nonneg),
         Field("surface", "str", "a non-empty surface name such as homefeed", bad=_blank),
     ),
+    # A user cannot do the same thing to the same pin twice in one millisecond: such a row is a double-logged event
+    # (a retried export, files concatenated twice) and would count twice in training and in engagement rates. A
+    # client's batch and the stream carry an event id and are deduplicated by it instead, so they do not ask for this.
+    natural_key=("ts", "user_id", "pin_id", "action"),  # ts first: nearly unique, it finds the candidates fast
 )
 
 PIN = Contract(
@@ -189,6 +197,7 @@ class Reject:
 class ValidationResult:
     valid: pa.Table
     rejects: list[Reject] = field(default_factory=list)
+    duplicates: int = 0  # rows among the rejects that repeat an earlier row's key (a row may have other problems too)
 
     @property
     def n_rejected(self) -> int:
@@ -200,13 +209,15 @@ def validate(
     contract: Contract,
     references: dict[str, tuple[np.ndarray, str]] | None = None,
     row_offset: int = 0,
+    dedupe: bool = False,
 ) -> ValidationResult:
     """Split `data` into rows that satisfy `contract` (typed to its schema) and rejects.
 
     `references` maps a column to (the ids it may take, the table they come from): an event whose pin_id is not
     among the pins cannot be joined later, so it is rejected here. `row_offset` is added to row numbers so that a
-    caller validating a file in chunks reports file rows. Raises ContractError when a required column is absent:
-    then no row can be judged and nothing is written.
+    caller validating a file in chunks reports file rows. `dedupe` says `data` is a whole table (a file, a dataset):
+    then a row repeating an earlier row's `natural_key` is rejected as a duplicate. Raises ContractError when a
+    required column is absent: then no row can be judged and nothing is written.
     """
     arrow = data if isinstance(data, pa.Table) else None
     columns = data.column_names if arrow is not None else list(data.columns)
@@ -218,28 +229,40 @@ def validate(
     n = data.num_rows if arrow is not None else len(data)
     problems: list[tuple[np.ndarray, str, str]] = []  # (bad-row mask, field, reason)
     parsed: dict[str, object] = {}
+    readable: dict[str, np.ndarray] = {}  # rows whose value was read (it may still be out of range)
     for f in contract.fields:
         if f.name not in columns:  # an optional column that is absent: every value unknown
             values = np.full(n, None if f.kind in ("str", "int_list", "float_list") else np.nan, dtype=object)
-            values, null, unparsable = _parse(pd.Series(values, dtype=object), f.kind)
+            values, null, unparsable, overflow = _parse(pd.Series(values, dtype=object), f.kind)
         elif arrow is not None and f.kind.endswith("_list"):
             values, null, unparsable = _parse_arrow_list(arrow.column(f.name), f.kind)
+            overflow = np.zeros(n, dtype=bool)
         else:
             raw = arrow.column(f.name).to_pandas() if arrow is not None else data[f.name]
-            values, null, unparsable = _parse(raw, f.kind)
+            values, null, unparsable, overflow = _parse(raw, f.kind)
         if f.required:
             problems.append((null, f.name, f"missing value; expected {f.expect}"))
         problems.append((unparsable, f.name, f"{_show_kind(f.kind)} could not be read; expected {f.expect}"))
-        ok = ~null & ~unparsable
+        if overflow.any():
+            problems.append(
+                (overflow, f.name, f"integer too large for 64 bits (at most {INT64_MAX}); expected {f.expect}")
+            )
+        ok = ~null & ~unparsable & ~overflow
         if f.bad is not None and ok.any():
             bad = np.zeros(n, dtype=bool)
             bad[ok] = _apply_check(f.bad, values, ok)
             problems.extend(_range_problems(f, values, bad))
         parsed[f.name] = values
+        readable[f.name] = ok
     for name, (allowed, table) in (references or {}).items():
         unknown = ~np.isin(parsed[name], allowed)
         problems.append((unknown, name, f"unknown {name}: not in {table}"))
-    problems.extend(_key_problems(contract, parsed))
+    duplicate = np.zeros(n, dtype=bool)
+    for key in (contract.key, contract.natural_key if dedupe else ()):
+        if key:
+            dup = _duplicates(key, parsed, readable)
+            problems.append((dup, key[0], f"duplicate {'/'.join(key)}: an earlier row has the same key"))
+            duplicate |= dup
     if contract is PIN:
         problems.extend(_signature_problems(parsed))
 
@@ -249,37 +272,50 @@ def validate(
     rejects = _collect_rejects(data, problems, any_bad, row_offset)
     keep = ~any_bad
     columns = [_to_arrow(parsed[f.name], f.kind, keep) for f in contract.fields]
-    return ValidationResult(valid=pa.Table.from_arrays(columns, schema=contract.schema), rejects=rejects)
+    valid = pa.Table.from_arrays(columns, schema=contract.schema)
+    return ValidationResult(valid=valid, rejects=rejects, duplicates=int(duplicate.sum()))
 
 
-def _parse(raw: pd.Series, kind: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Parse a column into (values, null mask, unparsable mask). Values at masked rows are placeholders."""
+def _parse(raw: pd.Series, kind: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Parse a column into (values, null mask, unparsable mask, overflow mask). Values at masked rows are
+    placeholders; overflow marks whole numbers beyond the int64 range of an "int" column."""
     null = raw.isna().to_numpy()
+    none = np.zeros(len(raw), dtype=bool)
     if kind in ("int", "float"):
         if pd.api.types.is_bool_dtype(raw.dtype):
-            return np.zeros(len(raw)), null, ~null  # a boolean is not a number here
+            return np.zeros(len(raw)), null, ~null, none  # a boolean is not a number here
         num = pd.to_numeric(raw, errors="coerce")
         unparsable = num.isna().to_numpy() & ~null
-        vals = num.to_numpy(dtype=np.float64, na_value=np.nan) if kind == "float" or num.dtype.kind == "f" else None
-        if kind == "int":
-            if vals is None:  # already an integer column: keep exact int64 (no float round trip)
-                return num.to_numpy(dtype=np.int64, na_value=0), null, unparsable
-            finite = np.isfinite(vals)
-            whole = finite & (np.abs(vals) < 2**62) & (np.floor(np.where(finite, vals, 0)) == np.where(finite, vals, 0))
-            unparsable |= ~null & ~unparsable & ~whole
-            return np.where(whole, vals, 0).astype(np.int64), null, unparsable
-        unparsable |= ~null & ~unparsable & ~np.isfinite(vals)  # +-inf is not a number we can use
-        return vals, null, unparsable
+        if kind == "float":
+            vals = num.to_numpy(dtype=np.float64, na_value=np.nan)
+            unparsable |= ~null & ~unparsable & ~np.isfinite(vals)  # +-inf is not a number we can use
+            return vals, null, unparsable, none
+        if num.dtype.kind == "u":  # a CSV column with a value above int64's range is read as uint64
+            unsigned = num.to_numpy(dtype=np.uint64)
+            overflow = unsigned > INT64_MAX
+            return np.where(overflow, 0, unsigned).astype(np.int64), null, none, overflow
+        if num.dtype.kind != "f":  # already an integer column: keep exact int64 (no float round trip)
+            return num.to_numpy(dtype=np.int64, na_value=0), null, unparsable, none
+        vals = num.to_numpy(dtype=np.float64, na_value=np.nan)
+        finite = np.isfinite(vals)
+        safe = np.where(finite, vals, 0)
+        integral = finite & (np.floor(safe) == safe)
+        overflow = ~null & integral & (np.abs(safe) >= 2.0**63)
+        # a float is exact only to 2**53; one above 2**62 has long lost an id's low digits and is not read as one
+        whole = integral & (np.abs(safe) < 2**62)
+        unparsable |= ~null & ~unparsable & ~whole & ~overflow
+        return np.where(whole, vals, 0).astype(np.int64), null, unparsable, overflow
     if kind == "str":
         if isinstance(raw.dtype, pd.CategoricalDtype):
             # Keep categories: checks then run once per category, not once per row (10M events, a few actions).
-            return raw.array, null, np.zeros(len(raw), dtype=bool)
-        is_str = raw.map(lambda v: isinstance(v, str)).to_numpy() if raw.dtype == object else None
+            return raw.array, null, none, none
+        # dtype=bool: an empty column (a header-only file) would otherwise give an object array, not a mask
+        is_str = raw.map(lambda v: isinstance(v, str)).to_numpy(dtype=bool) if raw.dtype == object else None
         if is_str is None:
             if pd.api.types.is_string_dtype(raw.dtype):
-                return raw.astype(object).to_numpy(), null, np.zeros(len(raw), dtype=bool)
-            return raw.astype(object).to_numpy(), null, ~null
-        return raw.to_numpy(dtype=object), null, ~null & ~is_str
+                return raw.astype(object).to_numpy(), null, none, none
+            return raw.astype(object).to_numpy(), null, ~null, none
+        return raw.to_numpy(dtype=object), null, ~null & ~is_str, none
     # list kinds: each cell a sequence of numbers
     cast = int if kind == "int_list" else float
     out = np.empty(len(raw), dtype=object)
@@ -296,7 +332,7 @@ def _parse(raw: pd.Series, kind: str) -> tuple[np.ndarray, np.ndarray, np.ndarra
             out[i] = items
         except (TypeError, ValueError):
             unparsable[i] = True
-    return out, null, unparsable
+    return out, null, unparsable, none
 
 
 def _parse_arrow_list(col: pa.ChunkedArray, kind: str) -> tuple[object, np.ndarray, np.ndarray]:
@@ -350,12 +386,19 @@ def _range_problems(f: Field, values, bad: np.ndarray) -> list[tuple[np.ndarray,
     return [(bad, f.name, f"invalid value; expected {f.expect}")]
 
 
-def _key_problems(contract: Contract, parsed: dict) -> list[tuple[np.ndarray, str, str]]:
-    if not contract.key:
-        return []
-    keys = pd.DataFrame({k: parsed[k] for k in contract.key})
-    dup = keys.duplicated(keep="first").to_numpy()
-    return [(dup, contract.key[0], f"duplicate {'/'.join(contract.key)}: an earlier row has the same key")]
+def _duplicates(key: tuple[str, ...], parsed: dict, readable: dict[str, np.ndarray]) -> np.ndarray:
+    """Rows that repeat an earlier row's key. Only rows whose key values were read take part: the placeholder of
+    an unreadable value must not make a later, valid row look like its duplicate."""
+    dup = np.zeros(len(readable[key[0]]), dtype=bool)
+    rows = np.flatnonzero(np.logical_and.reduce([readable[k] for k in key]))
+    if len(key) > 1:
+        # Only a row whose first key value repeats can repeat the whole key. That one-column check is cheap, and on
+        # event logs (ts nearly unique) it leaves few rows for the comparison of every key column, which over
+        # millions of rows would cost about half as much again as the rest of the validation.
+        rows = rows[pd.Series(parsed[key[0]][rows]).duplicated(keep=False).to_numpy()]
+    keys = pd.DataFrame({k: parsed[k][rows] for k in key})
+    dup[rows] = keys.duplicated(keep="first").to_numpy()
+    return dup
 
 
 def _signature_problems(parsed: dict) -> list[tuple[np.ndarray, str, str]]:

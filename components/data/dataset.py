@@ -70,6 +70,7 @@ class WriteReport:
 
     rows: dict[str, int] = field(default_factory=dict)
     rejected: dict[str, int] = field(default_factory=dict)
+    duplicates: dict[str, int] = field(default_factory=dict)  # of the rejected, rows repeating an earlier row's key
 
 
 def write_table(path: Path, table: pa.Table) -> None:
@@ -89,8 +90,8 @@ def validate_and_write(
     tables: dict[str, pd.DataFrame | pa.Table],
     manifest: dict,
 ) -> WriteReport:
-    """Validate each table against its contract, reject events that reference unknown users or pins, and write
-    the dataset. Rejected rows go to `dead_letter/`; the manifest records the counts."""
+    """Validate each table against its contract, reject events that reference unknown users or pins or repeat an
+    earlier event, and write the dataset. Rejected rows go to `dead_letter/`; the manifest records the counts."""
     ds = Dataset(root)
     ds.root.mkdir(parents=True, exist_ok=True)
     dead = ds.dead_letter
@@ -105,12 +106,14 @@ def validate_and_write(
                 "user_id": (valid["users"].column("user_id").to_numpy(), "users"),
                 "pin_id": (valid["pins"].column("pin_id").to_numpy(), "pins"),
             }
-        result = contracts.validate(tables[name], contracts.CONTRACTS[name], references=refs)
+        # each table is whole here, so a repeated event is a duplicate (see contracts.EVENT)
+        result = contracts.validate(tables[name], contracts.CONTRACTS[name], references=refs, dedupe=True)
         dead.write(name, result.rejects)
         write_table(ds.path(name), result.valid)
         valid[name] = result.valid
         report.rows[name] = result.valid.num_rows
         report.rejected[name] = result.n_rejected
+        report.duplicates[name] = result.duplicates
     ts = valid["events"].column("ts")
     full = {
         "schema_version": SCHEMA_VERSION,

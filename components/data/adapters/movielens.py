@@ -15,9 +15,10 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from components.data.adapters.common import derive_users, read_int_columns, sessionize
+from components.data.adapters.common import derive_users, line_reject, no_usable_line, read_int_columns, sessionize
 from components.data.contracts import ACTIONS, DeadLetter, Reject
 from components.data.dataset import WriteReport, validate_and_write
+from components.data.sources import SourceError
 
 SURFACE = "movielens"
 N_GENRES = 19
@@ -45,9 +46,11 @@ def ingest_movielens(src: Path, out: Path) -> WriteReport:
         for r in ratings[bad_rating].itertuples()
     ])  # fmt: skip
     ratings = ratings[~bad_rating]
+    if ratings.empty:
+        raise no_usable_line(src / "u.data", "ratings of 1-5", dead.counts.get("u.data", 0), dead, "u.data")
 
     events = _events(ratings)
-    pins, interests = _pins(src, events)
+    pins, interests = _pins(src, events, dead)
     tables = {"interests": interests, "pins": pins, "users": derive_users(events), "events": events}
     manifest = {"source": "movielens-100k", "path": str(src), "raw_rejected": dict(dead.counts)}
     return validate_and_write(out, tables, manifest)
@@ -74,19 +77,31 @@ def _events(ratings: pd.DataFrame) -> pd.DataFrame:
     return ev.sort_values(["ts", "request_id", "action"], kind="stable").reset_index(drop=True)
 
 
-def _pins(src: Path, events: pd.DataFrame) -> tuple[pd.DataFrame, pa.Table]:
+def _pins(src: Path, events: pd.DataFrame, dead: DeadLetter) -> tuple[pd.DataFrame, pa.Table]:
     genres = [
         line.split("|")[0] for line in (src / "u.genre").read_text(encoding="latin-1").splitlines() if line.strip()
     ]
-    interests = pa.table({"interest_id": pa.array(range(len(genres)), pa.int64()), "name": genres})
+    if not genres:
+        raise SourceError(src / "u.genre", "no genre lines: every movie needs its genres as interests")
+    interests = pa.table(
+        {"interest_id": pa.array(range(len(genres)), pa.int64()), "name": pa.array(genres, pa.string())}
+    )
     first_seen = events.groupby("pin_id")["ts"].min()
-    rows = []
-    for line in (src / "u.item").read_text(encoding="latin-1").splitlines():
+    rows, rejects = [], []
+    # a movie line that cannot be read is rejected here; its pin is then unknown and its events are rejected too
+    for line_no, line in enumerate((src / "u.item").read_text(encoding="latin-1").splitlines(), start=1):
         parts = line.split("|")
+        if not line.strip():
+            continue
         if len(parts) < 5 + N_GENRES:
-            continue  # the pin is then unknown and its events are rejected with that reason
-        pin_id = int(parts[0])
-        flags = np.array([int(f) for f in parts[5 : 5 + N_GENRES]], dtype=np.float32)
+            rejects.append(line_reject(line_no, "line", f"expected {5 + N_GENRES} fields, got {len(parts)}", line))
+            continue
+        try:
+            pin_id = int(parts[0])
+            flags = np.array([int(f) for f in parts[5 : 5 + N_GENRES]], dtype=np.float32)
+        except (ValueError, OverflowError):  # OverflowError: a flag too large for a float
+            rejects.append(line_reject(line_no, "line", "the movie id and the genre flags must be integers", line))
+            continue
         created = _release_ms(parts[2])
         if created is None:  # no release date: the movie existed at least from its first rating
             created = int(first_seen.get(pin_id, 0)) or None
@@ -102,6 +117,9 @@ def _pins(src: Path, events: pd.DataFrame) -> tuple[pd.DataFrame, pa.Table]:
                 "embedding": (flags / norm).tolist() if norm else None,
             }
         )
+    dead.write("u.item", rejects)
+    if not rows:
+        raise no_usable_line(src / "u.item", f"movie lines of {5 + N_GENRES} '|' fields", len(rejects), dead, "u.item")
     return pd.DataFrame(rows), interests
 
 
