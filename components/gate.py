@@ -6,6 +6,10 @@ amount by which the challenger may trail the champion and still pass. The challe
 gated metric passes. Metrics that are not in the policy are carried along (they end up in KFP Metrics) but never
 decide anything; baselines (`*_popularity`, `*_random`) describe the data, not the model, and may not be gated on.
 
+A first model (no champion yet) has nothing to be compared with, so it is held to a floor instead (`FirstModel`):
+by default each gated metric must beat the baselines the evaluation measured next to it, in the rule's direction.
+A model that cannot beat popularity would otherwise become the champion every later model is measured against.
+
 Example:
     policy = GatePolicy.default()
     d = decide({"recall@100": 0.52, "hit@3_repin": 0.41, ...}, {"recall@100": 0.50, "hit@3_repin": 0.40, ...}, policy)
@@ -18,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 Direction = Literal["higher", "lower"]
@@ -39,6 +43,9 @@ UNMEASURABLE = "not measurable on this holdout (its baseline is undefined too: n
 _EPS = 1e-12
 
 _RULE_KEYS = {"direction", "tolerance", "relative"}
+# The one key of a policy's plain form that is not a metric: the floor for a first model (FirstModel).
+FIRST_MODEL_KEY = "first_model"
+_FIRST_MODEL_KEYS = {"beat_baselines", "margin"}
 
 
 def is_baseline(metric: str) -> bool:
@@ -85,23 +92,73 @@ class Rule:
 
 
 @dataclass(frozen=True)
+class FirstModel:
+    """The floor for a first model (no champion yet).
+
+    `beat_baselines`: each gated metric must be better than its baselines (`*_popularity`, `*_random`, as the
+    evaluation reports them) by more than `margin` (absolute), in the metric's direction. Off, a first model only
+    needs finite figures.
+
+    Example:
+        FirstModel().margin                      # 0.0
+        FirstModel(beat_baselines=False)         # no floor: any measurable first model deploys
+    """
+
+    beat_baselines: bool = True
+    margin: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.beat_baselines, bool):
+            raise ValueError(f"beat_baselines must be true or false, not {self.beat_baselines!r}")
+        if isinstance(self.margin, bool) or not isinstance(self.margin, int | float):
+            raise ValueError(f"margin must be a number, not {self.margin!r}")
+        if not math.isfinite(self.margin) or self.margin < 0:
+            raise ValueError(f"margin must be a finite number >= 0, not {self.margin!r}")
+
+    @classmethod
+    def from_dict(cls, raw: Any) -> FirstModel:
+        if not isinstance(raw, Mapping):
+            raise ValueError(f"gate policy: {FIRST_MODEL_KEY}: expected a mapping, got {raw!r}")
+        unknown = sorted(set(raw) - _FIRST_MODEL_KEYS)
+        if unknown:
+            raise ValueError(
+                f"gate policy: {FIRST_MODEL_KEY}.{unknown[0]}: unknown key (known: {sorted(_FIRST_MODEL_KEYS)})"
+            )
+        for key in sorted(raw):
+            try:
+                cls(**{key: raw[key]})
+            except ValueError as e:
+                raise ValueError(f"gate policy: {FIRST_MODEL_KEY}.{key}: {e}") from None
+        return cls(**raw)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"beat_baselines": self.beat_baselines, "margin": self.margin}
+
+
+@dataclass(frozen=True)
 class GatePolicy:
-    """The gated metrics and how each is compared.
+    """The gated metrics and how each is compared, and the floor for a first model.
 
     Example:
         GatePolicy.default().rules["hit@3_hide"]         # Rule(direction='lower', tolerance=0.01, relative=False)
         GatePolicy.from_dict({"recall@100": {"direction": "higher", "tolerance": 0.02}})
+        GatePolicy.from_dict({"recall@100": {"direction": "higher"}, "first_model": {"beat_baselines": False}})
     """
 
     rules: Mapping[str, Rule] = field(default_factory=dict)
+    first_model: FirstModel = field(default_factory=FirstModel)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.first_model, FirstModel):
+            raise ValueError(f"{FIRST_MODEL_KEY}: expected a FirstModel, got {type(self.first_model).__name__}")
         if not self.rules:
             # an empty policy would deploy anything: almost certainly a settings mistake, not an intent
             raise ValueError("a gate policy needs at least one metric")
         for metric, rule in self.rules.items():
             if is_baseline(metric):
                 raise ValueError(f"{metric}: a baseline figure, not a model metric; it cannot be gated on")
+            if metric == FIRST_MODEL_KEY:
+                raise ValueError(f"{metric}: the first-model floor's key, not a metric")
             if not isinstance(rule, Rule):
                 raise ValueError(f"{metric}: expected a Rule, got {type(rule).__name__}")
 
@@ -120,15 +177,19 @@ class GatePolicy:
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> GatePolicy:
-        """A policy from plain data (settings, a CLI's JSON): `{metric: {"direction", "tolerance"?, "relative"?}}`.
+        """A policy from plain data (settings, a CLI's JSON): `{metric: {"direction", "tolerance"?, "relative"?}}`,
+        plus, optionally, `"first_model": {"beat_baselines"?, "margin"?}` (FirstModel; absent: its defaults).
 
         `tolerance` defaults to DEFAULT_TOLERANCE and `relative` to false; `direction` is required, because guessing
         it wrong would invert the gate. Errors name the offending key, e.g. `gate policy: hit@3_hide.direction: ...`.
         """
         if not isinstance(raw, Mapping):
             raise ValueError(f"gate policy: expected a mapping of metric -> rule, got {type(raw).__name__}")
+        first_model = FirstModel.from_dict(raw[FIRST_MODEL_KEY]) if FIRST_MODEL_KEY in raw else FirstModel()
         rules: dict[str, Rule] = {}
         for metric, spec in raw.items():
+            if metric == FIRST_MODEL_KEY:
+                continue
             if not isinstance(metric, str) or not metric:
                 raise ValueError(f"gate policy: metric names must be non-empty strings, got {metric!r}")
             if not isinstance(spec, Mapping):
@@ -149,18 +210,22 @@ class GatePolicy:
                 spec["direction"], spec.get("tolerance", DEFAULT_TOLERANCE), spec.get("relative", False)
             )
         try:
-            return cls(rules)
+            return cls(rules, first_model)
         except ValueError as e:
             raise ValueError(f"gate policy: {e}") from None
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
-        return {metric: rule.to_dict() for metric, rule in self.rules.items()}
+        """The plain form `from_dict` reads, the first-model floor included (a record says what was applied)."""
+        return {metric: rule.to_dict() for metric, rule in self.rules.items()} | {
+            FIRST_MODEL_KEY: self.first_model.to_dict()
+        }
 
 
 @dataclass(frozen=True)
 class MetricCheck:
     """One gated metric's comparison. `champion`/`delta` are None when there was nothing to compare with;
-    `delta` is challenger - champion (its sign means better or worse according to the rule's direction)."""
+    `delta` is challenger - champion (its sign means better or worse according to the rule's direction).
+    `baseline`: for a first model held to the floor, the baseline figure it was compared with (the strongest one)."""
 
     metric: str
     challenger: float | None
@@ -168,6 +233,7 @@ class MetricCheck:
     delta: float | None
     ok: bool
     reason: str
+    baseline: float | None = None
 
 
 @dataclass(frozen=True)
@@ -205,6 +271,7 @@ class Decision:
                     "challenger": _json_float(c.challenger),
                     "champion": _json_float(c.champion),
                     "delta": _json_float(c.delta),
+                    "baseline": _json_float(c.baseline),
                     "ok": c.ok,
                 }
                 for c in self.per_metric
@@ -213,14 +280,20 @@ class Decision:
             "champion": None if self.champion is None else {k: _json_float(v) for k, v in self.champion.items()},
         }
 
+    def refused(self, why: str) -> Decision:
+        """This decision turned into a refusal for a reason outside the metric comparison (the champion cannot be
+        loaded, say): the checks stay as they were, and the verdict says why nothing deploys."""
+        return replace(self, deploy=False, reasons=[*self.reasons[:-1], f"not deployed: {why}"])
+
 
 def decide(
     challenger: Mapping[str, float], champion: Mapping[str, float] | None, policy: GatePolicy | None = None
 ) -> Decision:
     """Compare a challenger with the champion under `policy` (the default one when None).
 
-    - no champion (None: the first run) -> deploy, "no champion yet" (the challenger's own figures must still be
-      present and finite: a broken evaluation is not deployed even with nothing to beat);
+    - no champion (None: the first run) -> each gated metric must beat its baselines (policy.first_model), and
+      the challenger's own figures must be present and finite: a broken evaluation is not deployed even with
+      nothing to beat; a metric without a (finite) baseline is not held to one, and the reason says so;
     - a gated metric missing from the challenger, or NaN/inf there -> that metric fails, so no deploy; unless its
       baseline is NaN as well: then the holdout has no events of that kind (no hides at all, say), the figure is
       undefined for any model, and it is not compared;
@@ -235,16 +308,23 @@ def decide(
     challenger = {k: float(v) for k, v in challenger.items()}
     champion_d = None if champion is None else {k: float(v) for k, v in champion.items()}
 
+    floor = policy.first_model if champion_d is None and policy.first_model.beat_baselines else None
     checks: list[MetricCheck] = []
     reasons: list[str] = []
     if champion_d is None:
-        reasons.append("no champion yet: deploying the first model")
+        reasons.append(
+            "no champion yet: deploying the first model"
+            if floor is None
+            else f"no champion yet: the first model must beat the evaluation's baselines ({_describe(floor)})"
+        )
     for metric, rule in policy.rules.items():
         old = None if champion_d is None else champion_d.get(metric)
         if _unmeasurable(metric, challenger):
             check = MetricCheck(metric, challenger[metric], old, None, True, f"{metric}: {UNMEASURABLE}")
         else:
             check = _check(metric, rule, challenger.get(metric), old)
+            if floor is not None and check.ok:
+                check = _check_floor(metric, rule, challenger[metric], challenger, floor)
         checks.append(check)
         reasons.append(check.reason)
 
@@ -254,6 +334,30 @@ def decide(
         f"not deployed: {', '.join(failed)} did not pass" if failed else "deployed: every gated metric passed"
     )
     return Decision(deploy, reasons, checks, challenger, champion_d)
+
+
+def _check_floor(metric: str, rule: Rule, new: float, figures: Mapping[str, float], floor: FirstModel) -> MetricCheck:
+    """A first model's metric against the baselines next to it: better than each by more than the margin."""
+    baselines = {s[1:]: figures[metric + s] for s in BASELINE_SUFFIXES if _finite(figures.get(metric + s))}
+    if not baselines:
+        return MetricCheck(metric, new, None, None, True, f"{metric} {new:.4g}: no baseline figure, not held to one")
+    # the strongest baseline in the rule's direction: beating it beats them all
+    name, base = (max if rule.direction == "higher" else min)(baselines.items(), key=lambda kv: kv[1])
+    lift = new - base if rule.direction == "higher" else base - new
+    ok = lift > floor.margin + _EPS
+    verdict = "beats it" if ok else "does not beat it"
+    by = f" by more than {floor.margin:.4g}" if floor.margin else ""
+    reason = (
+        f"{metric} {new:.4g} vs {name} baseline {base:.4g}: {verdict}{by} ({rule.direction} is better; first model)"
+    )
+    return MetricCheck(metric, new, None, None, ok, reason, baseline=base)
+
+
+def _describe(floor: FirstModel) -> str:
+    by = f" by more than {floor.margin:.4g}" if floor.margin else ""
+    return (
+        f"each gated metric better than its baselines{by}; policy {FIRST_MODEL_KEY}.beat_baselines: false turns it off"
+    )
 
 
 def _unmeasurable(metric: str, figures: Mapping[str, float]) -> bool:

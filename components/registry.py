@@ -28,7 +28,6 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import math
 import os
@@ -43,6 +42,8 @@ from typing import Annotated, Any, Literal, Protocol
 from urllib.parse import urlparse
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from components.artifacts import sha256_file
 
 VERSION_FILE = "version.json"
 CHAMPION_FILE = "champion.json"
@@ -452,7 +453,7 @@ class Registry:
         digests = {}
         for path, rel in zip(files, rels, strict=True):
             self.storage.put_file(path, f"{base}/{rel}")
-            digests[rel] = _sha256(path)
+            digests[rel] = sha256_file(path)
         record = {
             "name": name,
             "version": version,
@@ -465,9 +466,14 @@ class Registry:
         self.storage.put(f"{base}/{VERSION_FILE}", _dumps(record))
         return version
 
-    def promote(self, name: str, version: int, reason: str) -> None:
-        """Point the champion at `version` (which must exist) in one replacing write, and note it in the history."""
+    def promote(self, name: str, version: int, reason: str, expect_files: Mapping[str, str] | None = None) -> None:
+        """Point the champion at `version` (which must exist) in one replacing write, and note it in the history.
+
+        `expect_files` (relative path -> sha256, e.g. what the gate hashed): the version must hold exactly these
+        bytes for those paths, or nothing is written (`check_files`)."""
         info = self.version(name, version)  # FileNotFoundError for an unknown name/version, before any write
+        if expect_files is not None:
+            self.check_files(name, version, expect_files)
         previous = self.champion(name)
         at = _now()
         self.storage.put(
@@ -483,6 +489,18 @@ class Registry:
                 "reason": reason,
             },
         )
+
+    def check_files(self, name: str, version: int, expected: Mapping[str, str]) -> None:
+        """A ValueError naming each file for which `version`'s recorded sha256 is not the `expected` one (or that it
+        does not hold). Reads version.json only: a version's files never change after registration, and `fetch`
+        checks the stored bytes against these digests."""
+        recorded = self.version(name, version).files
+        wrong = [rel for rel, digest in sorted(expected.items()) if recorded.get(rel) != digest]
+        if wrong:
+            raise ValueError(
+                f"{name} v{version} does not hold the files expected of it: {', '.join(wrong)} "
+                "(absent, or other bytes than were hashed before registration)"
+            )
 
     def record(self, name: str, decision: Mapping[str, Any]) -> None:
         """Append a gate decision (e.g. `Decision.to_dict()` plus the challenger's version) to the history."""
@@ -505,7 +523,7 @@ class Registry:
         for rel, digest in files.items():
             dest = dest_dir.joinpath(*rel.split("/"))
             self.storage.get_file(f"{name}/versions/v{version}/{rel}", dest)
-            if _sha256(dest) != digest:
+            if sha256_file(dest) != digest:
                 raise OSError(f"{name} v{version}: {rel} does not match its recorded sha256 (corrupted store?)")
         dest_dir.mkdir(parents=True, exist_ok=True)
         return dest_dir
@@ -557,14 +575,6 @@ def _json_float(x: float | None) -> float | None:
 
 def _dumps(obj: Any) -> bytes:
     return (json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n").encode()
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(_CHUNK), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 __all__ = ["LocalStorage", "Registry", "S3Storage", "Storage", "VersionInfo", "storage_for"]

@@ -195,6 +195,8 @@ def index(
 def gate(
     dataset: Input[Dataset],
     evaluation: Input[Artifact],
+    retrieval_model: Input[Model],
+    ranking_model: Input[Model],
     holdout_days: float,
     ranking_days: float,
     registry: str,
@@ -204,12 +206,14 @@ def gate(
     gate_metrics: Output[Metrics],
 ) -> bool:
     """Champion/challenger: both metric sets (the champion re-evaluated on this holdout) and the verdict, as KFP
-    Metrics and a decision.json; returns whether to deploy."""
+    Metrics and a decision.json (with the sha256 of the models' files, which the deploy step checks); returns
+    whether to deploy."""
     from components import release
     from pipelines import steps
 
     split = steps.time_split(dataset.path, holdout_days, ranking_days)
-    record = release.gate_step(dataset.path, evaluation.path, decision.path, split, registry, run_id, gate_policy)
+    record = release.gate_step(dataset.path, evaluation.path, decision.path, split, registry, run_id, gate_policy,
+                               retrieval_dir=retrieval_model.path, ranking_dir=ranking_model.path)  # fmt: skip
     for name, value in record["metrics"].items():
         gate_metrics.log_metric(name, value)
     decision.metadata.update({"deploy": record["deploy"], "champion_version": record["champion_version"] or 0,
@@ -230,7 +234,8 @@ def deploy(
     run_id: str,
     deployment: Output[Artifact],
 ) -> None:
-    """Register the bundle, roll it out (local servers or KServe InferenceServices), then promote it to champion."""
+    """Check the bundle against the gate's hashes and load it in a scratch process; then register it, roll it out
+    (local servers or KServe InferenceServices) and promote it to champion."""
     from components import release
 
     summary = release.deploy_step(

@@ -71,6 +71,8 @@ def gate(dataset, tasks: dict, p: PipelineParams) -> dsl.PipelineTask:
     gate_task = c.gate(
         dataset=dataset,
         evaluation=tasks["evaluate"].outputs["evaluation"],
+        retrieval_model=tasks["retrieval"].outputs["model"],
+        ranking_model=tasks["ranking"].outputs["model"],
         holdout_days=p.holdout_days,
         ranking_days=p.ranking_days,
         registry=p.registry,
@@ -81,7 +83,7 @@ def gate(dataset, tasks: dict, p: PipelineParams) -> dsl.PipelineTask:
 
 
 def release(dataset, retrieval_model, ranking_model, evaluation, feature_store, decision, p: PipelineParams) -> None:
-    """corpus + index, then deploy (register, roll out, promote). Call inside the gate's condition."""
+    """corpus + index, then deploy (verify, register, roll out, promote). Call inside the gate's condition."""
     index = c.index(
         dataset=dataset,
         retrieval_model=retrieval_model,

@@ -1,5 +1,5 @@
-"""The release steps' edges: deploy targets, refusals before anything is written, the gate's fallback when the
-champion cannot be re-evaluated, the cluster rollout through the real kubernetes client against a replayed API, and
+"""The release steps' edges: deploy targets, refusals before anything is written, the gate's refusal when the
+champion cannot be loaded, the cluster rollout through the real kubernetes client against a replayed API, and
 the local deployment's rollback when a new version does not start."""
 
 from __future__ import annotations
@@ -92,8 +92,9 @@ def test_refresh_without_a_champion_says_what_to_run_first(tmp_path):
         release.champion_step(str(tmp_path / "reg"), *(tmp_path / n for n in "abcd"))
 
 
-def test_gate_falls_back_to_registered_metrics_and_says_why(tiny_world, tmp_path):
-    """A champion whose models cannot be loaded (here: not models at all) is compared by its registered figures."""
+def test_gate_refuses_when_the_champion_does_not_load_and_says_why(tiny_world, tmp_path):
+    """A champion whose models cannot be loaded (here: not models at all) is not a bar to compare with: its
+    registered figures are shown, but nothing deploys (components/release.py `_champion_figures` says why)."""
     reg = Registry(tmp_path / "reg")
     broken = tmp_path / "broken"
     for part in ("retrieval", "ranking"):
@@ -104,13 +105,16 @@ def test_gate_falls_back_to_registered_metrics_and_says_why(tiny_world, tmp_path
     evaluation = tmp_path / "evaluation"
     evaluation.mkdir()
     split = steps.time_split(tiny_world)
-    retrieval = {"recall": {"100": 0.25}, "popularity_recall": {"100": 0.1}}
+    retrieval = {"recall": {"100": 0.35}, "popularity_recall": {"100": 0.1}}
     Evaluation(split, retrieval, ranking={}).write(evaluation)
     policy = json.dumps({"recall@100": {"direction": "higher", "tolerance": 0.01}})
-    record = release.gate_step(tiny_world, evaluation, tmp_path / "gate", split, str(reg.uri), "new", policy)
-    assert record["basis"].startswith("registered metrics (re-evaluation failed: ")
+    record = release.gate_step(tiny_world, evaluation, tmp_path / "gate", split, str(reg.uri), "new", policy,
+                               retrieval_dir=broken / "retrieval", ranking_dir=broken / "ranking")  # fmt: skip
+    assert record["basis"].startswith("registered metrics (champion v1 does not load: ")
     assert not record["deploy"] and record["champion_version"] == 1
-    assert record["per_metric"][0]["champion"] == 0.30 and record["per_metric"][0]["challenger"] == 0.25
+    # better than the registered figure, and still refused: the verdict names the reason
+    assert record["per_metric"][0]["champion"] == 0.30 and record["per_metric"][0]["challenger"] == 0.35
+    assert record["per_metric"][0]["ok"] and record["reasons"][-1].startswith("not deployed: champion v1 does not load")
     assert json.loads((tmp_path / "gate" / release.DECISION_FILE).read_text()) == json.loads(json.dumps(record))
     (entry,) = reg.history(release.MODEL_NAME)[-1:]
     assert entry["event"] == "decision" and entry["run_id"] == "new" and entry["deploy"] is False

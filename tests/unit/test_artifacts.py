@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from components.artifacts import digest_mismatches, read_json, sha256_file, tree_digests
 from components.data.split import TimeSplit
 from components.evaluate.result import EVALUATION_FILE, Evaluation
 from components.index.bundle import INDEX_FILE, IndexBundle
@@ -60,3 +61,28 @@ def test_a_release_decision_round_trips_and_names_its_verdict(tmp_path):
     decision = ReleaseDecision(False, ["checked", "not deployed: recall"], "no champion", {"recall@100": 0.3})
     decision.write(tmp_path)
     assert ReleaseDecision.read(tmp_path) == decision and decision.verdict == "not deployed: recall"
+
+
+def test_tree_digests_hash_what_a_bundle_copy_keeps_and_mismatches_name_the_file(tmp_path):
+    (tmp_path / "work").mkdir()
+    (tmp_path / "work" / "examples.npz").write_bytes(b"scratch")
+    (tmp_path / "LOCK").write_bytes(b"")
+    (tmp_path / "model.pt").write_bytes(b"weights")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "config.json").write_text("{}")
+    gated = tree_digests(tmp_path, "ranking", ignore=("LOCK", "work"))
+    assert gated == {"ranking/model.pt": sha256_file(tmp_path / "model.pt"),
+                     "ranking/sub/config.json": sha256_file(tmp_path / "sub" / "config.json")}  # fmt: skip
+    assert digest_mismatches(gated, dict(gated)) == []
+    (tmp_path / "model.pt").write_bytes(b"garbage")
+    (tmp_path / "sub" / "config.json").unlink()
+    (tmp_path / "extra.bin").write_bytes(b"x")
+    problems = digest_mismatches(gated, tree_digests(tmp_path, "ranking", ignore=("LOCK", "work")))
+    assert [p.split(":")[0] for p in problems] == ["ranking/model.pt", "ranking/sub/config.json", "ranking/extra.bin"]
+    assert "changed since" in problems[0] and problems[1].endswith("missing") and "added" in problems[2]
+
+
+def test_an_artifact_file_that_is_not_json_is_named(tmp_path):
+    (tmp_path / "decision.json").write_text("{not json")
+    with pytest.raises(ValueError, match=r"decision\.json: the release decision is not valid JSON"):
+        read_json(tmp_path, "decision.json", "release decision")

@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from components.gate import DEFAULT_TOLERANCE, GatePolicy, Rule, decide
+from components.gate import DEFAULT_TOLERANCE, FirstModel, GatePolicy, Rule, decide
 
 pytestmark = pytest.mark.unit
 
@@ -118,6 +118,59 @@ def test_first_run_deploys_with_no_champion_yet():
     assert d.reasons[0].startswith("no champion yet")
     assert all(c.champion is None for c in d.per_metric)
     assert not any(k.startswith("champion/") for k in d.as_metrics())
+
+
+# The audit's first retrieval model: far below recommending the most popular pins
+WEAK_FIRST = challenger(**{"recall@100": 0.080, "recall@100_popularity": 0.334})
+
+
+def test_a_first_model_must_beat_the_baselines_by_default():
+    d = decide(WEAK_FIRST, None)
+    assert not d.deploy and d.reasons[-1] == "not deployed: recall@100 did not pass"
+    assert d.reasons[0].startswith("no champion yet: the first model must beat the evaluation's baselines")
+    c = check(d, "recall@100")
+    assert c.baseline == 0.334 and c.champion is None and c.delta is None
+    assert c.reason == "recall@100 0.08 vs popularity baseline 0.334: does not beat it (higher is better; first model)"
+    assert d.to_dict()["per_metric"][0]["baseline"] == 0.334
+    # lower is better: more hides on top than a random order does not beat it
+    hides = decide(challenger(**{"hit@3_hide": 0.35, "hit@3_hide_random": 0.33}), None)
+    assert not hides.deploy and not check(hides, "hit@3_hide").ok
+    assert "random baseline 0.33: does not beat it (lower is better" in check(hides, "hit@3_hide").reason
+    # a tie does not beat it; a metric without a baseline is not held to one, and says so
+    assert not decide(challenger(**{"recall@10": 0.05}), None).deploy
+    assert "no baseline figure, not held to one" in check(decide(challenger(), None), "recall@100").reason
+
+
+def test_the_first_model_floor_is_configurable():
+    off = GatePolicy(GatePolicy.default().rules, FirstModel(beat_baselines=False))
+    d = decide(WEAK_FIRST, None, off)
+    assert d.deploy and d.reasons[0] == "no champion yet: deploying the first model"
+    assert decide(challenger(**{"recall@10": math.nan}), None, off).deploy is False  # broken figures still block
+    margin = GatePolicy(GatePolicy.default().rules, FirstModel(margin=0.2))  # recall@10 0.20 vs 0.05: 0.15 only
+    assert not check(decide(challenger(), None, margin), "recall@10").ok
+    assert "by more than 0.2" in check(decide(challenger(), None, margin), "recall@10").reason
+    # with a champion the floor plays no part: the champion is the bar
+    assert decide(WEAK_FIRST, WEAK_FIRST).deploy
+
+
+def test_the_first_model_floor_round_trips_through_the_policy_dict():
+    raw = {"recall@100": {"direction": "higher"}, "first_model": {"beat_baselines": False, "margin": 0.02}}
+    p = GatePolicy.from_dict(raw)
+    assert p.first_model == FirstModel(False, 0.02) and set(p.rules) == {"recall@100"}
+    assert GatePolicy.from_dict(p.to_dict()) == p
+    assert GatePolicy.from_dict({"recall@100": {"direction": "higher"}}).first_model == FirstModel()
+    assert GatePolicy.default().to_dict()["first_model"] == {"beat_baselines": True, "margin": 0.0}
+
+
+@pytest.mark.parametrize(
+    ("floor", "names"),
+    [({"beat_baselines": "no"}, "first_model.beat_baselines"), ({"margin": -0.1}, "first_model.margin"),
+     ({"margin": "0.1"}, "first_model.margin"), ({"floor": 0.1}, "first_model.floor"), (False, "first_model")],
+)  # fmt: skip
+def test_first_model_errors_name_the_bad_key(floor, names):
+    with pytest.raises(ValueError, match="gate policy") as e:
+        GatePolicy.from_dict({"recall@100": {"direction": "higher"}, "first_model": floor})
+    assert names in str(e.value)
 
 
 def test_as_metrics_flattens_both_sides_and_the_decision():

@@ -129,6 +129,22 @@ def test_fetch_refuses_a_non_empty_destination_and_detects_corruption(reg: Regis
         reg.fetch("ranking", v, tmp_path / "fresh")
 
 
+def test_promotion_checks_the_expected_files_before_moving_the_pointer(reg: Registry, artifacts: Path):
+    from components.artifacts import tree_digests
+
+    gated = tree_digests(artifacts)
+    v1 = reg.register("ranking", artifacts, {}, run_id="a")
+    reg.promote("ranking", v1, "first", expect_files=gated)
+    (artifacts / "model.pt").write_bytes(b"other weights")
+    v2 = reg.register("ranking", artifacts, {}, run_id="b")
+    with pytest.raises(ValueError, match=r"ranking v2 does not hold the files expected of it: model\.pt \("):
+        reg.promote("ranking", v2, "second", expect_files=gated)
+    with pytest.raises(ValueError, match="missing.pt"):
+        reg.check_files("ranking", v1, {**gated, "missing.pt": "0" * 64})
+    assert reg.champion("ranking").version == 1
+    assert [e["version"] for e in reg.history("ranking")] == [1]  # the refused promotion left no trace
+
+
 def test_concurrent_registrations_get_distinct_versions(tmp_path: Path, artifacts: Path):
     n = 16
     # every registrant lists the versions before any of them claims one, so all start from the same candidate
