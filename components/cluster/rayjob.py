@@ -160,6 +160,9 @@ def _ray_pod(spec: RayJobSpec, container: str, cpu: str, memory: str, gpus: int)
         mounts.append({"name": "workspace", "mountPath": spec.mount_path})
         volumes.append({"name": "workspace", "persistentVolumeClaim": {"claimName": spec.pvc_name}})
     pod: dict[str, Any] = {
+        # Ray's pods never call the Kubernetes API (no autoscaler here): a mounted token would only be a credential
+        # for whoever runs code on the cluster to take
+        "automountServiceAccountToken": False,
         "securityContext": _pod_security_context(spec),
         "containers": [
             {
@@ -186,6 +189,7 @@ def _submitter_pod(spec: RayJobSpec) -> dict[str, Any]:
         "metadata": {"labels": dict(spec.labels)},
         "spec": {
             "restartPolicy": "Never",
+            "automountServiceAccountToken": False,  # `ray job submit` speaks to Ray's dashboard, not the API
             "securityContext": _pod_security_context(spec),
             "containers": [
                 {

@@ -11,10 +11,11 @@ rather than pretended:
 - ServingRuntime: has no pod-level securityContext; its containers must carry runAsNonRoot and seccomp themselves
   (at runtime they merge with the InferenceService's predictor, but the runtime should not rely on that).
 - Milvus: the operator builds the containers and, unless the CR names one, runs the Milvus image its release pins
-  (the project builds none, so our objects name none); the CR sets the pod securityContext, image, resources, env and
-  volumes, not the container securityContext (allowPrivilegeEscalation, capabilities, readOnlyRootFilesystem), so
-  those, and the scratch-volume rule that goes with a read-only root, are not checked. Its dependencies (etcd,
-  object storage) are Helm values the schema leaves open: not checked either.
+  (the project builds none, so our objects name none); the CR sets image, resources, env, volumes and a
+  securityContext that the operator applies to the Milvus container (`runAsNonRoot` sets the pod's). A read-only
+  root is impossible there (the operator's start script writes the configuration into the image), so the container
+  rules are checked by policy.operator_crs_security rather than here, as are its etcd's Helm values (the schema
+  leaves them open).
 - FeatureStore: the operator builds the containers; the CR sets the pod securityContext (services.securityContext)
   and, per server, image, env and resources: same exclusions as Milvus.
 """

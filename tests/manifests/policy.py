@@ -262,3 +262,196 @@ def ranking_on_gpu(objects: list[dict[str, Any]]) -> list[str]:
             f" (keys {keys})"
         )
     return out
+
+
+# ---- admin doors: read-only dashboards, passwords, tokens, operator-built pods
+
+EVIDENTLY_UI = "Deployment/evidently-ui"
+
+
+def evidently_workspace_read_only(objects: list[dict[str, Any]]) -> list[str]:
+    """The Evidently UI (no login of its own) mounts every persistent volume read-only, mount and claim both."""
+    found = [pod for obj in objects if describe(obj) == EVIDENTLY_UI for pod in pods(obj)]
+    if not found:
+        return [f"{EVIDENTLY_UI}: not found"]
+    out = []
+    for pod in found:
+        claims = {
+            v["name"]: v["persistentVolumeClaim"] for v in pod.spec.get("volumes") or [] if "persistentVolumeClaim" in v
+        }
+        for name, claim in claims.items():
+            if claim.get("readOnly") is not True:
+                out.append(f"{pod.owner} ({pod.path}): volume {name}: persistentVolumeClaim.readOnly is not true")
+        for c in pod.containers:
+            for mount in c.spec.get("volumeMounts") or []:
+                if mount.get("name") in claims and mount.get("readOnly") is not True:
+                    out.append(f"{pod.where(c)}: volumeMount {mount.get('name')} is not readOnly")
+    return out
+
+
+REDIS_SECRET = "homefeed-redis"  # key `password`: redis-server's requirepass and every client's
+_VAR = re.compile(r"\$\((\w+)\)")
+
+
+def _secret_env(container: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    """env name -> (Secret, key) for the container's variables taken from a Secret."""
+    out = {}
+    for var in container.get("env") or []:
+        ref = (var.get("valueFrom") or {}).get("secretKeyRef")
+        if ref:
+            out[var["name"]] = (ref.get("name"), ref.get("key"))
+    return out
+
+
+def _all_containers(objects: list[dict[str, Any]]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(where, container) for every container spec anywhere (pod templates, ServingRuntimes, predictors)."""
+    for obj in objects:
+        for path, key, value in _walk(obj):
+            if key in ("containers", "initContainers") and isinstance(value, list):
+                for c in value:
+                    if isinstance(c, dict):
+                        yield f"{describe(obj)}: {path} container {c.get('name', '?')}", c
+
+
+def _from_redis_secret(container: dict[str, Any], var: str) -> bool:
+    return _secret_env(container).get(var) == (REDIS_SECRET, "password")
+
+
+def redis_requires_password(objects: list[dict[str, Any]]) -> list[str]:
+    """Every redis-server runs with --requirepass $(VAR), VAR from the Secret homefeed-redis, and protected mode on."""
+    out = []
+    for where, c in _all_containers(objects):
+        words = [str(w) for w in (c.get("command") or []) + (c.get("args") or [])]
+        if not any(w.split("/")[-1] == "redis-server" for w in words):
+            continue
+        if "--requirepass" not in words:
+            out.append(f"{where}: redis-server without --requirepass")
+            continue
+        value = words[words.index("--requirepass") + 1] if words.index("--requirepass") + 1 < len(words) else ""
+        var = _VAR.fullmatch(value)
+        if not var or not _from_redis_secret(c, var.group(1)):
+            out.append(
+                f"{where}: --requirepass {value!r} is not $(VAR) with VAR from Secret {REDIS_SECRET} key password"
+            )
+        if "--protected-mode" in words and words[words.index("--protected-mode") + 1] == "no":
+            out.append(f"{where}: redis-server runs with --protected-mode no")
+    return out
+
+
+def redis_clients_authenticate(objects: list[dict[str, Any]]) -> list[str]:
+    """Every redis:// URL a container is given carries the password as $(VAR) from the Secret homefeed-redis, and every
+    container that mounts the Feast configuration (whose connection_string names ${REDIS_PASSWORD}) has it in env."""
+    out = []
+    feast_configs = {
+        o["metadata"]["name"]
+        for o in objects
+        if o.get("kind") == "ConfigMap" and "redis" in str((o.get("data") or {}).get("feature_store.yaml", ""))
+    }
+    for o in objects:
+        if o.get("kind") == "ConfigMap" and o["metadata"]["name"] in feast_configs:
+            text = o["data"]["feature_store.yaml"]
+            if "password=${REDIS_PASSWORD}" not in text:
+                out.append(
+                    f"{describe(o)}: feature_store.yaml's Redis connection_string has no password=${{REDIS_PASSWORD}}"
+                )
+    for obj in objects:
+        volumes_of = {}
+        for _path, key, value in _walk(obj):
+            if key == "volumes" and isinstance(value, list):
+                volumes_of.update({v.get("name"): v for v in value if isinstance(v, dict)})
+        for where, c in _all_containers([obj]):
+            for arg in [str(a) for a in (c.get("command") or []) + (c.get("args") or [])]:
+                for url in re.findall(r"rediss?://\S+", arg):
+                    creds = url.split("://", 1)[1].split("@", 1)
+                    var = _VAR.fullmatch(creds[0].lstrip(":")) if len(creds) == 2 else None
+                    if not var or not _from_redis_secret(c, var.group(1)):
+                        out.append(f"{where}: {url} carries no $(VAR) password from Secret {REDIS_SECRET}")
+            mounted = {m.get("name") for m in c.get("volumeMounts") or []}
+            feast = any(
+                ((volumes_of.get(m) or {}).get("configMap") or {}).get("name") in feast_configs for m in mounted
+            )
+            if feast and not _from_redis_secret(c, "REDIS_PASSWORD"):
+                out.append(f"{where}: mounts the Feast configuration without REDIS_PASSWORD from {REDIS_SECRET}")
+    return out
+
+
+def _restricted_container(context: dict[str, Any]) -> list[str]:
+    """What Pod Security "restricted" asks of a container's securityContext that `context` does not set."""
+    missing = []
+    if context.get("allowPrivilegeEscalation") is not False:
+        missing.append("allowPrivilegeEscalation: false")
+    if "ALL" not in ((context.get("capabilities") or {}).get("drop") or []):
+        missing.append("capabilities.drop [ALL]")
+    if context.get("runAsNonRoot") is not True:
+        missing.append("runAsNonRoot: true")
+    if (context.get("seccompProfile") or {}).get("type") != "RuntimeDefault":
+        missing.append("seccompProfile RuntimeDefault")
+    return missing
+
+
+def operator_crs_security(objects: list[dict[str, Any]]) -> list[str]:
+    """The operator-built pods get what the CRs can give them: the Milvus container's securityContext (the operator
+    applies components.securityContext to the container) and its etcd chart's container and pod settings; the
+    FeatureStore's pod securityContext (its CR has no container field: docs/security.md)."""
+    out = []
+    for obj in objects:
+        spec = obj.get("spec") or {}
+        if obj.get("kind") == "Milvus":
+            components = spec.get("components") or {}
+            if components.get("runAsNonRoot") is not True:
+                out.append(f"{describe(obj)}: spec.components.runAsNonRoot is not true (the pod's runAsNonRoot)")
+            for part in [None, *(k for k, v in components.items() if isinstance(v, dict) and "securityContext" in v)]:
+                context = components.get("securityContext") if part is None else components[part]["securityContext"]
+                path = "spec.components" + (f".{part}" if part else "")
+                for gap in _restricted_container(context or {}):
+                    out.append(f"{describe(obj)}: {path}.securityContext lacks {gap}")
+            etcd = ((((spec.get("dependencies") or {}).get("etcd") or {}).get("inCluster") or {}).get("values")) or {}
+            if (spec.get("dependencies") or {}).get("etcd", {}).get("inCluster") is not None:
+                container = etcd.get("containerSecurityContext") or {}
+                if container.get("enabled") is not True:
+                    out.append(f"{describe(obj)}: etcd values containerSecurityContext.enabled is not true")
+                for gap in _restricted_container(container):
+                    out.append(f"{describe(obj)}: etcd values containerSecurityContext lacks {gap}")
+        if obj.get("kind") == "FeatureStore":
+            context = (spec.get("services") or {}).get("securityContext") or {}
+            if (
+                context.get("runAsNonRoot") is not True
+                or (context.get("seccompProfile") or {}).get("type") != "RuntimeDefault"
+            ):
+                out.append(
+                    f"{describe(obj)}: spec.services.securityContext lacks runAsNonRoot or seccomp RuntimeDefault"
+                )
+    return out
+
+
+# Pods that call the Kubernetes API with their ServiceAccount's token. None today: the monitoring job talks to
+# Kubeflow Pipelines with a projected token of its own audience, not the API-server token.
+NEEDS_API_TOKEN: frozenset[str] = frozenset()
+# Kinds whose CR has no field for the token (nor a ServiceAccount of ours): listed in docs/security.md.
+NO_TOKEN_FIELD = frozenset({"FeatureStore", "ServingRuntime"})  # a ServingRuntime's pods are its InferenceServices'
+
+
+def token_only_where_needed(objects: list[dict[str, Any]]) -> list[str]:
+    """Every pod that needs no API access mounts no ServiceAccount token: automountServiceAccountToken false on the
+    pod, or (where the CR has no such field) a ServiceAccount of ours that turns it off."""
+    accounts = {
+        o["metadata"]["name"]: o.get("automountServiceAccountToken")
+        for o in objects
+        if o.get("kind") == "ServiceAccount"
+    }
+    out = []
+    for obj in objects:
+        for pod in pods(obj):
+            if pod.kind in NO_TOKEN_FIELD or pod.owner in NEEDS_API_TOKEN:
+                continue
+            spec = obj["spec"].get("components", {}) if pod.kind == "Milvus" else pod.spec
+            if spec.get("automountServiceAccountToken") is False:
+                continue
+            account = spec.get("serviceAccountName")
+            if "automountServiceAccountToken" not in spec and account and accounts.get(account) is False:
+                continue
+            out.append(
+                f"{pod.owner} ({pod.path}): mounts an API token it does not need (automountServiceAccountToken"
+                f" {spec.get('automountServiceAccountToken')!r}, serviceAccountName {account!r})"
+            )
+    return out

@@ -77,3 +77,31 @@ def _excess(role: dict[str, Any], account: str) -> list[str]:
                         f" ServiceAccount {account} (allowed: {sorted(allowed) or 'nothing'})"
                     )
     return out
+
+
+# Who may create RayJobs (a RayJob runs the pod spec it carries): the pipelines' own ServiceAccount and the monitoring
+# job's, never the profile's default-editor that every notebook and pipeline of the namespace runs as.
+RAYJOB_CREATORS = {"homefeed-pipeline", "homefeed-monitor"}
+
+
+def rayjob_create_scoped(objects: list[dict[str, Any]]) -> list[str]:
+    roles = {(o["kind"], o["metadata"]["name"]): o for o in _roles(objects)}
+    out = []
+    for binding in (o for o in objects if o.get("kind") in ("RoleBinding", "ClusterRoleBinding")):
+        ref = binding.get("roleRef") or {}
+        role = roles.get((ref.get("kind"), ref.get("name"))) or {}
+        grants = any(
+            "ray.io" in (rule.get("apiGroups") or [])
+            and "rayjobs" in (rule.get("resources") or [])
+            and "create" in (rule.get("verbs") or [])
+            for rule in role.get("rules") or []
+        )
+        if not grants:
+            continue
+        for subject in binding.get("subjects") or []:
+            if subject.get("kind") != "ServiceAccount" or subject.get("name") not in RAYJOB_CREATORS:
+                out.append(
+                    f"{describe(binding)}: grants create on ray.io/rayjobs to {subject.get('kind')}"
+                    f" {subject.get('name')} (allowed: ServiceAccounts {sorted(RAYJOB_CREATORS)})"
+                )
+    return out
