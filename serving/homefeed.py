@@ -21,8 +21,11 @@ Both upstream calls carry every instance of the request (one batch each) and the
 serving/observe.py), so one feed can be followed through the three logs. Errors keep their meaning across the hop:
 an upstream 400 (a bad field) is this request's 400 with the upstream message, which names the same instance index
 because instances are forwarded in order. A retrieval server that is unreachable, missing or failing is a
-server-side error (HTTP 500), never the client's; a ranking server in that state leaves the feed in retrieval's
-order, flagged `degraded`, since retrieval's candidates are already a feed.
+server-side error (HTTP 500), never the client's, unless the server holds the serving corpus (`popular`, from
+`--index-dir`): then the most popular pins (of the instance's `interests`, if any) stand in for retrieval's
+candidates and are ranked as usual, flagged `degraded` (hidden pins cannot be left out: that list is read by
+retrieval). A ranking server in that state leaves the feed in retrieval's order, flagged `degraded`, since
+retrieval's candidates are already a feed.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from __future__ import annotations
 import os
 import time
 from http import HTTPStatus
+from typing import Protocol
 
 import httpx
 import kserve
@@ -72,6 +76,13 @@ SCHEMA = Schema(
 )
 
 
+class Popular(Protocol):
+    """What the homefeed needs of the serving corpus (serving/corpus.py, which brings torch: imported only when a
+    server is given an index directory)."""
+
+    def popular(self, k: int, interests: tuple[int, ...] | None = None) -> list[dict]: ...
+
+
 class HomefeedPredictor(kserve.Model):
     def __init__(
         self,
@@ -83,10 +94,12 @@ class HomefeedPredictor(kserve.Model):
         events: EventLog | None = None,
         versions: tuple[str, str] = ("", ""),
         client_time: bool = False,
+        popular: Popular | None = None,
     ):
         """`events`: where every served pin is logged as an impression (serving/event_log.py), None for no logging;
         `versions`: the (model, index) versions the impressions name; `client_time`: take an instance's `ts` as the
-        impressions' time (a simulation's clock), else the server's clock and a `ts` is refused."""
+        impressions' time (a simulation's clock), else the server's clock and a `ts` is refused; `popular`: the
+        serving corpus (serving/corpus.py), whose popular pins stand in for retrieval's while it is down."""
         super().__init__(name)
         if not 1 <= candidates <= 1000:
             raise ValueError(f"candidates must be in [1, 1000] (retrieval's k), got {candidates}")
@@ -94,6 +107,7 @@ class HomefeedPredictor(kserve.Model):
         self.candidates = candidates
         self.timeout_s = timeout_s
         self.events, self.versions, self.client_time = events, versions, client_time
+        self.popular = popular
 
     def load(self) -> bool:
         # Ready does not wait for the upstream servers: each has its own probe, and a homefeed that refused to start
@@ -167,9 +181,21 @@ class HomefeedPredictor(kserve.Model):
                         for (u, _), t in zip(requests, interests, strict=True)
                     ]
                 }
-                retrieved = await _predict(client, self.retrieval_url, "retrieval", retrieval_body)
+                try:
+                    retrieved = await _predict(client, self.retrieval_url, "retrieval", retrieval_body)
+                except InferenceError as exc:  # not InvalidInput: a client's mistake stays a 400
+                    if self.popular is None:
+                        raise
+                    observe.dependency_failed(self.name, "retrieval", rid, exc)
+                    retrieved = [self._popular_candidates(u, t) for (u, _), t in zip(requests, interests, strict=True)]
                 ranked = await self._rank(client, requests, retrieved, rid)
         return retrieved, ranked
+
+    def _popular_candidates(self, user_id: int, interests: list[int] | None) -> dict:
+        """A retrieval prediction made of the corpus' most popular pins (of `interests`), flagged degraded."""
+        hits = self.popular.popular(self.candidates, tuple(interests) if interests else None)
+        return {"user_id": user_id, "candidates": hits, "hidden_excluded": 0, "mode": "degraded",
+                "reason": "retrieval unavailable: popular pins"}  # fmt: skip
 
     async def _rank(self, client: httpx.AsyncClient, requests, retrieved: list[dict], rid: str) -> list[dict]:
         """Ranking's prediction per request (an empty one for a user without candidates); retrieval's own order,

@@ -103,6 +103,7 @@ def ranked_feed_specs(
     ranking = ["ranking", "--model-dir", str(ranking_dir), "--features-dir", str(features_dir)]
     ranking += ["--index-dir", str(index_dir), *(["--device", device] if device else [])]
     homefeed = ["homefeed", "--retrieval-url", f"{{{retrieval}}}", "--ranking-url", f"{{ranking{suffix}}}"]
+    homefeed += ["--index-dir", str(index_dir)]  # its popular pins, should retrieval be down
     return [
         ServerSpec(f"ranking{suffix}", ranking, model="ranking"),
         ServerSpec(f"homefeed{suffix}", [*homefeed, "--candidates", str(candidates)], model="homefeed"),

@@ -220,3 +220,33 @@ def test_homefeed_serves_retrieval_order_when_ranking_is_down_and_logs_the_reque
     assert _metric(metrics, "homefeed_answers_total", model="homefeed", mode="degraded") == 1
     for name in ("homefeed", "retrieval"):
         assert "request_id=feed-check-42" in (tmp_path / "logs" / f"{name}.log").read_text()
+
+
+def test_homefeed_ranks_popular_pins_when_retrieval_is_down(tiny_artifacts, tmp_path):
+    """A homefeed given the index (`--index-dir`) whose retrieval server is not there, in front of a real ranking
+    server: popular pins (of the interests asked for) are ranked, flagged degraded; without the index it was a 500."""
+    art = tiny_artifacts
+    index = shutil.copytree(art["index"], tmp_path / "index", ignore=shutil.ignore_patterns("LOCK"))
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    homefeed = ["homefeed", "--retrieval-url", closed, "--ranking-url", "{ranking}", "--candidates", "50"]
+    specs = [_server("ranking", art, art["features"], index),
+             ServerSpec("homefeed", [*homefeed, "--index-dir", str(index)])]  # fmt: skip
+    instances = [{"user_id": 3, "n": 5}, {"user_id": 4, "n": 5, "interests": [2]}]
+    with running_servers(specs, tmp_path / "logs") as urls:
+        response = _post(urls["homefeed"], "homefeed", instances)
+        assert response.status_code == 200, response.text
+        ranked = _post(urls["ranking"], "ranking", [
+            {"user_id": 3, "candidates": [h["pin_id"] for h in ServingCorpus.load(index).popular(50)]}
+        ]).json()["predictions"][0]  # fmt: skip
+        failures = _failures(urls["homefeed"], "homefeed", "retrieval")
+        assert _post(urls["homefeed"], "homefeed", [{"user_id": 3, "n": 0}]).status_code == 400
+    overall, narrowed = response.json()["predictions"]
+    for feed in (overall, narrowed):
+        assert feed["mode"] == "degraded" and feed["reason"] == "retrieval unavailable: popular pins"
+        assert len(feed["pins"]) == 5 and all(p["repin"] is not None for p in feed["pins"])  # scored by ranking
+    # the overall feed is ranking's order of the 50 most popular pins; the other keeps to interest 2
+    assert [p["pin_id"] for p in overall["pins"]] == [s["pin_id"] for s in ranked["scores"][:5]]
+    assert {p["interest_id"] for p in narrowed["pins"]} == {2}
+    assert failures == 1
