@@ -108,14 +108,14 @@ def stream(
     if proc.offset:
         console.print(f"resuming at record {proc.offset} from {checkpoint}")
     stop = threading.Event()
-    commit = None
+    commit = position = None
     try:  # opened before running, so that only a bad SOURCE, not a failure while running, is a usage error
         if source.startswith(("redis://", "rediss://")):
             from components.stream.redis_source import RedisStreamSource
 
             follow = True
             bus = RedisStreamSource(source, consumer=consumer, block_ms=int(poll_ms), stop=stop)
-            records, commit = bus.read(proc.offset), bus.commit
+            records, commit, position = bus.read(proc.offset, proc.source_position), bus.commit, bus.position
         else:
             records = open_source(source, proc.offset, follow=follow, stop=stop, poll_ms=poll_ms)
     except (FileNotFoundError, ValueError) as exc:
@@ -127,7 +127,7 @@ def stream(
     with _stop_on_signals(stop) if follow else nullcontext([]) as received:
         try:
             # the end of a followed source is a stop signal: run's end-of-source push and checkpoint are the shutdown
-            summary = proc.run(records, commit)
+            summary = proc.run(records, commit, position)
         except LogRotatedError as exc:
             raise click.ClickException(str(exc)) from exc
     if received:

@@ -88,6 +88,8 @@ class StreamProcessor:
         self._pending: list[tuple[float, int]] = []
         self._unflushed_since: float | None = None  # when the oldest event read since the last flush was read
         self._commit: Callable[[int], None] | None = None
+        self._position: Callable[[int], dict] | None = None
+        self.source_position: dict = {}  # the checkpoint's record of the source's position (Checkpoint.source)
         self.offline_log = offline_log
         self._resume(initial_state)
         self._logged_to = self.offset  # the offline log holds the events before this offset
@@ -105,7 +107,7 @@ class StreamProcessor:
             if seed is not None:
                 self.state = SequenceState.from_json(seed.state)
             return
-        self.offset = ckpt.offset
+        self.offset, self.source_position = ckpt.offset, ckpt.source
         if self.offline_log is not None:  # parts written after the checkpoint: the replay writes them again
             self.offline_log.discard_from(ckpt.offset)
         self.state = SequenceState.from_json(ckpt.state)
@@ -115,11 +117,13 @@ class StreamProcessor:
             with open(path, "r+b") as fh:
                 fh.truncate(ckpt.dead_letter_bytes)
 
-    def run(self, records: Iterable[tuple[int, Record]], commit: Callable[[int], None] | None = None) -> dict:
+    def run(self, records: Iterable[tuple[int, Record]], commit: Callable[[int], None] | None = None,
+            position: Callable[[int], dict] | None = None) -> dict:  # fmt: skip
         """Consume `records` (offset, record) to their end; returns the JSON summary. `commit(offset)` is called
         after every checkpoint with the offset of the next record to read: a source that acknowledges what it
-        delivered (the Redis bus) acknowledges everything before it."""
-        self._commit = commit
+        delivered (the Redis bus) acknowledges everything before it. `position(offset)`: the source's own position
+        at that offset, saved in each checkpoint (`source_position` after a restart)."""
+        self._commit, self._position = commit, position
         for read_at, chunk in _chunks(records, self.chunk):
             if chunk:
                 self._consume(chunk, read_at)
@@ -213,7 +217,11 @@ class StreamProcessor:
     def _checkpoint(self) -> None:
         path = self._dead_letter_file()
         size = path.stat().st_size if path is not None and path.exists() else 0
-        Checkpoint(self.offset, self.state.to_json(), self.metrics.to_json(), size).save(self.checkpoint_path)
+        if self._position is not None:
+            self.source_position = self._position(self.offset)
+        Checkpoint(self.offset, self.state.to_json(), self.metrics.to_json(), size, self.source_position).save(
+            self.checkpoint_path
+        )
 
 
 def _columns(chunk: list[tuple[int, Record]]) -> list[str]:

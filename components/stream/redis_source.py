@@ -6,8 +6,11 @@ Delivery is at-least-once and the processor makes it exactly-once in effect:
   the processor has pushed and checkpointed (it is called after each checkpoint; see StreamProcessor.run).
 - On start the source first reads this consumer's pending entries (delivered before a crash, never acknowledged),
   then new ones. The processor resumes from its checkpoint's state, to which those entries were never applied, so
-  each is applied once; an entry acknowledged late (a crash between checkpoint and XACK) comes back as the very
-  record the state already holds, which the state ignores as a duplicate.
+  each is applied once. An entry the checkpoint covers but that was not yet acknowledged (a crash between
+  checkpoint and XACK) is pending too: each checkpoint records the last entry id of every stream it covers
+  (`position`), and `read(start, covered)` acknowledges such entries without delivering them again. Delivered again,
+  the state would ignore them as duplicates, but the offline log would hold them twice, and an impression, which
+  the state does not keep, could not be told from a new one.
 
 Offsets are this source's own count, continued from the checkpoint's (`read(start)`), because the processor's
 checkpoint and chunking are written in offsets; which stream entries they stand for is kept until they are
@@ -50,6 +53,7 @@ class RedisStreamSource:
         self.stop = stop
         self._redis = redis.Redis.from_url(self.where.url, socket_timeout=max(5.0, 2 * block_ms / 1000))
         self._unacked: dict[int, tuple[str, bytes]] = {}  # offset -> (stream, entry id), until acknowledged
+        self._acked: dict[str, str] = {}  # stream -> the last entry id acknowledged
         try:
             self._ensure_groups()
         except redis.ConnectionError as exc:
@@ -65,24 +69,31 @@ class RedisStreamSource:
                 if "BUSYGROUP" not in str(exc):
                     raise
 
-    def read(self, start: int = 0) -> Iterator[tuple[int, Record]]:
+    def read(self, start: int = 0, covered: dict[str, str] | None = None) -> Iterator[tuple[int, Record]]:
         """(offset, record) from `start` on: this consumer's pending entries first, then new ones; `TICK` after
-        every read that waited `block_ms` without anything new, and at least every `block_ms` while entries flow. Ends when `stop` is set. While Redis cannot be reached
-        it retries, ticking; the group's entries wait in Redis meanwhile."""
+        every read that waited `block_ms` without anything new, and at least every `block_ms` while entries flow.
+        Ends when `stop` is set. While Redis cannot be reached it retries, ticking; the group's entries wait in Redis
+        meanwhile. `covered`: the checkpoint's `position`; pending entries up to it are acknowledged, not delivered."""
         import redis
 
         offset = start
+        covered = covered or {}
+        self._acked.update(covered)
         pending = dict.fromkeys(self.streams, "0")
         while pending:  # ids after the last one read, until every stream's pending list is spent
             replies = self._redis.xreadgroup(self.group, self.consumer, pending, count=self.count)
             pending = {}
-            for stream, entries in replies or []:
-                for entry_id, fields in entries:
-                    self._unacked[offset] = (stream.decode(), entry_id)
+            for stream_name, entries in replies or []:
+                stream = stream_name.decode()
+                done = [e for e, _ in entries if stream in covered and _id(e) <= _id(covered[stream])]
+                if done:  # applied and checkpointed before a crash that came before their acknowledgement
+                    self._redis.xack(stream, self.group, *done)
+                for entry_id, fields in entries[len(done) :]:
+                    self._unacked[offset] = (stream, entry_id)
                     yield offset, _record(fields)
                     offset += 1
                 if entries:
-                    pending[stream.decode()] = entries[-1][0]
+                    pending[stream] = entries[-1][0]
         new = dict.fromkeys(self.streams, ">")
         outage = 0.0
         next_tick = time.monotonic() + self.block_ms / 1000
@@ -109,6 +120,15 @@ class RedisStreamSource:
                 next_tick = time.monotonic() + self.block_ms / 1000
                 yield TICK
 
+    def position(self, offset: int) -> dict[str, str]:
+        """The last entry id of each stream among the entries before `offset` (what a checkpoint at `offset`
+        covers), for `read(start, covered)` after a restart."""
+        last = dict(self._acked)
+        for o in sorted(o for o in self._unacked if o < offset):  # a stream's entries arrive in id order
+            stream, entry_id = self._unacked[o]
+            last[stream] = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+        return last
+
     def commit(self, offset: int) -> None:
         """Acknowledge every entry before `offset`: the processor has pushed and checkpointed them. Entries whose
         acknowledgement fails (Redis unreachable) are kept and acknowledged with the next commit."""
@@ -126,6 +146,8 @@ class RedisStreamSource:
                 log.warning("acknowledging %d entries of %s failed (%s): retried with the next commit",
                             len(offsets), stream, exc)  # fmt: skip
                 continue
+            last = self._unacked[offsets[-1]][1]
+            self._acked[stream] = last.decode() if isinstance(last, bytes) else last
             for o in offsets:
                 del self._unacked[o]
 
@@ -153,3 +175,9 @@ def _record(fields: dict) -> Record:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         return {"_raw": raw.decode(errors="replace"), "_error": f"not valid JSON: {exc}"}
     return value if isinstance(value, dict) else {"_raw": raw.decode(errors="replace"), "_error": "not a JSON object"}
+
+
+def _id(entry_id: bytes | str) -> tuple[int, int]:
+    """A stream entry id (`<ms>-<seq>`) as a pair that orders as Redis orders ids."""
+    ms, _, seq = (entry_id.decode() if isinstance(entry_id, bytes) else entry_id).partition("-")
+    return int(ms), int(seq or 0)

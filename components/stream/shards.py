@@ -151,7 +151,7 @@ class ShardedProcessor:
         running = _Running(stop, processor=proc)
 
         def work() -> None:
-            running.summary = proc.run(source.read(proc.offset), source.commit)
+            running.summary = proc.run(source.read(proc.offset, proc.source_position), source.commit, source.position)
 
         running.thread = threading.Thread(target=work, name=f"shard-{shard}", daemon=True)
         self.running[shard] = running
