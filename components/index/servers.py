@@ -45,12 +45,13 @@ def _accepts(port: int) -> bool:
 
 
 @contextlib.contextmanager
-def local_milvus(data_dir: Path, timeout_s: float = 60.0) -> Iterator[str]:
-    """A `milvus-lite server` on a free loopback port, its data in `data_dir`.
+def local_milvus(data_dir: Path, timeout_s: float = 60.0, port: int | None = None) -> Iterator[str]:
+    """A `milvus-lite server` on `port` (a free loopback port by default; a restart drill passes the first run's,
+    with the same `data_dir`), its data in `data_dir`.
 
     Raises RuntimeError, with the server's stderr, when it exits or does not accept connections within `timeout_s`.
     """
-    (port,) = free_ports(1)
+    port = port or free_ports(1)[0]
     cmd = [sys.executable, "-m", "milvus_lite", "server", "--data-dir", str(data_dir), "--port", str(port)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
