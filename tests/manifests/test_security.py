@@ -1,5 +1,5 @@
 """The doors an audit found open, each closed in the manifests and kept closed here (docs/security.md): the Evidently
-UI's workspace read-only and reachable from the ingress gateway only; Ray's job API from the KubeRay operator's
+UI reachable from the ingress gateway only (its workspace read-only: still open, a strict xfail); Ray's job API from the KubeRay operator's
 namespace only; Redis behind a password (still open: a strict xfail); the operator-built pods' security
 context where the CRs have a field for it; egress to named ranges only; `create rayjobs` off default-editor, with an
 admission policy for what a RayJob may run; no API token where a pod needs none."""
@@ -28,11 +28,15 @@ def _assert_none(violations: list[str], what: str) -> None:
 
 
 @pytest.mark.parametrize("overlay", overlay_names())
-def test_evidently_ui_reads_its_workspace_and_only_the_gateway_reaches_it(targets, overlay):
-    objects = targets(overlay)
-    _assert_none(
-        policy.evidently_workspace_read_only(objects) + network.evidently_ui_only_from_gateway(objects), overlay
-    )
+def test_only_the_gateway_reaches_the_evidently_ui(targets, overlay):
+    _assert_none(network.evidently_ui_only_from_gateway(targets(overlay)), overlay)
+
+
+@pytest.mark.xfail(strict=True, reason="open: `monitor ui` creates the project in its workspace at start, so the "
+                   "mount stays read-write until an init step does that (docs/security.md)")  # fmt: skip
+@pytest.mark.parametrize("overlay", overlay_names())
+def test_the_evidently_ui_reads_its_workspace_only(targets, overlay):
+    _assert_none(policy.evidently_workspace_read_only(targets(overlay)), overlay)
 
 
 @pytest.mark.parametrize("overlay", overlay_names())
