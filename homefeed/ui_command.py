@@ -39,10 +39,12 @@ _DIR = click.Path(file_okay=False, path_type=Path)
 @click.option("--experiments", type=_DIR, help="Experiments folder (default: <workspace>/experiments).")
 @click.option("--work-dir", type=_DIR, help="Working folder for the copies and logs (default: a temporary one).")
 @click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--allowed-host", "allowed_hosts", multiple=True,
+              help="Another Host name the page answers to (repeatable); localhost and --host are always allowed.")  # fmt: skip
 @click.option("--port", type=click.IntRange(1, 65535), default=8503, show_default=True)
 @click.pass_obj
 def ui(obj: Ctx, run_dir, dataset, features, retrieval, ranking, index, retrieval_url, ranking_url, homefeed_url,
-       actions_url, dashboard_url, experiments, work_dir, host, port) -> None:  # fmt: skip
+       actions_url, dashboard_url, experiments, work_dir, host, allowed_hosts, port) -> None:  # fmt: skip
     """Serve the homefeed page: a user's interests and realtime sequence, retrieval's candidates by source, the ranked
     feed with per-head scores, and repin/hide buttons whose actions stream into the online store.
 
@@ -51,6 +53,7 @@ def ui(obj: Ctx, run_dir, dataset, features, retrieval, ranking, index, retrieva
     import uvicorn
 
     from components.cluster.launcher import ServerFailed
+    from homefeed.ui.app import LOCAL_HOSTS
     from homefeed.ui.stack import REQUIRED, ui_app
 
     given = {"dataset": dataset, "features": features, "retrieval": retrieval, "ranking": ranking, "index": index}
@@ -64,8 +67,9 @@ def ui(obj: Ctx, run_dir, dataset, features, retrieval, ranking, index, retrieva
     with _working_folder(work_dir) as work:
         console.print(f"copying the feature repository to {work}; starting the model servers")
         try:
+            hosts = [*LOCAL_HOSTS, *allowed_hosts, *([host] if host not in ("0.0.0.0", "::") else [])]
             with ui_app(artifacts, work, dashboard_url, experiments, retrieval_url, ranking_url,
-                        homefeed_url=homefeed_url, actions_url=actions_url) as app:  # fmt: skip
+                        homefeed_url=homefeed_url, actions_url=actions_url, allowed_hosts=hosts) as app:  # fmt: skip
                 if retrieval_url and not actions_url:
                     console.print(
                         "[yellow]note[/]: servers started elsewhere read their own online store: the page's "

@@ -21,6 +21,7 @@ model server that cannot answer a 502 naming it.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from kserve.errors import InferenceError, InvalidInput
 from pydantic import BaseModel, StrictInt
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from homefeed.ui.actions import ActionSink, ActionsUnavailable, BadAction, ServiceSink
 from homefeed.ui.report import latest_report, report_page
@@ -36,6 +38,7 @@ from homefeed.ui.world import UnknownPin, UnknownUser, World, user_view
 from serving.homefeed import DEFAULT_N, HomefeedPredictor, feed
 
 STATIC = Path(__file__).resolve().parent / "static"
+LOCAL_HOSTS = ("localhost", "127.0.0.1", "[::1]")  # the names this machine's own browser reaches the page by
 MAX_PICKER_USERS = 1000
 
 
@@ -61,8 +64,12 @@ class ActionIn(BaseModel):
     request_id: StrictInt | None = None  # the feed the pin was shown in; a new id when absent
 
 
-def create_app(state: UiState) -> FastAPI:
+def create_app(state: UiState, allowed_hosts: Sequence[str] = LOCAL_HOSTS) -> FastAPI:
+    """The page's app. Requests whose `Host` is not one of `allowed_hosts` are refused (400): a web page elsewhere
+    that rebinds its own name to this machine's address (DNS rebinding) would otherwise read users' sequences and
+    post actions through the visitor's browser."""
     app = FastAPI(title="homefeed", docs_url=None, redoc_url=None)
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     _error_handlers(app)
 

@@ -13,7 +13,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -75,6 +75,7 @@ def ui_app(
     timeout_s: float = 180.0,
     homefeed_url: str | None = None,
     actions_url: str | None = None,
+    allowed_hosts: Sequence[str] | None = None,
 ) -> Iterator[FastAPI]:
     """Copy the feature repository (and index) into `work_dir`, start retrieval and ranking on the copies (unless
     both URLs are given), and yield the app; the servers stop when the block ends. `work_dir` must not exist yet or be
@@ -120,4 +121,4 @@ def ui_app(
             servers_read_copy=not external,
             homefeed_url=homefeed_url,
         )
-        yield create_app(state)
+        yield create_app(state) if allowed_hosts is None else create_app(state, allowed_hosts)

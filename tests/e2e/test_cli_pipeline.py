@@ -43,9 +43,8 @@ def test_run_local_deploys_to_servers_that_outlive_the_command(tiny_run):
 def test_an_in_process_run_gives_the_shared_runs_figures(tiny_run, tmp_path):
     """`--in-process`: the same pipeline and parameters with every step in the command's process; it evaluates the
     same models to the same figures as the shared run's process per step (training is deterministic on CPU)."""
-    same = {
-        k: tiny_run.run.params[k] for k in ("retrieval_epochs", "ranking_epochs", "ranking_max_examples", "ray_workers")
-    }
+    keys = ("retrieval_epochs", "ranking_epochs", "ranking_max_examples", "ray_workers", "gate_policy")
+    same = {k: tiny_run.run.params[k] for k in keys}
     sets = [arg for name, value in same.items() for arg in ("--set", f"{name}={value}")]
     args = [
         "pipeline",

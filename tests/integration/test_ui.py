@@ -181,6 +181,17 @@ def test_bad_input_gets_a_clear_error(page, active_users):
     assert client.get(f"/api/users/{user_id}").raise_for_status().json()["sequence"] == sequence
 
 
+def test_a_request_for_another_host_name_is_refused(page, active_users):
+    """DNS rebinding: a page on evil.example whose name now points here would send Host: evil.example."""
+    client, user_id = page["client"], active_users[0]
+    assert client.get(f"/api/users/{user_id}", headers={"host": "localhost"}).status_code == 200
+    for path in ("/", f"/api/users/{user_id}"):
+        assert client.get(path, headers={"host": "evil.example"}).status_code == 400
+    refused = client.post("/api/actions", json={"user_id": user_id, "pin_id": 1, "action": "hide"},
+                          headers={"host": "evil.example:8503"})  # fmt: skip
+    assert refused.status_code == 400
+
+
 def test_links_to_dashboard_and_latest_report(page):
     config = page["client"].get("/api/config").raise_for_status().json()
     assert config["dashboard_url"] == "http://127.0.0.1:8000"
