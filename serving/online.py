@@ -15,16 +15,32 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from feast import FeatureStore
+from feast.errors import FeastError
+from google.protobuf.message import DecodeError
 
-from components.features.store import online_user_features
+from components.features.store import RETRIEVAL_SERVICE, online_user_features
 from models.schema import ACTIONS, PAD_ACTION, PAD_PIN, SEGMENTS, SEQ_LEN
 
 HIDE = ACTIONS.index("hide")
 NEW = SEGMENTS.index("new")  # the segment of a user without a profile
+
+
+def open_store(features_dir: Path) -> FeatureStore:
+    """The Feast store of the repository at `features_dir`, its registry read once now: a registry that cannot be
+    read (corrupt, truncated, or without the `retrieval` service) fails the server's start with a message naming
+    the repository, instead of a server that reports ready and answers every request degraded."""
+    store = FeatureStore(repo_path=str(features_dir))
+    try:
+        store.get_feature_service(RETRIEVAL_SERVICE)
+    except (DecodeError, FeastError) as exc:
+        raise ValueError(f"{features_dir}: the Feast registry cannot be read ({type(exc).__name__}: {exc}); "
+                         "rebuild the feature repository (the `features` step)") from exc  # fmt: skip
+    return store
 
 
 @dataclass

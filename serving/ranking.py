@@ -35,7 +35,6 @@ from pathlib import Path
 import kserve
 import numpy as np
 import torch
-from feast import FeatureStore
 from kserve.errors import InvalidInput
 
 from components.train.ranking import load_pinnability
@@ -43,7 +42,7 @@ from models.ranking.pinnability import BLEND, HEADS, PinnabilityConfig, read_con
 from models.schema import N_SEGMENTS, SEQ_LEN
 from serving import observe
 from serving.corpus import ServingCorpus
-from serving.online import OnlineUsers, online_users, without_features
+from serving.online import OnlineUsers, online_users, open_store, without_features
 from serving.payload import MAX_USER_ID, integer, integer_list, parse, respond
 from serving.scorer import MAX_CANDIDATES, Scorer
 from serving.v2 import Schema
@@ -111,7 +110,7 @@ class RankingPredictor(OffLoop, kserve.Model):
         self.mean_user = self.user_emb.mean(dim=0)
         self.n_pins = self.model.content.table.shape[0] - 1  # the last row is the padding row
         self.corpus = ServingCorpus.load(self.index_dir)
-        self.store = FeatureStore(repo_path=str(self.features_dir))
+        self.store = open_store(self.features_dir)
         # the ready flag drives the readiness probe: set only once every dependency has opened
         self.ready = True
         return self.ready

@@ -45,7 +45,6 @@ from pathlib import Path
 import kserve
 import numpy as np
 import torch
-from feast import FeatureStore
 
 from components.index.bundle import IndexBundle
 from components.index.client import searchable
@@ -55,7 +54,7 @@ from components.train.retrieval import load_two_tower
 from models.retrieval.multi_embedding import round_robin_merge, top_representative
 from serving import observe
 from serving.corpus import ServingCorpus
-from serving.online import OnlineUsers, declared_interests, online_users, without_features
+from serving.online import OnlineUsers, declared_interests, online_users, open_store, without_features
 from serving.payload import MAX_USER_ID, integer, integer_list, parse, respond
 from serving.v2 import Schema
 from serving.worker import OffLoop
@@ -80,7 +79,7 @@ class RetrievalPredictor(OffLoop, kserve.Model):
 
     def load(self) -> bool:
         self.model = load_two_tower(self.model_dir)
-        self.store = FeatureStore(repo_path=str(self.features_dir))
+        self.store = open_store(self.features_dir)
         bundle = IndexBundle.read(self.index_dir)
         # a Lite file in a read-only bundle (a KServe model mount) is searched from a copy in scratch space ($TMPDIR)
         self.index = replace(bundle, uri=searchable(bundle.uri))

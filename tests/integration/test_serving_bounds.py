@@ -8,6 +8,7 @@ real ranking server on loopback.
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 import time
 
@@ -218,3 +219,18 @@ def test_health_answers_while_the_ranking_server_scores(tiny_stack, models):
     (status, request_s), slowest = took[0], max(probes)
     assert status == 200
     assert len(probes) >= 5 and slowest < request_s / 4, (len(probes), slowest, request_s)
+
+
+@pytest.mark.parametrize("damage", ["random bytes", "empty"])
+def test_a_feature_registry_that_cannot_be_read_fails_the_start(tiny_artifacts, tmp_path, damage):
+    """Not a server that reports ready and answers every request `degraded`: the start fails, naming the repository."""
+    art = tiny_artifacts
+    features = shutil.copytree(art["features"], tmp_path / "features")
+    registry = features / "data" / "registry.db"
+    assert registry.exists()
+    registry.write_bytes(np.random.default_rng(0).bytes(3000) if damage == "random bytes" else b"")
+    for model in (retrieval_predictor(art["retrieval"], features, art["index"]),
+                  ranking_predictor(art["ranking"], features, art["index"], "cpu")):  # fmt: skip
+        with pytest.raises(ValueError, match="the Feast registry cannot be read") as err:
+            model.load()
+        assert str(features) in str(err.value) and not model.ready
