@@ -114,36 +114,31 @@ def test_feeds_stay_up_and_recover_as_each_dependency_fails_and_returns(tiny_art
         load.thread.start()
         load.wait_for("personalized", None, time.monotonic(), 60)
 
-        # ranking: SIGKILL, then a new process on the same port
-        servers["ranking"].process.kill()
-        servers["ranking"].process.wait(10)
-        load.wait_for("degraded", "ranking unavailable", time.monotonic(), 30)
-        servers["ranking"] = _restart(specs["ranking"], ports["ranking"], tmp_path / "logs", "ranking-2")
-        back = time.monotonic()
-        recovery["ranking"] = load.wait_for("personalized", None, back, RECOVERY_S)
+        def drill(name: str, take_away, reason: str, bring_back) -> None:
+            """Take a dependency away, see the feed degrade with `reason`, bring it back, time the recovery."""
+            take_away()
+            load.wait_for("degraded", reason, time.monotonic(), 60)
+            bring_back()
+            back = time.monotonic()
+            recovery[name] = load.wait_for("personalized", None, back, RECOVERY_S)
 
-        # Milvus: stopped, then started again on its data
-        milvus.close()
-        load.wait_for("degraded", "ann index unavailable", time.monotonic(), 60)
-        milvus = contextlib.ExitStack()
-        milvus.enter_context(local_milvus(milvus_dir, port=milvus_port))
-        back = time.monotonic()
-        recovery["milvus"] = load.wait_for("personalized", None, back, RECOVERY_S)
+        def kill(name: str) -> None:  # SIGKILL: no shutdown of its own
+            servers[name].process.kill()
+            servers[name].process.wait(10)
 
-        # Redis (the online store): stopped, then started again on its data
-        redis.stop()
-        load.wait_for("degraded", "feature store unavailable", time.monotonic(), 30)
-        redis.start()
-        back = time.monotonic()
-        recovery["redis"] = load.wait_for("personalized", None, back, RECOVERY_S)
+        def restart(name: str) -> None:  # a new process on the same port
+            servers[name] = _restart(specs[name], ports[name], tmp_path / "logs", f"{name}-2")
 
-        # retrieval: SIGKILL; the homefeed ranks popular pins meanwhile
-        servers["retrieval"].process.kill()
-        servers["retrieval"].process.wait(10)
-        load.wait_for("degraded", "retrieval unavailable: popular pins", time.monotonic(), 30)
-        servers["retrieval"] = _restart(specs["retrieval"], ports["retrieval"], tmp_path / "logs", "retrieval-2")
-        back = time.monotonic()
-        recovery["retrieval"] = load.wait_for("personalized", None, back, RECOVERY_S)
+        def restart_milvus() -> None:  # on its data
+            milvus.enter_context(local_milvus(milvus_dir, port=milvus_port))
+
+        drill("ranking", lambda: kill("ranking"), "ranking unavailable", lambda: restart("ranking"))
+        drill("milvus", milvus.close, "ann index unavailable", restart_milvus)
+        drill("redis", redis.stop, "feature store unavailable", redis.start)
+        # the homefeed ranks popular pins meanwhile
+        drill(
+            "retrieval", lambda: kill("retrieval"), "retrieval unavailable: popular pins", lambda: restart("retrieval")
+        )
     finally:
         load.stop.set()
         load.thread.join(60)
