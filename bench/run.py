@@ -22,6 +22,7 @@ BENCHMARKS = [
     ["bench.ann", "--one-graph"],
     ["bench.ann", "--uri", "standalone", "--name", "ann_standalone"],  # the same corpus on the Milvus server
     ["bench.serving_latency"],
+    ["bench.ranking_memory"],
     ["bench.monitoring_job"],
     ["bench.monitoring_scenarios"],
     ["bench.online_experiment"],

@@ -48,8 +48,9 @@ from serving.scorer import MAX_CANDIDATES, Scorer
 from serving.v2 import Schema
 from serving.worker import OffLoop
 
-# (user, candidate) pairs per request. Memory is flat in the pairs (Scorer.score scores in passes), time is not:
-# about 0.5 ms a pair on the 2-core CPU, so this many is ~16 s there and well under a second on a GPU.
+# (user, candidate) pairs per request. Memory is flat in the pairs (Scorer.score scores in passes), time is not: on
+# the 2-core CPU this many took 12 s (the tiny world's model) to 49 s (the default-size model, a busy machine;
+# bench/results/ranking_memory.md), which bounds how long one request holds the server.
 MAX_PAIRS = 32_768
 WARM_CANDIDATES = (200, MAX_CANDIDATES)  # the homefeed's default candidate count, and the most a request holds
 SCHEMA = Schema(

@@ -31,9 +31,9 @@ MAX_CANDIDATES = 1000  # the most candidates one ranking request may hold per us
 SMALL_BUCKET, STEP, LARGE_STEP = 16, 128, 1024
 # The most pairs one forward pass scores; a request with more is scored in passes of this many (Scorer.score), so
 # memory stays flat however large the request. Multiples of LARGE_STEP: a full pass is exactly one compile bucket.
-# Measured on the 2-core CPU with the tiny world's model, a 32 x 1,000 request: the ranking server's peak 3.76 GB
-# in one pass, 0.94 GB in passes of 1,024 (4 x 1,000: 0.84 GB), taking 12.3 s against 8.8 s in that run (a busy
-# machine: the time is noisy, the memory is not). On CUDA, bigger passes keep the GPU busy.
+# Measured on the 2-core CPU (bench/results/ranking_memory.md, the default model): a 32 x 1,000 request peaked at
+# 14.0 GB in one pass and 0.88 GB in passes of 1,024, at about the same time. On CUDA, bigger passes keep the GPU
+# busy.
 PASS_PAIRS = {"cpu": 1024, "cuda": 8192}
 RECOMPILE_LIMIT = 64  # dynamo's default (8) is below the number of buckets one scorer may meet
 
