@@ -99,8 +99,8 @@ def serve(model: kserve.Model, http_port: int, host: str = "127.0.0.1") -> None:
     flight, then the model stops: the homefeed publishes or spools its queued impressions). Blocks.
 
     Loopback by default: a model server has no authentication of its own unless SERVING_TOKEN is set, so it is
-    reachable from elsewhere only when told (`--host 0.0.0.0` in a container, where the pod's NetworkPolicy decides
-    who reaches it)."""
+    reachable from elsewhere only when told (`--bind-host 0.0.0.0` in a container, where the pod's NetworkPolicy
+    decides who reaches it)."""
     import uvicorn
 
     from serving.observe import configure_logging
@@ -199,8 +199,8 @@ def _answer(status: HTTPStatus):
 
 class _Guard:
     """ASGI middleware in front of every route: the bearer token (when set), the body-size bound and the v2 binary
-    header's form (KServe answers 500 for a length that is not a number), checked before a request's body is read. A body without Content-Length (chunked) is counted as it streams and cut off at the
-    bound."""
+    header's form (KServe answers 500 for a length that is not a number), checked before a request's body is read.
+    A body without Content-Length (chunked) is counted as it streams and cut off at the bound."""
 
     OPEN = ("/", "/metrics", "/v2/health/live", "/v2/health/ready")
 
