@@ -131,10 +131,11 @@ EVENT = Contract(
         Field("request_id", "int", "an integer request id >= 0", bad=_nonneg),
         Field("surface", "str", "a non-empty surface name such as homefeed", bad=_blank),
     ),
-    # A user cannot do the same thing to the same pin twice in one millisecond: such a row is a double-logged event
-    # (a retried export, files concatenated twice) and would count twice in training and in engagement rates. A
-    # client's batch and the stream carry an event id and are deduplicated by it instead, so they do not ask for this.
-    natural_key=("ts", "user_id", "pin_id", "action"),  # ts first: nearly unique, it finds the candidates fast
+    # A user cannot do the same thing to the same pin twice in one millisecond of one feed: such a row is a
+    # double-logged event (a retried export, files concatenated twice) and would count twice in training and in
+    # engagement rates. The request id is part of it: one pin shown in two feeds at the same millisecond is two
+    # impressions. A client's batch and the stream carry an event id and are deduplicated by it instead.
+    natural_key=("ts", "user_id", "pin_id", "action", "request_id"),  # ts first: nearly unique, finds candidates fast
 )
 
 PIN = Contract(
