@@ -33,6 +33,11 @@ def check_depth(value: Any, where: str, limit: int = MAX_DEPTH) -> None:
     raise InvalidInput(f"{where}: nested deeper than {limit} levels; no predictor reads a body that deep")
 
 
+def is_int(value: Any) -> bool:
+    """A JSON integer: an int that is not a bool (JSON's true would otherwise pass as 1)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def summary(value: Any, limit: int = 80) -> str:
     """A client's value as short text to quote: bounded in depth and length, invalid UTF-8 escaped."""
     text = printable(_SUMMARY.repr(value if not isinstance(value, str) else value[:limit]))

@@ -108,6 +108,7 @@ class HomefeedPredictor(kserve.Model):
         self.timeout_s = timeout_s
         self.events, self.versions, self.client_time = events, versions, client_time
         self.popular = popular
+        self.token = os.environ.get(TOKEN_ENV)  # the three servers share one token (serving/server.py)
 
     def load(self) -> bool:
         # Ready does not wait for the upstream servers: each has its own probe, and a homefeed that refused to start
@@ -169,8 +170,8 @@ class HomefeedPredictor(kserve.Model):
         request id `rid` forwarded). Public so that a client of both servers that wants the candidates themselves,
         not only the feed `feed` cuts from them (the homefeed page, serving/ui), calls them exactly as this does."""
         forward = append_forwardable_headers(headers, {"content-type": "application/json", observe.REQUEST_ID: rid})
-        if token := os.environ.get(TOKEN_ENV):  # the three servers share one token (serving/server.py)
-            forward["authorization"] = f"Bearer {token}"
+        if self.token:
+            forward["authorization"] = f"Bearer {self.token}"
         # A client per request: an AsyncClient is bound to the event loop it first runs on, and a model can be
         # called from more than one loop (the server's, a test client's).
         async with httpx.AsyncClient(timeout=self.timeout_s, headers=forward) as client:

@@ -22,7 +22,7 @@ from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferRequest, InferResponse
 
 from serving import v2
-from serving.bounds import check_depth, field_name, summary
+from serving.bounds import check_depth, field_name, is_int, summary
 
 MAX_INSTANCES = 256  # users per request: a bigger batch is a client that should split it
 # Any non-negative 64-bit id is a well-formed user id: one the model does not know is a new user (cold start), not
@@ -81,7 +81,7 @@ def integer(instance: dict, index: int, name: str, lo: int, hi: int, default: in
     value = instance.get(name, default)
     if value is None:
         raise InvalidInput(f"instances[{index}].{name}: required, expected an integer in [{lo}, {hi})")
-    if not _is_int(value) or not lo <= value < hi:
+    if not is_int(value) or not lo <= value < hi:
         raise InvalidInput(f"instances[{index}].{name}: expected an integer in [{lo}, {hi}), got {summary(value)}")
     return int(value)
 
@@ -93,13 +93,9 @@ def integer_list(instance: dict, index: int, name: str, lo: int, hi: int, max_le
     if not isinstance(values, list) or not 0 < len(values) <= max_len:
         raise InvalidInput(f"{where}: expected a list of 1 to {max_len} integers, got {summary(values)}")
     for j, value in enumerate(values):
-        if not _is_int(value) or not lo <= value < hi:
+        if not is_int(value) or not lo <= value < hi:
             raise InvalidInput(f"{where}[{j}]: expected an integer in [{lo}, {hi}), got {summary(value)}")
     if len(set(values)) < len(values):
         repeated = sorted(v for v, times in Counter(values).items() if times > 1)
         raise InvalidInput(f"{where}: expected distinct ids, got {repeated} more than once")
     return [int(v) for v in values]
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)

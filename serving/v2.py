@@ -27,7 +27,7 @@ import numpy as np
 from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
-from serving.bounds import check_depth, field_name, summary
+from serving.bounds import check_depth, field_name, is_int, summary
 
 PAD = -1
 _DTYPES = {
@@ -90,13 +90,13 @@ def _integers(tensor) -> np.ndarray:
     holds: numpy would otherwise turn "7", 7.5, true or [[7]] into 7 and the request would be served as if valid
     (v1 refuses them all). Binary data (the request's raw tail) is read as its datatype says."""
     where, shape = f"inputs.{tensor.name}", list(tensor.shape)
-    if not all(_is_int(d) and d >= 0 for d in shape):
+    if not all(is_int(d) and d >= 0 for d in shape):
         raise InvalidInput(f"{where}: shape must be non-negative integers, got {shape}")
     if tensor._raw_data is None:  # kserve has no public accessor for "came as JSON"
         data = tensor.data
         check_depth(data, where)
-        if not isinstance(data, list) or not all(_is_int(v) for v in data):
-            bad = next(v for v in data if not _is_int(v)) if isinstance(data, list) else data
+        if not isinstance(data, list) or not all(is_int(v) for v in data):
+            bad = next(v for v in data if not is_int(v)) if isinstance(data, list) else data
             raise InvalidInput(f"{where}: data must be a flat list of integers, got {summary(bad)}")
         if len(data) != math.prod(shape):
             raise InvalidInput(f"{where}: shape {shape} holds {math.prod(shape)} values, data has {len(data)}")
@@ -110,10 +110,6 @@ def _integers(tensor) -> np.ndarray:
         return np.asarray(tensor.as_numpy()).astype(np.int64)
     except (ValueError, TypeError, OverflowError) as exc:  # numpy: OverflowError for -1 as UINT8, 2**64 as UINT64
         raise InvalidInput(f"{where}: data does not fit {tensor.datatype} of shape {shape}: {exc}") from exc
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _rows(given: dict[str, np.ndarray], schema: Schema) -> int:
