@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
+import signal
+import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 import click
@@ -128,17 +133,54 @@ def run_cmd(
 @monitor.command("ui")
 @click.option("--port", type=int, default=8000, show_default=True)
 @click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--read-only", is_flag=True,
+              help="Serve the workspace as `homefeed monitor run` wrote it: create nothing, refuse the API's "
+              "writes, and list no projects until the first run has written it.")  # fmt: skip
 @click.pass_obj
-def ui_cmd(obj: Ctx, port: int, host: str) -> None:
+def ui_cmd(obj: Ctx, port: int, host: str, read_only: bool) -> None:
     """Serve the Evidently UI on the monitoring workspace (its project dashboard shows every metric over time)."""
-    from monitoring.dashboard import open_project
-
     path = obj.settings.workspace / "monitoring" / "evidently"
-    open_project(path)  # the project and its dashboard exist even before the first job
     evidently = Path(sys.executable).with_name("evidently")
     args = [str(evidently), "ui", "--workspace", str(path), "--port", str(port), "--host", host]
-    console.print(f"Evidently UI on http://{host}:{port} (workspace {path}); Ctrl-C stops it")
-    os.execv(args[0], args)
+    if not read_only:
+        from monitoring.dashboard import open_project
+
+        open_project(path)  # the project and its dashboard exist even before the first job
+        console.print(f"Evidently UI on http://{host}:{port} (workspace {path}); Ctrl-C stops it")
+        os.execv(args[0], args)
+    # Evidently guards its write API (projects, dashboards, snapshots) with a secret when given one: a new one that
+    # nobody knows makes every write a 403. Without it a DELETE on a read-only workspace fails with a 500 but the
+    # project drops out of the UI's listing until it restarts.
+    env = {**os.environ, "EVIDENTLY_SECRET": secrets.token_urlsafe(32)}
+    if not path.is_dir():
+        _serve_empty_until(path, args, env)
+    console.print(f"Evidently UI on http://{host}:{port} (workspace {path}, read-only); Ctrl-C stops it")
+    os.execve(args[0], args, env)
+
+
+def _serve_empty_until(path: Path, args: list[str], env: dict[str, str], poll_s: float = 2.0) -> None:
+    """Evidently's UI on an empty stand-in workspace (a new temporary folder) until `path` exists; then stopped, for
+    the caller to serve `path` on the same port. Evidently itself, given a missing folder it may not create, answers
+    its API with 500s until the folder appears, and the readiness probe would keep the UI out of service."""
+    console.print(f"no monitoring workspace at {path} yet (`homefeed monitor run` writes it): no projects until then")
+    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))  # stop the stand-in too
+    try:
+        with tempfile.TemporaryDirectory(prefix="evidently-empty-") as empty:
+            process = subprocess.Popen([*args[:3], empty, *args[4:]], env=env)
+            try:
+                while not path.is_dir():
+                    if process.poll() is not None:
+                        raise click.ClickException(f"the Evidently UI exited with status {process.returncode}")
+                    time.sleep(poll_s)
+            finally:
+                process.terminate()
+                try:
+                    process.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @monitor.command("screenshot")

@@ -27,8 +27,7 @@ class Outputs(NamedTuple):
 def embedding_refresh(p: PipelineParams) -> Outputs:
     data = stages.small(c.data(source=p.source, seed=p.seed).set_display_name("data"))
     dataset = data.outputs["dataset"]
-    features = c.features(dataset=dataset, half_life_days=p.half_life_days, online_store=p.online_store)
-    stages.small(features.set_display_name("features"))
+    features = stages.features_step(dataset, p)
     champ = stages.with_registry(stages.small(c.champion(registry=p.registry).set_display_name("champion")))
     stages.release(
         dataset,

@@ -37,7 +37,7 @@ from kfp import local
 from kfp.dsl import executor
 from kfp.local import status, task_dispatcher
 
-from components.features.online_store import SQLITE
+from components.features.online_store import PASSWORD_ENV, SQLITE
 from components.index.client import TOKEN_ENV
 from components.release import DeployTarget
 from pipelines.compile import compile_pipeline, parameter_names, pipeline
@@ -205,8 +205,8 @@ def local_defaults(params: dict, workspace: Path) -> dict:
     the local model servers (components/cluster/local_deployment.py) as the deploy target.
 
     With a `podman:<dir>` target (the local container cluster, components/cluster/local_cluster.py), the features go
-    to the cluster's Redis and the index to its Milvus unless set otherwise, and MILVUS_TOKEN is set for the index
-    step when unset: the release is then one the cluster's pods can serve. With `ray_backend=jobs` the training steps
+    to the cluster's Redis and the index to its Milvus unless set otherwise, and MILVUS_TOKEN and REDIS_PASSWORD are set
+    for the steps when unset: the release is then one the cluster's pods can serve. With `ray_backend=jobs` the training steps
     stage under `workspace/ray-staging` unless HOMEFEED_WORK_MOUNT says otherwise."""
     workspace = Path(workspace).resolve()
     out = dict(params)
@@ -226,6 +226,8 @@ def local_defaults(params: dict, workspace: Path) -> dict:
         if "index_uri" in out and not out["index_uri"]:
             out["index_uri"] = cluster["index_uri"]
         os.environ.setdefault(TOKEN_ENV, cluster["milvus_token"])
+        if out["online_store"] == cluster["online_store"]:  # the steps that write features reach its Redis
+            os.environ.setdefault(PASSWORD_ENV, cluster["redis_password"])
     if out.get("ray_backend") == "jobs":  # a Ray cluster on this machine sees the workspace at the same path
         from pipelines.ray_backend import MOUNT_ENV
 

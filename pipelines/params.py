@@ -24,7 +24,9 @@ class PipelineParams(BaseModel):
         7.0, gt=0, description="half-life of the pins' time-decayed engagement score (features and serving corpus)"
     )
     online_store: str = Field(
-        SQLITE, description="Feast online store: sqlite (in the feature_store artifact) or redis://HOST:PORT[/DB]"
+        SQLITE,
+        description="Feast online store: sqlite (in the feature_store artifact) or redis://HOST:PORT[/DB] "
+        "(password from $REDIS_PASSWORD, never in the URL)",
     )
     holdout_days: float = Field(1.0, gt=0, description="the last days of events, held out for evaluation")
     ranking_days: float = Field(3.0, gt=0, description="ranking trains on this many days before the holdout")

@@ -21,6 +21,10 @@ REGISTRY_ENV = {k: k for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AW
 # components/index/client.py reads. Optional: a run with index_uri empty builds a Milvus Lite file and needs none.
 MILVUS_SECRET = "homefeed-milvus"
 MILVUS_ENV = {"token": "MILVUS_TOKEN"}
+# The cluster Redis' password (manifests/base/features/redis.yaml), as components/features/online_store.py reads it,
+# for the step that writes the online store. Optional: a run with the SQLite online store needs none.
+REDIS_SECRET = "homefeed-redis"
+REDIS_ENV = {"password": "REDIS_PASSWORD"}
 GPU = "nvidia.com/gpu"
 
 
@@ -32,10 +36,17 @@ def with_registry(task: dsl.PipelineTask) -> dsl.PipelineTask:
     return kubernetes.use_secret_as_env(task, REGISTRY_SECRET, REGISTRY_ENV, optional=True)
 
 
+def features_step(dataset, p: PipelineParams) -> dsl.PipelineTask:
+    """The features step (Feast repository, materialized into `p.online_store`), with the Redis password."""
+    task = c.features(dataset=dataset, half_life_days=p.half_life_days, online_store=p.online_store)
+    return kubernetes.use_secret_as_env(
+        small(task.set_display_name("features")), REDIS_SECRET, REDIS_ENV, optional=True
+    )
+
+
 def train(dataset, p: PipelineParams) -> dict[str, dsl.PipelineTask]:
     """features, ID pretraining, train retrieval, train ranking, evaluate."""
-    features = c.features(dataset=dataset, half_life_days=p.half_life_days, online_store=p.online_store)
-    small(features.set_display_name("features"))
+    features = features_step(dataset, p)
     ray = {"ray_backend": p.ray_backend, "ray_address": p.ray_address, "ray_workers": p.ray_workers,
            "job_id": dsl.PIPELINE_TASK_ID_PLACEHOLDER}  # fmt: skip
     split = {"holdout_days": p.holdout_days, "ranking_days": p.ranking_days}

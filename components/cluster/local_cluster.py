@@ -32,6 +32,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import time
@@ -90,6 +91,9 @@ class ClusterState:
     namespace: str
     version: int | None = None
     deployed_at: str | None = None
+    # Redis's requirepass (the Secret homefeed-redis), made when the cluster is first made; hex, as Feast's
+    # connection string needs (components/features/online_store.py).
+    redis_password: str = field(default_factory=lambda: secrets.token_hex(24))
     up_seconds: float | None = None
     pods: dict[str, str] = field(default_factory=dict)  # workload name -> pod name, for the pods played
 
@@ -108,6 +112,7 @@ class ClusterState:
         path = Path(cluster_dir) / STATE_FILE
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(asdict(self), indent=2) + "\n")
+        tmp.chmod(0o600)  # it holds Redis's password
         tmp.replace(path)
 
     @classmethod
@@ -121,12 +126,14 @@ def release_dir(cluster_dir: Path, version: int) -> Path:
 
 
 def client_settings(cluster_dir: Path) -> dict:
-    """What a pipeline run that deploys to this cluster builds against: {"online_store", "index_uri", "milvus_token"}."""
+    """What a pipeline run that deploys to this cluster builds against: {"online_store", "index_uri", "milvus_token",
+    "redis_password"}."""
     state = _required_state(cluster_dir)
     return {
         "online_store": state.redis,
         "index_uri": state.milvus_uri,
         "milvus_token": f"root:{MILVUS_ROOT_PASSWORD}",
+        "redis_password": state.redis_password,
     }
 
 
@@ -309,12 +316,13 @@ def _played(cluster_dir: Path, pod_name: str) -> dict | None:
     return yaml.safe_load(path.read_text()) if path.exists() else None
 
 
-def _secrets() -> dict[str, dict[str, str]]:
+def _secrets(state: ClusterState) -> dict[str, dict[str, str]]:
     """The Secrets the workloads name, as this machine fills them: no object storage credentials (the registry is a
-    file here), and Milvus's root user."""
+    file here), Milvus's root user and the cluster's Redis password."""
     return {
         "homefeed-registry-s3": {},
         "homefeed-milvus": {"password": MILVUS_ROOT_PASSWORD, "token": f"root:{MILVUS_ROOT_PASSWORD}"},
+        "homefeed-redis": {"password": state.redis_password},
     }
 
 
@@ -374,7 +382,7 @@ def _pods(cluster_dir: Path, state: ClusterState, docs: list[dict]) -> dict[str,
         pod = with_services(pod, services)
         pod["metadata"]["name"] = f"{state.name}-{pod['metadata']['name']}"
         shutil.rmtree(cluster_dir / "scratch" / pod["metadata"]["name"], ignore_errors=True)  # a new emptyDir
-        out[wname] = local_pod(pod, _host_paths(cluster_dir, docs, pod), {}, _secrets(), cluster_dir / "scratch")
+        out[wname] = local_pod(pod, _host_paths(cluster_dir, docs, pod), {}, _secrets(state), cluster_dir / "scratch")
     return out
 
 

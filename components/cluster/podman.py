@@ -70,6 +70,8 @@ def play(pod: dict, work_dir: Path, network: str | None = None, ip: str | None =
     path.write_text(yaml.safe_dump(pod, sort_keys=False))
     played = path.with_suffix(".played.yaml")
     played.write_text(yaml.safe_dump(_unpublished(pod), sort_keys=False))
+    for written in (path, played):  # the Secrets' values are in them
+        written.chmod(0o600)
     where = [*(["--network", network] if network else []), *(["--ip", ip] if ip else [])]
     podman("kube", "play", "--replace", *where, str(played))
     return path

@@ -16,7 +16,8 @@ what needs a cluster is replaced, by these rules (docs/deploy.md lists them):
 - Services become names: each pod's `hostAliases` map every Service's names (`svc`, `svc.ns`, `svc.ns.svc`,
   `svc.ns.svc.cluster.local`) to the address of the pod it selects, and a URL in args or env that names a Service
   on a port its pod does not listen on (KServe's predictor Services take port 80 to 8080) gets the target port;
-- a ConfigMap or PersistentVolumeClaim volume named in `host_paths` becomes a hostPath to that local folder;
+- a ConfigMap or PersistentVolumeClaim volume named in `host_paths` becomes a hostPath to that local folder; a claim
+  taken `readOnly` makes every mount of it read-only, as the kubelet does;
 - an emptyDir becomes a fresh folder of the pod's own under `scratch` (writable by all, as /tmp is): podman 4.3,
   Debian 12's, plays an emptyDir as a named volume that every pod with a volume of that name shares;
 - environment taken from Secrets comes from `secrets` (name -> {key: value}); a reference to a Secret not given is
@@ -218,6 +219,7 @@ def local_pod(
     """`pod` with the volumes, Secrets and ports a single machine cannot serve replaced (the module docstring)."""
     pod = copy.deepcopy(pod)
     spec = pod["spec"]
+    read_only: set[str] = set()  # claims the pod takes read-only: a hostPath has no such field, its mounts do
     for volume in spec.get("volumes", []):
         if "emptyDir" in volume and volume["name"] not in host_paths:
             if scratch is None:
@@ -229,12 +231,17 @@ def local_pod(
             volume["hostPath"] = {"path": str(folder), "type": "Directory"}
         elif volume["name"] in host_paths:
             path = Path(host_paths[volume["name"]]).resolve()
+            if volume.get("persistentVolumeClaim", {}).get("readOnly"):
+                read_only.add(volume["name"])
             for source in ("configMap", "persistentVolumeClaim", "emptyDir", "secret"):
                 volume.pop(source, None)
             volume["hostPath"] = {"path": str(path), "type": "Directory"}
         elif {"configMap", "persistentVolumeClaim", "secret"} & set(volume):
             raise ValueError(f"{pod['metadata']['name']}: volume {volume['name']!r} needs a folder in `host_paths`")
     for container in spec.get("containers", []):
+        for mount in container.get("volumeMounts", []):
+            if mount["name"] in read_only:
+                mount["readOnly"] = True
         env = [_secret_value(e, secrets, pod) for e in container.get("env", [])]
         for source in container.pop("envFrom", []):
             env += _secret_env(source, secrets, pod)

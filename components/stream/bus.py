@@ -35,6 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
+from components.features.online_store import no_credentials, redis_client
+
 DEFAULT_SHARDS = 4
 DEFAULT_PREFIX = "homefeed:events"
 DEFAULT_MAXLEN = 1_000_000
@@ -140,6 +142,7 @@ class RedisStreams:
 
     @classmethod
     def parse(cls, uri: str) -> RedisStreams:
+        no_credentials(uri, "a redis bus URI")  # before anything that would echo it
         parts = urlsplit(uri)
         if parts.scheme not in ("redis", "rediss"):
             raise ValueError(f"a redis bus URI starts with redis:// or rediss://, got {uri!r}")
@@ -165,11 +168,9 @@ class RedisStreams:
 
 class RedisBus(EventBus):
     def __init__(self, uri: str, timeout_s: float = 2.0) -> None:
-        import redis
-
         self.where = RedisStreams.parse(uri)
         self.uri = uri
-        self._redis = redis.Redis.from_url(self.where.url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+        self._redis = redis_client(self.where.url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
 
     def publish(self, events: Iterable[Mapping]) -> int:
         import redis

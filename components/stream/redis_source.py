@@ -29,6 +29,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 
+from components.features.online_store import redis_client
 from components.stream.bus import EVENT_FIELD, BusUnavailable, RedisStreams
 from components.stream.sources import TICK, Record
 
@@ -51,7 +52,7 @@ class RedisStreamSource:
         self.group, self.consumer = group, consumer
         self.block_ms, self.count = block_ms, count
         self.stop = stop
-        self._redis = redis.Redis.from_url(self.where.url, socket_timeout=max(5.0, 2 * block_ms / 1000))
+        self._redis = redis_client(self.where.url, socket_timeout=max(5.0, 2 * block_ms / 1000))
         self._unacked: dict[int, tuple[str, bytes]] = {}  # offset -> (stream, entry id), until acknowledged
         self._acked: dict[str, str] = {}  # stream -> the last entry id acknowledged
         try:

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from components.features.online_store import redis_client
 from components.stream.bus import RedisStreams
 from components.stream.redis_source import RedisStreamSource
 
@@ -44,11 +45,9 @@ class ShardLeases:
     """This replica's leases on the shards of one bus, and its heartbeat."""
 
     def __init__(self, uri: str, replica: str, ttl_s: float = 10.0) -> None:
-        import redis
-
         self.where = RedisStreams.parse(uri)
         self.replica, self.ttl_ms = replica, int(ttl_s * 1000)
-        self._redis = redis.Redis.from_url(self.where.url, socket_timeout=5)
+        self._redis = redis_client(self.where.url, socket_timeout=5)
         self._renew = self._redis.register_script(_RENEW)
         self._release = self._redis.register_script(_RELEASE)
 

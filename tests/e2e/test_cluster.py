@@ -20,6 +20,7 @@ import redis
 from click.testing import CliRunner
 
 from components.cluster import local_cluster, podman
+from components.features.online_store import PASSWORD_ENV, redis_client
 from components.index.client import TOKEN_ENV
 from components.stream.offline_log import OfflineEventLog
 from homefeed.cli import main
@@ -71,6 +72,7 @@ def test_a_release_serves_through_the_containers_and_a_streamed_hide_changes_the
     # the release, built as a pipeline run that deploys here builds it (pipelines/local.py local_defaults)
     settings = local_cluster.client_settings(cluster)
     monkeypatch.setenv(TOKEN_ENV, settings["milvus_token"])
+    monkeypatch.setenv(PASSWORD_ENV, settings["redis_password"])
     steps.build_features(tiny_world, tmp_path / "features", online_store=settings["online_store"])
     release = local_cluster.release_dir(cluster, 1)
     steps.index_pins(tiny_world, tiny_artifacts["retrieval"], release / "index", embed_workers=0,
@@ -104,7 +106,9 @@ def test_a_release_serves_through_the_containers_and_a_streamed_hide_changes_the
 
     # every feed served so far was logged, pin by pin, as impressions on the bus, and the processor wrote the
     # offline event log on the work volume
-    bus = redis.Redis.from_url(state.redis)
+    with pytest.raises(redis.AuthenticationError):  # the cluster's Redis takes only its Secret's password
+        redis.Redis.from_url(state.redis).ping()
+    bus = redis_client(state.redis)
     # the shard streams only: the bus's keys also hold the event-id claims and the processor replicas' shard leases
     logged = [json.loads(f[b"e"]) for key in sorted(bus.keys("homefeed:events:*")) if bus.type(key) == b"stream"
               for _, f in bus.xrange(key)]  # fmt: skip

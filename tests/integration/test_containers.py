@@ -69,7 +69,9 @@ def test_a_predictor_runs_as_its_manifests_say(rendered, bundle, tmp_path, name)
         isvc, runtime, bundle / "bundle",
         host_paths={"feature-store": bundle / "features"},
         host_ports={8080: port},
-        secrets={"homefeed-registry-s3": {}},  # the Feast registry's S3 credentials: the registry here is local
+        # the Feast registry's S3 credentials (the registry here is local) and Redis' password (the online store here
+        # is the bundle's SQLite, so it goes unused)
+        secrets={"homefeed-registry-s3": {}, "homefeed-redis": {"password": "unused"}},
         scratch=tmp_path,
     )  # fmt: skip
     container = pod["spec"]["containers"][0]
@@ -82,4 +84,50 @@ def test_a_predictor_runs_as_its_manifests_say(rendered, bundle, tmp_path, name)
         assert prediction["user_id"] == 3 and check(prediction), prediction
         whoami = podman.podman("exec", f"{pod['metadata']['name']}-{container['name']}", "id", "-u").stdout
         assert whoami.strip() == "10001"
+    assert podman.containers(pod["metadata"]["name"]) == []
+
+
+def test_the_evidently_ui_reads_its_workspace_only(rendered, tmp_path):
+    """The Evidently UI's pod (its claim and mount read-only, `monitor ui --read-only`) on a claim folder the
+    monitoring job has not written yet: ready with no projects; once the job has created its project, the project is
+    listed, a DELETE is refused, the container cannot write the claim, and no file of it changes."""
+    import contextlib
+    import hashlib
+    import os
+    import time
+
+    from components.cluster.pods import local_pod, workload_pod
+    from monitoring.dashboard import PROJECT, open_project
+
+    def tree() -> dict[str, str]:
+        return {str(p.relative_to(claim)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "folder"
+                for p in claim.rglob("*")}  # fmt: skip
+
+    claim = tmp_path / "homefeed-monitoring"
+    claim.mkdir()
+    pod = workload_pod(find(rendered, "Deployment", "evidently-ui"))
+    pod["metadata"]["name"] = f"evidently-ui-test{os.getpid()}"
+    (port,) = free_ports(1)
+    pod = local_pod(pod, {"workspace": claim}, {8000: port}, {}, tmp_path / "scratch")
+    (container,) = pod["spec"]["containers"]
+    assert {"name": "workspace", "mountPath": "/workspace", "readOnly": True} in container["volumeMounts"]
+    with podman.played(pod, tmp_path):
+        base = podman.wait_ready(pod, timeout_s=120)  # the readiness probe passes before the job's first run
+        assert httpx.get(f"{base}/api/projects", timeout=10).json() == [] and tree() == {}
+        open_project(claim / "monitoring" / "evidently")  # the monitoring job's first step, beside the pod
+        deadline, projects = time.monotonic() + 60, []
+        while not projects:  # the UI restarts on the workspace: a few seconds without an answer
+            assert time.monotonic() < deadline, f"the project was not listed:\n{podman.logs(pod)}"
+            time.sleep(1)
+            with contextlib.suppress(httpx.HTTPError):
+                projects = httpx.get(f"{base}/api/projects", timeout=10).json()
+        assert [p["name"] for p in projects] == [PROJECT]
+        before = tree()
+        deleted = httpx.delete(f"{base}/api/v2/projects/{projects[0]['id']}", timeout=10)
+        assert deleted.status_code == 403, deleted.text
+        touched = podman.podman("exec", f"{pod['metadata']['name']}-{container['name']}", "touch",
+                                "/workspace/monitoring/evidently/x", check=False)  # fmt: skip
+        assert touched.returncode != 0 and "Read-only file system" in touched.stderr
+        assert [p["name"] for p in httpx.get(f"{base}/api/projects", timeout=10).json()] == [PROJECT]
+        assert tree() == before
     assert podman.containers(pod["metadata"]["name"]) == []

@@ -4,7 +4,16 @@ realtime sequence definition), and the snapshot lands in an Evidently workspace 
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -156,6 +165,118 @@ def test_evidently_ui_serves_the_workspace(monitored):
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def _read_only_view(source: Path, target: Path) -> Iterator[Path]:
+    """`target`: a read-only bind mount of `source`, the claim as the UI's pod mounts it while the job writes it."""
+    target.mkdir()
+    bound = subprocess.run(["mount", "--bind", str(source), str(target)], capture_output=True, text=True)
+    if bound.returncode != 0:
+        pytest.skip(f"a read-only bind mount needs root and mount(8): {bound.stderr.strip() or bound.returncode}")
+    try:
+        subprocess.run(["mount", "-o", "remount,ro,bind", str(target)], check=True, capture_output=True)
+        with pytest.raises(OSError, match="Read-only file system"):
+            (target / "probe").touch()
+        yield target
+    finally:
+        subprocess.run(["umount", str(target)], check=True)
+
+
+@dataclass
+class _Served:
+    url: str
+    process: subprocess.Popen
+
+    def projects(self) -> list[dict]:
+        """The project list, polled until the UI answers it (a 200) within 30 seconds."""
+        import httpx
+
+        deadline = time.monotonic() + 30
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                reply = httpx.get(f"{self.url}/api/projects", timeout=2)
+                if reply.status_code == 200:
+                    return reply.json()
+            assert time.monotonic() < deadline and self.process.poll() is None, "the Evidently UI did not answer"
+            time.sleep(0.3)
+
+
+@contextlib.contextmanager
+def _evidently_ui(command: list[str], workspace: Path) -> Iterator[_Served]:
+    """`command` (an Evidently UI, directly or through `homefeed monitor ui`) on a free port, $HOMEFEED_WORKSPACE
+    `workspace`; stopped at exit."""
+    from components.cluster.launcher import free_ports
+
+    (port,) = free_ports(1)
+    env = {**os.environ, "HOMEFEED_WORKSPACE": str(workspace)}
+    process = subprocess.Popen([*command, "--port", str(port)], env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        yield _Served(f"http://127.0.0.1:{port}", process)
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+
+
+def _tree(folder: Path) -> dict[str, str]:
+    """Every folder and file under `folder`, a file with the hash of its bytes."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "folder"
+            for p in folder.rglob("*")}  # fmt: skip
+
+
+MONITOR_UI = [str(Path(sys.executable).with_name("homefeed")), "monitor", "ui", "--read-only"]
+
+
+def test_the_read_only_ui_lists_the_project_and_deletes_nothing(monitored, tmp_path):
+    """`homefeed monitor ui --read-only` (the Deployment's) on a read-only view of a workspace a monitoring job wrote:
+    the project is listed, and a DELETE through its API is refused and changes no file."""
+    import httpx
+
+    job = tmp_path / "job"
+    shutil.copytree(monitored["root"] / "evidently", job / "monitoring" / "evidently")
+    before = _tree(job)
+    with _read_only_view(job, tmp_path / "ui") as ui, _evidently_ui(MONITOR_UI, ui) as served:
+        (project,) = served.projects()
+        assert project["name"] == PROJECT
+        deleted = httpx.delete(f"{served.url}/api/v2/projects/{project['id']}", timeout=10)
+        assert deleted.status_code == 403  # every write needs the secret the command made up and told nobody
+        assert [p["name"] for p in served.projects()] == [PROJECT]  # still listed: the UI's state is untouched too
+        snapshots = httpx.get(f"{served.url}/api/projects/{project['id']}/snapshots", timeout=10)
+        assert monitored["summary"]["snapshot_id"] in snapshots.text
+    assert _tree(job) == before
+
+
+def test_the_read_only_mount_alone_keeps_the_workspace(monitored, tmp_path):
+    """Evidently itself, without the command's secret, on the read-only view: the DELETE fails (a 500) and the
+    files stay. Evidently drops the project from its listing until it restarts, which the secret prevents."""
+    import httpx
+
+    job = tmp_path / "job"
+    shutil.copytree(monitored["root"] / "evidently", job / "evidently")
+    before = _tree(job)
+    evidently = [str(Path(sys.executable).with_name("evidently")), "ui", "--workspace"]
+    with _read_only_view(job, tmp_path / "ui") as ui, _evidently_ui([*evidently, str(ui / "evidently")], ui) as served:
+        (project,) = served.projects()
+        deleted = httpx.delete(f"{served.url}/api/v2/projects/{project['id']}", timeout=10)
+        assert deleted.status_code == 500
+    assert _tree(job) == before
+
+
+def test_the_read_only_ui_lists_no_projects_until_the_first_run(tmp_path):
+    """Before the monitoring job's first run there is no workspace folder, and the UI may not create one: it answers
+    with no projects (so its readiness probe passes), and serves the project once the job has created it."""
+    job = tmp_path / "job"
+    job.mkdir()
+    with _read_only_view(job, tmp_path / "ui") as ui, _evidently_ui(MONITOR_UI, ui) as served:
+        assert served.projects() == []
+        assert _tree(job) == {}
+        open_project(job / "monitoring" / "evidently")  # what `homefeed monitor run` does first
+        deadline = time.monotonic() + 30
+        while not (listed := served.projects()):
+            assert time.monotonic() < deadline, "the UI did not serve the workspace once it was written"
+            time.sleep(0.5)
+        assert [p["name"] for p in listed] == [PROJECT]
 
 
 def test_a_trigger_submits_the_retraining_pipeline_to_kfp(tiny_artifacts, tmp_path, monkeypatch):

@@ -339,8 +339,9 @@ def redis_requires_password(objects: list[dict[str, Any]]) -> list[str]:
 
 
 def redis_clients_authenticate(objects: list[dict[str, Any]]) -> list[str]:
-    """Every redis:// URL a container is given carries the password as $(VAR) from the Secret homefeed-redis, and every
-    container that mounts the Feast configuration (whose connection_string names ${REDIS_PASSWORD}) has it in env."""
+    """Every container given a redis:// URL, and every one that mounts the Feast configuration, has REDIS_PASSWORD from
+    the Secret homefeed-redis (the clients read it there: components/features/online_store.py); no URL carries
+    credentials; the Feast configuration's connection_string names ${REDIS_PASSWORD}."""
     out = []
     feast_configs = {
         o["metadata"]["name"]
@@ -360,19 +361,41 @@ def redis_clients_authenticate(objects: list[dict[str, Any]]) -> list[str]:
             if key == "volumes" and isinstance(value, list):
                 volumes_of.update({v.get("name"): v for v in value if isinstance(v, dict)})
         for where, c in _all_containers([obj]):
-            for arg in [str(a) for a in (c.get("command") or []) + (c.get("args") or [])]:
-                for url in re.findall(r"rediss?://\S+", arg):
-                    creds = url.split("://", 1)[1].split("@", 1)
-                    var = _VAR.fullmatch(creds[0].lstrip(":")) if len(creds) == 2 else None
-                    if not var or not _from_redis_secret(c, var.group(1)):
-                        out.append(f"{where}: {url} carries no $(VAR) password from Secret {REDIS_SECRET}")
+            urls = [
+                u
+                for a in (c.get("command") or []) + (c.get("args") or [])
+                for u in re.findall(r"rediss?://\S+", str(a))
+            ]
+            for url in urls:
+                if "@" in url.split("?", 1)[0]:
+                    out.append(f"{where}: {url} carries credentials (they belong in REDIS_PASSWORD)")
             mounted = {m.get("name") for m in c.get("volumeMounts") or []}
             feast = any(
                 ((volumes_of.get(m) or {}).get("configMap") or {}).get("name") in feast_configs for m in mounted
             )
-            if feast and not _from_redis_secret(c, "REDIS_PASSWORD"):
-                out.append(f"{where}: mounts the Feast configuration without REDIS_PASSWORD from {REDIS_SECRET}")
+            if (urls or feast) and not _from_redis_secret(c, "REDIS_PASSWORD"):
+                why = "is given a Redis URL" if urls else "mounts the Feast configuration"
+                out.append(f"{where}: {why} without REDIS_PASSWORD from Secret {REDIS_SECRET} key password")
     return out
+
+
+SERVING_SECRET = "homefeed-serving"  # key `token`: the bearer token of the model servers' data plane
+
+
+def model_servers_take_a_token(objects: list[dict[str, Any]]) -> list[str]:
+    """Every model server (`python -m serving` in a ServingRuntime or a predictor) has SERVING_TOKEN from the Secret
+    homefeed-serving, key token: creating that Secret turns bearer authentication on (serving/server.py)."""
+    out, found = [], 0
+    for obj in objects:
+        if obj.get("kind") not in ("ServingRuntime", "InferenceService"):
+            continue
+        for where, c in _all_containers([obj]):
+            if "serving" not in [str(w) for w in (c.get("command") or []) + (c.get("args") or [])]:
+                continue
+            found += 1
+            if _secret_env(c).get("SERVING_TOKEN") != (SERVING_SECRET, "token"):
+                out.append(f"{where}: no SERVING_TOKEN from Secret {SERVING_SECRET} key token")
+    return out if found else ["no model server (`python -m serving`) found"]
 
 
 def _restricted_container(context: dict[str, Any]) -> list[str]:

@@ -144,9 +144,21 @@ CASES = [
     ),
     Case(
         "a hostPath volume",
-        Replace(UI, "          persistentVolumeClaim:\n            claimName: homefeed-monitoring\n",
-                "          hostPath:\n            path: /srv/workspace\n"),
+        Replace(UI, "          persistentVolumeClaim:\n            claimName: homefeed-monitoring\n"
+                "            readOnly: true\n", "          hostPath:\n            path: /srv/workspace\n"),
         DEV, policy.no_host_access, "Deployment/evidently-ui (spec.template.spec): volume workspace is a hostPath",
+    ),
+    Case(
+        "the UI's workspace mounted read-write",
+        Replace(UI, "mountPath: /workspace, readOnly: true}", "mountPath: /workspace}"),
+        DEV, policy.evidently_workspace_read_only, UI_CONTAINER + "volumeMount workspace is not readOnly",
+    ),
+    Case(
+        "the UI's workspace claim read-write",
+        Replace(UI, "            claimName: homefeed-monitoring\n            readOnly: true\n",
+                "            claimName: homefeed-monitoring\n"),
+        DEV, policy.evidently_workspace_read_only,
+        "Deployment/evidently-ui (spec.template.spec): volume workspace: persistentVolumeClaim.readOnly is not true",
     ),
     Case(
         "the /tmp emptyDir unmounted", Replace(UI, "            - {name: tmp, mountPath: /tmp}\n", ""),

@@ -1,6 +1,6 @@
 """The doors an audit found open, each closed in the manifests and kept closed here (docs/security.md): the Evidently
-UI reachable from the ingress gateway only (its workspace read-only: still open, a strict xfail); Ray's job API from the KubeRay operator's
-namespace only; Redis behind a password (still open: a strict xfail); the operator-built pods' security
+UI reachable from the ingress gateway only, its workspace read-only; Ray's job API from the KubeRay operator's
+namespace only; Redis behind a password that every client presents; the operator-built pods' security
 context where the CRs have a field for it; egress to named ranges only; `create rayjobs` off default-editor, with an
 admission policy for what a RayJob may run; no API token where a pod needs none."""
 
@@ -32,8 +32,6 @@ def test_only_the_gateway_reaches_the_evidently_ui(targets, overlay):
     _assert_none(network.evidently_ui_only_from_gateway(targets(overlay)), overlay)
 
 
-@pytest.mark.xfail(strict=True, reason="open: `monitor ui` creates the project in its workspace at start, so the "
-                   "mount stays read-write until an init step does that (docs/security.md)")  # fmt: skip
 @pytest.mark.parametrize("overlay", overlay_names())
 def test_the_evidently_ui_reads_its_workspace_only(targets, overlay):
     _assert_none(policy.evidently_workspace_read_only(targets(overlay)), overlay)
@@ -45,16 +43,16 @@ def test_ray_job_api_is_reached_from_the_operators_namespace_only(targets, overl
     _assert_none(network.no_ingress_from_every_namespace(objects) + network.ray_job_api_scoped(objects), overlay)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open: Redis has no password yet; the pipeline's Redis steps and the local "
-    "runner must take it from a Secret first (docs/security.md)",
-)
 @pytest.mark.parametrize("overlay", overlay_names())
 def test_redis_requires_a_password_that_every_client_presents(targets, overlay):
     objects = targets(overlay)
     _assert_none(policy.redis_requires_password(objects) + policy.redis_clients_authenticate(objects), overlay)
     assert any("redis-server" in str(c.get("command")) for _, c in policy._all_containers(objects)), "no Redis found"
+
+
+@pytest.mark.parametrize("overlay", overlay_names())
+def test_every_model_server_takes_its_token_from_a_secret(targets, overlay):
+    _assert_none(policy.model_servers_take_a_token(targets(overlay)), overlay)
 
 
 @pytest.mark.parametrize("overlay", overlay_names())

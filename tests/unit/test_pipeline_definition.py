@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from pipelines.compile import PIPELINES, compile_pipeline, golden
 from pipelines.params import DEFAULTS, PipelineParams
-from pipelines.stages import MILVUS_SECRET, REGISTRY_SECRET
+from pipelines.stages import MILVUS_SECRET, REDIS_SECRET, REGISTRY_SECRET
 
 pytestmark = pytest.mark.unit
 
@@ -163,3 +163,11 @@ def test_a_stage_reading_a_parameter_its_pipeline_does_not_declare_fails_at_defi
     assert p.seed == 3
     with pytest.raises(AttributeError):
         _ = p.ray_workers
+
+
+@pytest.mark.parametrize("name", PIPELINES)
+def test_the_features_step_gets_the_redis_password(name):
+    _spec, k8s = load(name)
+    (secret,) = k8s["exec-features"]["secretAsEnv"]
+    assert secret["secretName"] == REDIS_SECRET and secret["optional"] is True  # a SQLite run needs none
+    assert secret["keyToEnv"] == [{"envVar": "REDIS_PASSWORD", "secretKey": "password"}]

@@ -83,6 +83,22 @@ def test_an_inference_service_on_another_runtime_is_refused(tmp_path):
         predictor_pod(ISVC, other, tmp_path, {"features": tmp_path}, secrets={"s3": {}}, scratch=tmp_path)
 
 
+def test_a_claim_taken_read_only_is_mounted_read_only_in_every_container(tmp_path):
+    mounts = [{"name": "ws", "mountPath": "/workspace"}, {"name": "rw", "mountPath": "/data"}]
+    pod = {"metadata": {"name": "p"}, "spec": {
+        "volumes": [{"name": "ws", "persistentVolumeClaim": {"claimName": "c", "readOnly": True}},
+                    {"name": "rw", "persistentVolumeClaim": {"claimName": "d"}}],
+        "containers": [{"name": "a", "volumeMounts": mounts}, {"name": "b", "volumeMounts": mounts[:1]}],
+    }}  # fmt: skip
+    local = local_pod(pod, {"ws": tmp_path / "c", "rw": tmp_path / "d"}, {}, {})
+    assert local["spec"]["volumes"][0] == {"name": "ws", "hostPath": {"path": str(tmp_path / "c"), "type": "Directory"}}
+    a, b = local["spec"]["containers"]
+    assert a["volumeMounts"] == [{"name": "ws", "mountPath": "/workspace", "readOnly": True},
+                                 {"name": "rw", "mountPath": "/data"}]  # fmt: skip
+    assert b["volumeMounts"] == [{"name": "ws", "mountPath": "/workspace", "readOnly": True}]
+    assert "readOnly" not in pod["spec"]["containers"][0]["volumeMounts"][0]  # the input is not changed
+
+
 def test_an_empty_dir_needs_a_scratch_folder_and_find_names_what_is_missing():
     pod = {"metadata": {"name": "p"}, "spec": {"volumes": [{"name": "tmp", "emptyDir": {}}], "containers": []}}
     with pytest.raises(ValueError, match="needs a scratch folder"):
