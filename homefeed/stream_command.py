@@ -12,7 +12,8 @@ consumer `--consumer` of a consumer group, and what is checkpointed is acknowled
 
 A processor without a checkpoint of its own starts from every user's sequence as the features step's replay left it
 (`<features>/stream/checkpoint.json`, which is what the online store holds), so events extend each user's history
-instead of replacing it; an event the replay already applied is recognised as a duplicate.
+instead of replacing it; an event the replay already applied is recognised as a duplicate. Without that file (a
+cluster's `--features` is a ConfigMap) each user's online sequence is read before their first event, to the same end.
 """
 
 from __future__ import annotations

@@ -192,6 +192,20 @@ def online_user_features(store: FeatureStore, user_ids: list[int]) -> pd.DataFra
     return _frame(response, "user_id", fields)
 
 
+def online_sequences(store: FeatureStore, user_ids: list[int]) -> dict[int, list[tuple[int, int, int]]]:
+    """Each user's online sequence as (ts, pin_id, action code) tuples, newest first; a user without a row (or
+    with an empty sequence) is absent."""
+    refs = [f"{USER_ACTION_SEQUENCE}:{name}" for name in ("seq_ts", "seq_pin_ids", "seq_actions")]
+    rows = [{"user_id": int(u)} for u in user_ids]
+    got = store.get_online_features(features=refs, entity_rows=rows).to_dict()
+    out = {}
+    for user, ts, pins, actions in zip(got["user_id"], got["seq_ts"], got["seq_pin_ids"], got["seq_actions"],
+                                       strict=True):  # fmt: skip
+        if ts:
+            out[int(user)] = [(int(t), int(p), int(a)) for t, p, a in zip(ts, pins, actions, strict=True)]
+    return out
+
+
 def online_pin_features(store: FeatureStore, pin_ids: list[int]) -> pd.DataFrame:
     """The `pin_features` view of each pin, one row per id in the order given; nulls for a pin the store lacks."""
     fields = store.get_feature_view(PIN_FEATURES).features

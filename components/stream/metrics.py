@@ -32,7 +32,18 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-COUNTERS = ("events_in", "invalid", "ignored", "applied", "late", "too_old", "duplicates", "pushes", "users_pushed")
+COUNTERS = (
+    "events_in",
+    "invalid",
+    "ignored",
+    "applied",
+    "late",
+    "too_old",
+    "duplicates",
+    "seeded",
+    "pushes",
+    "users_pushed",
+)  # seeded: entries taken from the online store at a user's first push (processor.py)
 # seconds; the stream's freshness target is sub-second, a slow store or a large batch shows in the upper buckets
 FRESHNESS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 PUSH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)  # Prometheus' default

@@ -35,14 +35,16 @@ import pandas as pd
 
 from components.data.contracts import EVENT, DeadLetter, Reject, validate
 from components.features.sequence import SEQ_LEN
-from components.features.store import push_sequences, sequence_views
+from components.features.store import online_sequences, push_sequences, sequence_views
 from components.features.tables import sequence_table
 from components.stream.checkpoint import Checkpoint
 from components.stream.metrics import StreamMetrics
 from components.stream.offline_log import OfflineEventLog
 from components.stream.sources import TICK, Record, open_source
 from components.stream.state import Outcome, SequenceState
+from models.schema import SEQUENCE_ACTIONS
 
+SEED_BATCH = 500  # users per online read when seeding
 DEAD_LETTER_SOURCE = "stream_events"  # the dead letter's file: <dir>/stream_events.jsonl
 _OUTCOME_COUNTER = {Outcome.IGNORED: "ignored", Outcome.DUPLICATE: "duplicates", Outcome.TOO_OLD: "too_old"}
 _APPLIED, _LATE = Outcome.APPLIED, Outcome.LATE
@@ -92,6 +94,10 @@ class StreamProcessor:
         self.source_position: dict = {}  # the checkpoint's record of the source's position (Checkpoint.source)
         self.offline_log = offline_log
         self._resume(initial_state)
+        # Users whose state already starts from what the online store holds (the checkpoint's or the replay's); any
+        # other user's online sequence is merged in before their first push (`_seed`).
+        self.known: set[int] = set(self.state.users)
+        self._newest_seeded = 0  # the newest action time the online sequences seeded held
         self._logged_to = self.offset  # the offline log holds the events before this offset
 
     def _dead_letter_file(self) -> Path | None:
@@ -158,6 +164,8 @@ class StreamProcessor:
         valid = result.valid.to_pydict()
         newest = max(valid["ts"], default=0)
         self.metrics.read(len(chunk), newest)
+        acting = {u for u, a in zip(valid["user_id"], valid["action"], strict=True) if a in SEQUENCE_ACTIONS}
+        seeded = self._seed(sorted(acting - self.known))  # before their events: duplicates are told apart as usual
         add, changed = self.state.add, self.changed
         applied = late = 0
         other = dict.fromkeys(_OUTCOME_COUNTER, 0)
@@ -174,7 +182,7 @@ class StreamProcessor:
                 other[outcome] += 1
         # once per chunk, not per event: see metrics.py
         self.metrics.add(
-            {"invalid": result.n_rejected, "applied": applied, "late": late}
+            {"invalid": result.n_rejected, "applied": applied, "late": late, "seeded": seeded}
             | {_OUTCOME_COUNTER[o]: n for o, n in other.items()}
         )
         if applied:
@@ -193,8 +201,10 @@ class StreamProcessor:
         """Push the changed users' sequences, then checkpoint (in that order: see the module docstring)."""
         if self.changed:
             users = sorted(self.changed)
-            # stamped just after the newest event read, like a batch store built at that cut-off
-            table = sequence_table(self.state, users, self.metrics.newest_read_ts + 1, self.state.max_len)
+            # stamped just after the newest event read (or seeded: a replay from the start of a log finds sequences
+            # newer than what it has read), like a batch store built at that cut-off
+            cut = max(self.metrics.newest_read_ts, self._newest_seeded) + 1
+            table = sequence_table(self.state, users, cut, self.state.max_len)
             start = time.monotonic()
             push_sequences(self.store, table, batch=max(len(users), 1), views=self.views)
             done = time.monotonic()  # the push returned: every pending change is visible online from here on
@@ -213,6 +223,20 @@ class StreamProcessor:
             self._checkpoint()
         if self._commit is not None:  # after the checkpoint: what is acknowledged must survive a restart
             self._commit(self.offset)
+
+    def _seed(self, users: list[int]) -> int:
+        """Merge each user's online sequence into their state before their first event: without it, a processor with
+        neither a checkpoint nor the replay (a cluster's first start, a user the replay did not have) would replace
+        their history with the live actions alone. Returns how many entries were seeded."""
+        added = 0
+        for start in range(0, len(users), SEED_BATCH):
+            part = users[start : start + SEED_BATCH]
+            online = online_sequences(self.store, part)
+            added += sum(self.state.seed(u, online.get(u, [])) for u in part)
+            # sequences are newest first; a push's cut-off must not leave out what was seeded (flush)
+            self._newest_seeded = max([self._newest_seeded, *(seq[0][0] for seq in online.values())])
+            self.known.update(part)
+        return added
 
     def _checkpoint(self) -> None:
         path = self._dead_letter_file()

@@ -11,6 +11,12 @@ key is below the smallest of N held keys can never be among them (the held minim
 counted as "too_old". Duplicate detection uses the held entries themselves as the memory of event identities (at
 most N per user): a duplicate of a held event is found there; a duplicate of an evicted event has a key below every
 held key, so it is dropped by the too-old rule. No identity memory beyond the window is ever needed.
+
+A user's entries can also be seeded from the online store (`seed`): a processor that starts without the features
+step's replay (a cluster's first start) takes each user's history from the sequence the online store holds before
+its first push, which would otherwise replace that history with the live actions alone. The online sequence has no
+request ids, so a seeded entry carries SEEDED and matches any event with its (ts, pin_id, action): an event the
+online sequence already holds is a duplicate, not a second action.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from models.schema import ACTIONS, PAD_ACTION, PAD_PIN, SEQ_LEN, SEQUENCE_ACTION
 _SEQUENCE_CODES = frozenset(ACTIONS.index(a) for a in SEQUENCE_ACTIONS)
 
 Entry = tuple[int, int, int, int]  # (ts, pin_id, action code, request_id): also the event's identity per user
+SEEDED = -1  # the request id of an entry taken from the online store (event request ids are >= 0)
 
 
 class Outcome:
@@ -66,11 +73,29 @@ class SequenceState:
         at = bisect.bisect_left(held, entry)
         if at < len(held) and held[at] == entry:
             return Outcome.DUPLICATE
+        if at and held[at - 1][3] == SEEDED and held[at - 1][:3] == entry[:3]:  # sorts just before its event
+            return Outcome.DUPLICATE
         late = bool(held) and entry[0] < held[-1][0]
         held.insert(at, entry)
         if len(held) > self.max_len:
             del held[0]
         return Outcome.LATE if late else Outcome.APPLIED
+
+    def seed(self, user_id: int, sequence: Iterable[tuple[int, int, int]]) -> int:
+        """Merge a user's online sequence ((ts, pin_id, action code), any order) into what is held for them, keeping
+        the newest `max_len`; an entry whose (ts, pin_id, action) is already held (the event was delivered again) is
+        not added twice. Returns how many entries were added."""
+        held = self.users.setdefault(int(user_id), [])
+        have = {e[:3] for e in held}
+        added = 0
+        for ts, pin_id, code in sequence:
+            key = (int(ts), int(pin_id), int(code))
+            if key not in have:
+                bisect.insort(held, (*key, SEEDED))
+                have.add(key)
+                added += 1
+        del held[: max(0, len(held) - self.max_len)]
+        return added
 
     def sequence(self, user_id: int) -> list[tuple[int, int, int]]:
         """(ts, pin_id, action code) newest first."""

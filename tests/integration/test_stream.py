@@ -42,8 +42,8 @@ def _online(store, users) -> pd.DataFrame:
 
 def _store(world: Path, out: Path, events: pd.DataFrame):
     """A store built at the mid-point of the events; the stream then replays ALL events from the start into an empty
-    state. Starting from the mid-point's pushed sequences would need the store's state read back; replaying the
-    whole log is simpler and ends at the same sequences."""
+    state, which takes each user's mid-point sequence from the online store at their first push: the events before
+    the mid-point are found there (duplicates), the later ones added, and the result is the whole log's sequence."""
     mid = int(events["ts"].quantile(0.5))
     return build_feature_store(world, out, as_of_ts=mid)
 
@@ -60,7 +60,34 @@ def test_stream_ends_at_action_log_sequences(tiny_world, tmp_path):
     counters = summary["counters"]
     assert counters["events_in"] == len(events) and counters["invalid"] == 0
     assert counters["ignored"] == int((events["action"] == "impression").sum())
-    assert counters["pushes"] >= len(events) // 5_000
+    # the actions before the store's cut-off were in the seeded sequences (or older than their oldest); the later
+    # ones were pushed in batches
+    acts = events[events["action"] != "impression"]
+    assert counters["duplicates"] + counters["too_old"] == int((acts["ts"] < int(events["ts"].quantile(0.5))).sum())
+    assert counters["pushes"] >= 2
+
+
+def test_a_first_start_without_the_replay_keeps_each_users_history(tiny_world, tmp_path):
+    """A processor with neither a checkpoint nor the features step's replay (a cluster's first start) on the events
+    after the store's cut-off: each user's history comes from the online store, so the sequences end as the whole
+    log's, not as the live events alone."""
+    events = Dataset(tiny_world).read("events")
+    mid = int(events["ts"].quantile(0.5))
+    store = build_feature_store(tiny_world, tmp_path / "fs", as_of_ts=mid)
+    later = events[events["ts"] >= mid]
+    later.to_parquet(tmp_path / "later.parquet")
+    proc = StreamProcessor(store, tmp_path / "ckpt.json", batch=2_000)
+    summary = proc.run(open_source(tmp_path / "later.parquet"))
+    users = np.sort(later.loc[later["action"] != "impression", "user_id"].unique())
+    got, want = _online(store, users), _expected(events, users)
+    assert got["seq_pin_ids"].tolist() == want["pin_ids"].tolist()
+    assert got["seq_ts"].tolist() == want["ts"].tolist()
+    assert summary["counters"]["seeded"] > 0 and summary["counters"]["duplicates"] == 0
+
+    # the same events again, from a processor that lost its state: every one is found in the online sequences
+    again = StreamProcessor(store, tmp_path / "ckpt-2.json", batch=2_000).run(open_source(tmp_path / "later.parquet"))
+    assert again["counters"]["applied"] == 0 and again["counters"]["duplicates"] > 0
+    assert _online(store, users)["seq_pin_ids"].tolist() == want["pin_ids"].tolist()
 
 
 def test_invalid_events_go_to_dead_letter_with_reason(tiny_world, tmp_path):
@@ -91,7 +118,8 @@ def test_invalid_events_go_to_dead_letter_with_reason(tiny_world, tmp_path):
     assert "looks like epoch seconds" in reasons[2]
     assert "not valid JSON" in reasons[3]
     assert summary["counters"]["invalid"] == 4 and summary["counters"]["applied"] == 1
-    assert _online(store, [1])["seq_pin_ids"].tolist()[0][0] == 2
+    online = _online(store, [1])  # the user's history (seeded from the store) with the one valid click in its place
+    assert (2, good["ts"]) in zip(online["seq_pin_ids"][0], online["seq_ts"][0], strict=True)
 
 
 def test_embedded_queue_source(tiny_world, tmp_path):

@@ -26,8 +26,8 @@ T0 = 1_767_226_387_455
 
 
 class _Store:
-    """What `push_sequences` needs of a Feast store: the views its push source feeds, and `write_to_online_store`;
-    records each written frame."""
+    """What the processor needs of a Feast store: the views its push source feeds, `write_to_online_store` (records
+    each written frame) and `get_online_features` (an empty store)."""
 
     def __init__(self) -> None:
         self.pushes: list = []
@@ -39,6 +39,11 @@ class _Store:
 
     def write_to_online_store(self, view, df) -> None:
         self.pushes.append(df)
+
+    def get_online_features(self, features, entity_rows):  # an empty online store: nobody has a sequence yet
+        users = [row["user_id"] for row in entity_rows]
+        empty = {"user_id": users} | {ref.split(":")[1]: [None] * len(users) for ref in features}
+        return SimpleNamespace(to_dict=lambda: empty)
 
 
 def _event(i: int, user: int = 1, action: str = "click") -> dict:

@@ -87,3 +87,16 @@ def test_equals_action_log_after_shuffled_replay_with_duplicates(tiny_world, max
     got = s.sequences_at(users, np.full(len(users), end), max_len=max_len)
     for name in ("pin_ids", "actions", "ts", "lengths"):
         np.testing.assert_array_equal(getattr(got, name), getattr(expected, name), err_msg=name)
+
+
+def test_a_seeded_sequence_holds_the_history_and_finds_its_events_again():
+    s = SequenceState(max_len=3)
+    s.add(1, 40, "click", 4_000, 9)  # a live event first, then the online sequence it joins (newest first)
+    assert s.seed(1, [(3_000, 30, CLICK), (2_000, 20, CLICK), (1_000, 10, CLICK)]) == 3
+    assert s.sequence(1) == [(4_000, 40, CLICK), (3_000, 30, CLICK), (2_000, 20, CLICK)]  # the newest 3
+    # the online sequence's events delivered again (their request ids unknown to it): duplicates, not new actions
+    assert s.add(1, 30, "click", 3_000, 5) == Outcome.DUPLICATE
+    assert s.add(1, 10, "click", 1_000, 5) == Outcome.TOO_OLD
+    # a different action on the same pin at the same time is an action of its own
+    assert s.add(1, 30, "repin", 3_000, 5) == Outcome.LATE  # applied, before the newest held
+    assert s.seed(1, [(4_000, 40, CLICK)]) == 0  # already held: not added twice
