@@ -4,7 +4,8 @@
     python -m serving ranking --model-dir D --features-dir F --index-dir I [--device cuda] [--dtype bf16] \
         [--compile on] --http-port 8081
     python -m serving homefeed --retrieval-url http://h:8080 --ranking-url http://h:8081 [--candidates 200] \
-        [--events redis://h:6379/0 --spool-dir D --model-version V --index-version V] [--index-dir I] --http-port 8082
+        [--events redis://h:6379/0 --spool-dir D --model-version V --index-version V] [--index-dir I [--explore N]] \
+        --http-port 8082
     python -m serving actions --events redis://h:6379/0 --dead-letter D --http-port 8083
 
 Each listens on loopback unless `--bind-host` says otherwise (a container passes 0.0.0.0); a model server needs
@@ -56,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     homefeed.add_argument("--index-version", default="", help="the index version the impressions name")
     homefeed.add_argument("--index-dir", type=Path, default=None,
                           help="the `index` step's output: its popular pins stand in while retrieval is down")  # fmt: skip
+    homefeed.add_argument("--explore", type=int, default=0,
+                          help="exploration slots per feed: popular pins of random interests (needs --index-dir)")  # fmt: skip
     homefeed.add_argument("--client-time", action="store_true",
                           help="log impressions at each instance's `ts` (a simulation's clock), not the server's")  # fmt: skip
     actions = kinds.add_parser("actions", help="clicks, repins and hides from clients onto the event bus",
@@ -89,7 +92,7 @@ def main(argv: list[str] | None = None) -> None:
         model = server.homefeed_predictor(
             args.retrieval_url, args.ranking_url, candidates=args.candidates, events_uri=args.events,
             spool_dir=args.spool_dir, versions=(args.model_version, args.index_version), client_time=args.client_time,
-            index_dir=args.index_dir,
+            index_dir=args.index_dir, explore=args.explore,
         )  # fmt: skip
     server.serve(model, args.http_port, args.bind_host)
 

@@ -94,6 +94,10 @@ class ServingCorpus:
             lists = [self._hits(self._by_score, POPULAR, k, exclude)]
         return round_robin_merge(lists, k, key=lambda hit: hit["image_signature"])
 
+    def interests(self) -> list[int]:
+        """The interests the corpus has pins of, ascending."""
+        return sorted(self._by_interest)
+
     def _hits(self, rows: np.ndarray, source: str, k: int, exclude) -> list[dict]:
         hits = []
         for r in rows:

@@ -26,6 +26,12 @@ server-side error (HTTP 500), never the client's, unless the server holds the se
 candidates and are ranked as usual, flagged `degraded` (hidden pins cannot be left out: that list is read by
 retrieval). A ranking server in that state leaves the feed in retrieval's order, flagged `degraded`, since
 retrieval's candidates are already a feed.
+
+Exploration (`explore` > 0, with the serving corpus): a feed's last `explore` slots hold pins of interests drawn at
+random, one of the most popular pins of each, ranked with the rest and flagged `source: "explore"`. A model only
+learns from what it shows: without such slots a user whose taste moves to interests the feed never shows them has
+nothing to engage with there, and the sequences, the logs and every retraining keep the old picture (the live loop's
+interest shift, docs/live-loop.md). The draws are seeded by the feed's request id, so a request replays the same.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from typing import Protocol
 
 import httpx
 import kserve
+import numpy as np
 from kserve.errors import InferenceError, InvalidInput
 from kserve.model import append_forwardable_headers
 
@@ -51,6 +58,8 @@ DEFAULT_N = 10
 MAX_INTERESTS = 1000
 MAX_TS = 2**53  # epoch ms: any time a JSON number holds exactly
 MODES = ("personalized", "cold_start", "degraded")  # weakest last
+EXPLORE = "explore"  # the source of an exploration slot's pin
+EXPLORE_POOL = 20  # an explored interest's pin is one of its this many most popular
 SCHEMA = Schema(
     scalars=("user_id", "n", "ts"),
     lists=("interests",),
@@ -82,6 +91,8 @@ class Popular(Protocol):
 
     def popular(self, k: int, interests: tuple[int, ...] | None = None) -> list[dict]: ...
 
+    def interests(self) -> list[int]: ...
+
 
 class HomefeedPredictor(kserve.Model):
     def __init__(
@@ -95,14 +106,21 @@ class HomefeedPredictor(kserve.Model):
         versions: tuple[str, str] = ("", ""),
         client_time: bool = False,
         popular: Popular | None = None,
+        explore: int = 0,
     ):
         """`events`: where every served pin is logged as an impression (serving/event_log.py), None for no logging;
         `versions`: the (model, index) versions the impressions name; `client_time`: take an instance's `ts` as the
         impressions' time (a simulation's clock), else the server's clock and a `ts` is refused; `popular`: the
-        serving corpus (serving/corpus.py), whose popular pins stand in for retrieval's while it is down."""
+        serving corpus (serving/corpus.py), whose popular pins stand in for retrieval's while it is down; `explore`:
+        the exploration slots per feed (the module docstring), which need `popular`."""
         super().__init__(name)
         if not 1 <= candidates <= 1000:
             raise ValueError(f"candidates must be in [1, 1000] (retrieval's k), got {candidates}")
+        if not 0 <= explore <= 10:
+            raise ValueError(f"explore must be in [0, 10] slots, got {explore}")
+        if explore and popular is None:
+            raise ValueError("exploration draws pins from the serving corpus: give the index directory too")
+        self.explore = explore
         self.retrieval_url, self.ranking_url = retrieval_url.rstrip("/"), ranking_url.rstrip("/")
         self.candidates = candidates
         self.timeout_s = timeout_s
@@ -140,7 +158,7 @@ class HomefeedPredictor(kserve.Model):
         times = self._times(instances)
         retrieved, ranked = await self.retrieve_and_rank(requests, interests, headers, rid)
         predictions = [
-            {**feed(user_id, n, retrieved[i], ranked[i]), "request_id": feed_number(rid, i)}
+            {**feed(user_id, n, retrieved[i], ranked[i], self._slots(n)), "request_id": feed_number(rid, i)}
             for i, (user_id, n) in enumerate(requests)
         ]
         if self.events is not None:  # a queue put: the bus is written by the log's own thread
@@ -149,6 +167,28 @@ class HomefeedPredictor(kserve.Model):
                 self.events.log(impressions(p, rid, ts, model_version=model, index_version=index))
         observe.answered(self.name, rid, [p["mode"] for p in predictions], started)
         return respond(predictions, self.name, rid, as_v2, SCHEMA)
+
+    def _slots(self, n: int) -> int:
+        """Exploration slots of a feed of `n`: never all of it."""
+        return min(self.explore, n - 1)
+
+    def _explored(self, rid: str, position: int, found: list[dict], n: int) -> list[dict]:
+        """Up to `_slots(n)` exploration candidates for the feed at `position` of request `rid`: each of an interest
+        drawn at random (none twice), one of its most popular pins that retrieval did not find already (`found`); an
+        interest whose popular pins retrieval found all is one the user is shown anyway, and the next is drawn."""
+        slots = self._slots(n)
+        rng = np.random.default_rng(feed_number(rid, position))
+        taken = {c["pin_id"] for c in found}
+        out: list[dict] = []
+        for interest in rng.permutation(self.popular.interests()).tolist() if slots else []:
+            pool = [h for h in self.popular.popular(EXPLORE_POOL, (interest,)) if h["pin_id"] not in taken]
+            if pool:
+                pick = pool[int(rng.integers(len(pool)))]
+                out.append({**pick, "source": EXPLORE})
+                taken.add(pick["pin_id"])
+                if len(out) == slots:
+                    break
+        return out
 
     def _times(self, instances: list[dict]) -> list[int]:
         """Each instance's impression time (epoch ms): its `ts` with client time, else now."""
@@ -189,6 +229,11 @@ class HomefeedPredictor(kserve.Model):
                         raise
                     observe.dependency_failed(self.name, "retrieval", rid, exc)
                     retrieved = [self._popular_candidates(u, t) for (u, _), t in zip(requests, interests, strict=True)]
+                if self.explore:
+                    retrieved = [
+                        {**found, "candidates": found["candidates"] + self._explored(rid, i, found["candidates"], n)}
+                        for i, (found, (_, n)) in enumerate(zip(retrieved, requests, strict=True))
+                    ]
                 ranked = await self._rank(client, requests, retrieved, rid)
         return retrieved, ranked
 
@@ -257,12 +302,15 @@ def feed_number(rid: str, position: int) -> int:
     return request_number(rid if position == 0 else f"{rid}/{position}")
 
 
-def feed(user_id: int, n: int, retrieved: dict, ranked: dict) -> dict:
-    """One user's homefeed prediction: the `n` best of ranking's scores, with retrieval's interest and source."""
+def feed(user_id: int, n: int, retrieved: dict, ranked: dict, explore: int = 0) -> dict:
+    """One user's homefeed prediction: the `n` best of ranking's scores, with retrieval's interest and source; with
+    `explore`, the last slots go to the best-scored exploration candidates (source "explore"), if any."""
     found = {c["pin_id"]: c for c in retrieved["candidates"]}
+    explored = [s for s in ranked["scores"] if found[s["pin_id"]]["source"] == EXPLORE][:explore]
+    regular = [s for s in ranked["scores"] if found[s["pin_id"]]["source"] != EXPLORE][: n - len(explored)]
     pins = [
         {**s, "interest_id": found[s["pin_id"]]["interest_id"], "source": found[s["pin_id"]]["source"]}
-        for s in ranked["scores"][:n]
+        for s in regular + explored
     ]
     modes = [retrieved["mode"], ranked["mode"]]
     reasons = [r for r in (retrieved.get("reason"), ranked.get("reason")) if r]

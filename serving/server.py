@@ -72,11 +72,12 @@ def ranking_predictor(
 def homefeed_predictor(
     retrieval_url: str, ranking_url: str, candidates: int = DEFAULT_CANDIDATES, events_uri: str = "",
     spool_dir: Path | None = None, versions: tuple[str, str] = ("", ""), client_time: bool = False,
-    index_dir: Path | None = None,
+    index_dir: Path | None = None, explore: int = 0,
 ) -> HomefeedPredictor:  # fmt: skip
     """The homefeed predictor; with `events_uri` (an event bus, components/stream/bus.py) every served pin is logged
     as an impression, spooled under `spool_dir` while the bus is down; `client_time`: see HomefeedPredictor; with
-    `index_dir` (the index step's output) popular pins stand in for retrieval's candidates while it is down."""
+    `index_dir` (the index step's output) popular pins stand in for retrieval's candidates while it is down, and
+    fill `explore` slots per feed."""
     popular = None
     if index_dir is not None:
         from components.index.bundle import INDEX_FILE
@@ -91,7 +92,7 @@ def homefeed_predictor(
 
         events = EventLog(open_bus(events_uri), spool_dir or Path("/tmp/homefeed-spool"))
     return HomefeedPredictor(retrieval_url, ranking_url, candidates=candidates, events=events, versions=versions,
-                             client_time=client_time, popular=popular)  # fmt: skip
+                             client_time=client_time, popular=popular, explore=explore)  # fmt: skip
 
 
 def serve(model: kserve.Model, http_port: int, host: str = "127.0.0.1") -> None:

@@ -71,6 +71,7 @@ SETTINGS = {"retrieval_epochs": 2, "ranking_epochs": 1, "ranking_max_examples": 
 # and 2 epochs on a tiny world are not meant to beat popularity (the floor has its own tests)
 NO_FLOOR = json.dumps(GatePolicy.default().to_dict() | {"first_model": {"beat_baselines": False}})
 USERS = 300  # every user of the tiny world
+EXPLORE = 2  # exploration slots of a feed of 10
 
 
 def homefeed(workspace: Path, *args: str) -> str:
@@ -161,8 +162,11 @@ def test_served_traffic_feeds_monitoring_retraining_and_the_next_champion(tmp_pa
     Registry(str(registry)).fetch(MODEL_NAME, 1, local_deployment.release_dir(deploy_dir, 1),
                                   only=("retrieval", "ranking", "index"))  # fmt: skip
     # 100 candidates, not 200: ranking (early fusion over 100 actions per candidate) is most of a day's wall time
+    # EXPLORE slots per feed: popular pins of random interests (serving/homefeed.py), the only way the shifted users'
+    # new interests, which the models never saw them engage with, reach their feeds
     state = local_deployment.deploy(deploy_dir, 1, features, homefeed_args=[
-        "--events", bus, "--client-time", "--spool-dir", str(tmp_path / "spool"), "--candidates", "100"])  # fmt: skip
+        "--events", bus, "--client-time", "--spool-dir", str(tmp_path / "spool"), "--candidates", "100",
+        "--explore", str(EXPLORE)])  # fmt: skip
     processes = Processes(tmp_path / "procs", bus, features, log_dir)
     endpoints = PublicEndpoints(state["servers"]["homefeed"]["url"], processes.actions_url)
     retrain = {**release, "deploy_target": f"local:{deploy_dir}", "holdout_days": 0.5, "ranking_days": 2,
@@ -232,6 +236,8 @@ def test_served_traffic_feeds_monitoring_retraining_and_the_next_champion(tmp_pa
     # the shifted users' engagement: per day, their repins per impression served to them
     truth = GroundTruth.load(Path(world) / "ground_truth.npz")
     rates = repin_rates(served, sent, truth.user_shifted, days[0]["start_ms"])
+    targets = np.isin(truth.pin_interest, truth.params["shift_interests"])
+    rates["shifted_shown_new_interests"] = shown_share(served, truth.user_shifted, targets, days[0]["start_ms"])
     (tmp_path / "recovery.json").write_text(json.dumps(rates))
     print("repins per impression by day, shifted and other users:", json.dumps(rates))
 
@@ -248,3 +254,11 @@ def repin_rates(served: pd.DataFrame, sent: pd.DataFrame, shifted: np.ndarray, s
             for d in range(DAYS)
         ]
     return out
+
+
+def shown_share(served: pd.DataFrame, shifted: np.ndarray, targets: np.ndarray, start_ms: int) -> list[float]:
+    """Per day of the run, the share of the shifted users' impressions that were pins of the interests they moved to."""
+    day = (served["ts"] - start_ms) // 86_400_000
+    mine = shifted[served["user_id"].to_numpy()]
+    new = targets[served["pin_id"].to_numpy()]
+    return [round(float(new[mine & (day == d)].mean()), 4) if (mine & (day == d)).any() else 0.0 for d in range(DAYS)]

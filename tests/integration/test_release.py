@@ -48,13 +48,16 @@ def test_a_run_deploying_to_the_container_cluster_builds_against_its_stores(tmp_
     from components.cluster.local_cluster import ClusterState
     from pipelines.local import local_defaults
 
-    ClusterState(name="c", network="c", subnet="10.89.120.0/24", namespace="homefeed").write(tmp_path)
-    monkeypatch.setenv("MILVUS_TOKEN", "")  # so that the teardown restores what it was
-    monkeypatch.delenv("MILVUS_TOKEN")
+    state = ClusterState(name="c", network="c", subnet="10.89.120.0/24", namespace="homefeed")
+    state.write(tmp_path)
+    for name in ("MILVUS_TOKEN", "REDIS_PASSWORD"):
+        monkeypatch.setenv(name, "")  # so that the teardown restores what it was
+        monkeypatch.delenv(name)
     params = {"deploy_target": f"podman:{tmp_path}", "online_store": "sqlite", "index_uri": "", "registry": ""}
     out = local_defaults(params, tmp_path / "ws")
     assert out["online_store"] == "redis://10.89.120.11:6379/0" and out["index_uri"] == "http://10.89.120.10:19530"
     assert os.environ["MILVUS_TOKEN"] == "root:Milvus"
+    assert os.environ["REDIS_PASSWORD"] == state.redis_password and len(state.redis_password) == 48
     # what the run was told stays as it was
     kept = local_defaults({**params, "index_uri": "http://milvus:19530", "online_store": "redis://r:6379/2"}, tmp_path)
     assert kept["index_uri"] == "http://milvus:19530" and kept["online_store"] == "redis://r:6379/2"

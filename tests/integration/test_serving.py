@@ -4,6 +4,7 @@ and the homefeed over real loopback processes started by the launcher."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import shutil
@@ -415,6 +416,31 @@ def test_homefeed_cold_starts_a_new_user_from_the_interests_they_picked(stack, r
     # ranked by the model (as the average user), not left in popularity order
     assert [p["score"] for p in feed["pins"]] == sorted((p["score"] for p in feed["pins"]), reverse=True)
     assert all(p["repin"] is not None for p in feed["pins"])
+
+
+@slow
+def test_exploration_slots_hold_popular_pins_of_random_interests_after_the_ranked_feed(stack, ranking, tiny_artifacts):
+    users = [3, 5, 8, 13]
+    explore = homefeed_predictor(stack["retrieval"], stack["ranking"], candidates=200,  # as the stack's homefeed
+                                 index_dir=tiny_artifacts["index"], explore=2)  # fmt: skip
+    corpus = ranking.corpus
+    body = {"instances": [{"user_id": u, "n": 10} for u in users]}
+    feeds = asyncio.run(explore.predict(body, {"x-request-id": "explore-1"}))["predictions"]
+    again = asyncio.run(explore.predict(body, {"x-request-id": "explore-1"}))["predictions"]
+    plain = _post(stack["homefeed"], "homefeed", body["instances"]).json()["predictions"]
+    drawn = set()
+    for feed, same, ranked in zip(feeds, again, plain, strict=True):
+        pins = [p["pin_id"] for p in feed["pins"]]
+        assert len(pins) == len(set(pins)) == 10 and feed == same  # a request id draws the same pins again
+        head, tail = feed["pins"][:8], feed["pins"][8:]
+        assert [p["pin_id"] for p in head] == [p["pin_id"] for p in ranked["pins"][:8]]  # the ranked feed, first
+        assert {p["source"] for p in tail} == {"explore"} and len({p["interest_id"] for p in tail}) == 2
+        for p in tail:  # one of the 20 most popular pins of its interest, ranked like any other candidate
+            assert p["pin_id"] in _popular(corpus, 20, p["interest_id"]) and p["repin"] is not None
+            drawn.add(p["interest_id"])
+    assert len(drawn) > 2  # interests drawn afresh for each feed
+    with pytest.raises(ValueError, match="serving corpus"):
+        homefeed_predictor(stack["retrieval"], stack["ranking"], explore=1)
 
 
 @slow
