@@ -18,13 +18,12 @@ impression is logged by the server that showed the feed, serving/event_log.py). 
 refused whole and nothing of it is published, so a client fixes it and resends it as it was, with the same ids; the
 invalid events go to the dead letter (`<dir>/actions.jsonl`) with their reasons either way.
 
-Idempotency: every valid event's id is claimed on the bus (`first_time`) before the one `publish` of the request. A
-repeat is answered as accepted and not published again. When the bus refuses the publish, every id this request
-claimed is released (`forget`) and the answer is 503, so the client's retry with the same ids is taken: nothing is
-lost. A refused publish may still have stored the batch (on Redis a batch is one MULTI/EXEC, so only when the reply
-to EXEC is lost; bus.py); the retry republishes it, and the stream processor ignores a repeated record as a
-duplicate only when it is identical, so clients should send `ts` (a defaulted one is the time of receipt, which
-differs on a retry). On Redis the claims are shared by every replica; on
+Idempotency: the request's valid events are published with `publish_once` (bus.py), which publishes each event
+whose id the bus has not seen and remembers the id in the same step. A repeat is answered as accepted and not
+published again. When the bus cannot take them the answer is 503 and the client retries with the same ids: an
+event whose id the bus remembered was published (the reply was lost), so the retry finds it a duplicate, and any
+other is published then; nothing is lost and nothing is published twice. Clients should still send `ts` (a
+defaulted one is the time of receipt). On Redis the claims are shared by every replica; on
 the file bus they live in this process.
 
 Prometheus: homefeed_actions_accepted_total{action}, homefeed_actions_duplicates_total,
@@ -34,7 +33,6 @@ homefeed_actions_request_seconds{code}.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import threading
 import time
@@ -49,7 +47,7 @@ from prometheus_client import REGISTRY, Counter, Histogram, exposition
 from starlette.concurrency import run_in_threadpool
 
 from components.data.contracts import EVENT, HOMEFEED_SURFACE, DeadLetter, Reject, validate
-from components.stream.bus import BusUnavailable, EventBus, FileBus, open_bus
+from components.stream.bus import BusUnavailable, EventBus, open_bus
 from serving import observe
 
 MAX_EVENTS = 1000
@@ -194,53 +192,25 @@ class ActionsService:
     def __init__(self, bus: EventBus, dead_letter: DeadLetter | None, clock: Callable[[], int] = now_ms) -> None:
         self.bus, self.dead_letter, self.clock = bus, dead_letter, clock
         self._dead_letter_lock = threading.Lock()  # whole lines: requests run in several threads
-        # The file bus keeps its ids in a plain dict of this process: two threads claiming one id must not both
-        # win. Redis claims are atomic (SET NX) and need no lock.
-        self._claim_lock = threading.Lock() if isinstance(bus, FileBus) else contextlib.nullcontext()
 
     def take(self, raw: list, rid: str) -> JSONResponse:
         checked = check_events(raw, self.clock())
         if checked.rejects:
             return self._refuse(raw, checked.rejects, rid)
-        claimed: list[str] = []
         try:
-            with self._claim_lock:
-                fresh = [e for e in checked.events if self._claim(e["event_id"], claimed)]
-            self.bus.publish(fresh)
+            published = self.bus.publish_once(checked.events)
         except BusUnavailable as exc:
-            self._release(claimed, rid)
             BUS_FAILURES.inc()
             observe.log.warning("request_id=%s model=%s bus unavailable, %d events refused with 503: %s",
                                 rid, MODEL, len(raw), exc)  # fmt: skip
             body = {"error": "the event bus is unavailable: retry the request with the same event ids"}
             return JSONResponse(body, status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)})
-        except BaseException:
-            self._release(claimed, rid)
-            raise
+        fresh = [e for e, new in zip(checked.events, published, strict=True) if new]
         for e in fresh:
             ACCEPTED.labels(e["action"]).inc()
         duplicates = len(checked.events) - len(fresh)
         DUPLICATES.inc(duplicates)
         return JSONResponse({"accepted": len(fresh), "duplicates": duplicates}, status_code=202)
-
-    def _claim(self, event_id: str, claimed: list[str]) -> bool:
-        if not self.bus.first_time(event_id):
-            return False
-        claimed.append(event_id)
-        return True
-
-    def _release(self, claimed: list[str], rid: str) -> None:
-        """Forget this request's claims so its retry is taken; an id the bus cannot forget is logged, since that
-        retry would be answered as a duplicate until the claim expires."""
-        stuck = []
-        for event_id in claimed:
-            try:
-                self.bus.forget(event_id)
-            except BusUnavailable:
-                stuck.append(event_id)
-        if stuck:
-            observe.log.error("request_id=%s model=%s could not release %d event ids (their retries will be taken as"
-                              " duplicates until the claims expire): %s", rid, MODEL, len(stuck), stuck)  # fmt: skip
 
     def _refuse(self, raw: list, rejects: list[Reject], rid: str) -> JSONResponse:
         REJECTED.inc(len(rejects))

@@ -17,9 +17,11 @@ Query parameters of a redis URI: `shards` (default 4), `prefix` (default homefee
 1,000,000 per stream). Every publisher and the processor must agree on `shards` and `prefix`: they are part of the
 URI the manifests hand to all of them.
 
-Client event ids (`first_time`): an action a client retries with the same event id is published once. On Redis the
-id is claimed with SET NX and a TTL, shared by every replica of the actions service; on the file bus, in a bounded
-set of this process.
+Client event ids (`publish_once`): an action a client retries with the same event id is published once. An id is
+remembered in the same step that publishes its event, never before: a claim stored without its event (the bus going
+down between the two) would make the client's retry a duplicate and the action lost. On Redis one Lua script checks
+each id, appends the event and records the id with a TTL, atomically, shared by every replica of the actions
+service; on the file bus, under a lock, in a bounded set of this process.
 
 Kafka is not a transport here: no broker can run on the machines this is tested on.
 """
@@ -29,6 +31,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -70,12 +73,11 @@ class EventBus:
     def publish(self, events: Iterable[Mapping]) -> int:
         raise NotImplementedError
 
-    def first_time(self, event_id: str) -> bool:
-        """True the first time `event_id` is claimed, False for a repeat (a client's retry)."""
-        raise NotImplementedError
-
-    def forget(self, event_id: str) -> None:
-        """Release a claimed id whose event could not be published, so the client's retry is taken."""
+    def publish_once(self, events: list[Mapping]) -> list[bool]:
+        """Publish each event whose `event_id` the bus has not published before (within the batch too) and remember
+        its id, in one step; returns, per event, whether it was published. BusUnavailable when the bus cannot take
+        them: an event whose id was remembered was published, so the client's retry finds it a duplicate and any
+        other is published then."""
         raise NotImplementedError
 
     def unready(self) -> str | None:
@@ -91,6 +93,7 @@ class FileBus(EventBus):
         self.path = Path(path)
         self.uri = f"file:{self.path}"
         self._seen: OrderedDict[str, None] = OrderedDict()
+        self._ids_lock = threading.Lock()
 
     def publish(self, events: Iterable[Mapping]) -> int:
         data = "".join(event_line(e) + "\n" for e in events).encode()
@@ -110,17 +113,22 @@ class FileBus(EventBus):
             raise BusUnavailable(f"event log {self.path}: {exc}") from exc
         return data.count(b"\n")
 
-    def first_time(self, event_id: str) -> bool:
-        if event_id in self._seen:
-            self._seen.move_to_end(event_id)
-            return False
-        self._seen[event_id] = None
-        if len(self._seen) > SEEN_IDS:
-            self._seen.popitem(last=False)
-        return True
-
-    def forget(self, event_id: str) -> None:
-        self._seen.pop(event_id, None)
+    def publish_once(self, events: list[Mapping]) -> list[bool]:
+        with self._ids_lock:  # two threads taking one id must not both publish it
+            fresh, batch = [], set()
+            for e in events:
+                new = e["event_id"] not in self._seen and e["event_id"] not in batch
+                fresh.append(new)
+                batch.add(e["event_id"])
+                if not new and e["event_id"] in self._seen:
+                    self._seen.move_to_end(e["event_id"])
+            self.publish([e for e, new in zip(events, fresh, strict=True) if new])
+            for e, new in zip(events, fresh, strict=True):  # only once published
+                if new:
+                    self._seen[e["event_id"]] = None
+            while len(self._seen) > SEEN_IDS:
+                self._seen.popitem(last=False)
+        return fresh
 
     def unready(self) -> str | None:
         try:
@@ -166,11 +174,32 @@ class RedisStreams:
         return [self.stream(s) for s in range(self.shards)]
 
 
+# KEYS: the n events' id keys, then their n streams; ARGV: ttl, maxlen, field, then the n events. Per event: unless
+# its id is held, append the event and then hold the id, so a script that fails midway (a full Redis refusing an
+# XADD) leaves no id held without its event; a script runs whole before any other command, so two replicas cannot
+# both publish one id. Returns 1 (published) or 0 (a repeat) per event.
+_PUBLISH_ONCE = """
+local n = #KEYS / 2
+local out = {}
+for i = 1, n do
+  if redis.call('EXISTS', KEYS[i]) == 0 then
+    redis.call('XADD', KEYS[n + i], 'MAXLEN', '~', ARGV[2], '*', ARGV[3], ARGV[3 + i])
+    redis.call('SET', KEYS[i], '1', 'EX', ARGV[1])
+    out[i] = 1
+  else
+    out[i] = 0
+  end
+end
+return out
+"""
+
+
 class RedisBus(EventBus):
     def __init__(self, uri: str, timeout_s: float = 2.0) -> None:
         self.where = RedisStreams.parse(uri)
         self.uri = uri
         self._redis = redis_client(self.where.url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+        self._publish_once = self._redis.register_script(_PUBLISH_ONCE)
 
     def publish(self, events: Iterable[Mapping]) -> int:
         import redis
@@ -189,22 +218,19 @@ class RedisBus(EventBus):
                 raise BusUnavailable(f"redis bus {self.where.url}: {exc}") from exc
         return n
 
-    def first_time(self, event_id: str) -> bool:
+    def publish_once(self, events: list[Mapping]) -> list[bool]:
         import redis
 
+        if not events:
+            return []
+        ids = [f"{self.where.prefix}:ids:{e['event_id']}" for e in events]
+        streams = [self.where.stream(shard_of(e["user_id"], self.where.shards)) for e in events]
         try:
-            claimed = self._redis.set(f"{self.where.prefix}:ids:{event_id}", 1, nx=True, ex=EVENT_ID_TTL_S)
+            done = self._publish_once(keys=ids + streams,
+                                      args=[EVENT_ID_TTL_S, self.where.maxlen, EVENT_FIELD, *map(event_line, events)])  # fmt: skip
         except redis.RedisError as exc:
             raise BusUnavailable(f"redis bus {self.where.url}: {exc}") from exc
-        return bool(claimed)
-
-    def forget(self, event_id: str) -> None:
-        import redis
-
-        try:
-            self._redis.delete(f"{self.where.prefix}:ids:{event_id}")
-        except redis.RedisError as exc:
-            raise BusUnavailable(f"redis bus {self.where.url}: {exc}") from exc
+        return [bool(d) for d in done]
 
     def unready(self) -> str | None:
         import redis

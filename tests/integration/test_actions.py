@@ -207,21 +207,15 @@ def test_a_body_over_the_limit_is_a_413(tmp_path):
 
 
 class FlakyBus(EventBus):
-    """A working bus whose publish refuses while `down` is set (claims and forgets still reach the real bus)."""
+    """A working bus that refuses while `down` is set."""
 
     def __init__(self, inner: EventBus) -> None:
         self.inner, self.uri, self.down = inner, inner.uri, True
 
-    def publish(self, events):
+    def publish_once(self, events):
         if self.down:
             raise BusUnavailable("down for the test")
-        return self.inner.publish(events)
-
-    def first_time(self, event_id: str) -> bool:
-        return self.inner.first_time(event_id)
-
-    def forget(self, event_id: str) -> None:
-        self.inner.forget(event_id)
+        return self.inner.publish_once(events)
 
 
 def test_a_refused_publish_is_a_503_and_the_retry_is_taken(bus, dead_letter):
@@ -233,7 +227,7 @@ def test_a_refused_publish_is_a_503_and_the_retry_is_taken(bus, dead_letter):
     assert response.status_code == 503 and int(response.headers["retry-after"]) >= 1
     assert "retry the request with the same event ids" in response.json()["error"]
     assert published(bus) == [] and metric("homefeed_actions_bus_failures_total") == before + 1
-    flaky.down = False  # the bus is back: the claims were released, so the retry is published, once
+    flaky.down = False  # the bus is back: the retry is published, once
     assert client.post(URL, json=batch).json() == {"accepted": 2, "duplicates": 0}
     assert client.post(URL, json=batch).json() == {"accepted": 0, "duplicates": 2}
     assert published(bus) == [record("d-1"), record("d-2", pin=5)]
