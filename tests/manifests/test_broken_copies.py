@@ -251,6 +251,41 @@ CASES = [
         ),
         "overlays/prod", policy.ranking_on_gpu, "neither nodeSelector nor tolerations name GPU nodes",
     ),
+    Case(
+        "Redis without its password",
+        Replace("base/features/redis.yaml", '"--requirepass", "$(REDIS_PASSWORD)", ', ""),
+        DEV, policy.redis_requires_password, "StatefulSet/redis: spec.template.spec.containers container redis: "
+        "redis-server without --requirepass",
+    ),
+    Case(
+        "Redis in unprotected mode",
+        Replace("base/features/redis.yaml", '"--bind", "0.0.0.0", ', '"--bind", "0.0.0.0", "--protected-mode", "no", '),
+        DEV, policy.redis_requires_password, "redis-server runs with --protected-mode no",
+    ),
+    Case(
+        "a Redis client without the password",
+        Replace("base/actions/deployment.yaml", "secretKeyRef: {name: homefeed-redis, key: password}",
+                "secretKeyRef: {name: homefeed-milvus, key: password}"),
+        DEV, policy.redis_clients_authenticate, "Deployment/actions: spec.template.spec.containers container actions: "
+        "is given a Redis URL without REDIS_PASSWORD",
+    ),
+    Case(
+        "a password in a Redis URL",
+        Replace("base/stream/deployment.yaml", "- redis://redis:6379/0", "- redis://:hunter2@redis:6379/0"),
+        DEV, policy.redis_clients_authenticate, "carries credentials (they belong in REDIS_PASSWORD)",
+    ),
+    Case(
+        "the Feast configuration without the password",
+        Replace("base/features/feature_store.yaml", ",password=${REDIS_PASSWORD}", ""),
+        DEV, policy.redis_clients_authenticate, "feature_store.yaml's Redis connection_string has no password",
+    ),
+    Case(
+        "a model server without its token",
+        Replace("base/serving/homefeed.yaml", "secretKeyRef: {name: homefeed-serving, key: token, optional: true}",
+                "secretKeyRef: {name: homefeed-redis, key: password}"),
+        DEV, policy.model_servers_take_a_token, "InferenceService/homefeed: spec.predictor.containers container "
+        "kserve-container: no SERVING_TOKEN from Secret homefeed-serving key token",
+    ),
 ]  # fmt: skip
 
 
