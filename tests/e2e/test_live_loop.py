@@ -74,7 +74,7 @@ USERS = 300  # every user of the tiny world
 # Exploration slots of a feed of 10. With 2, in one run: the shifted users' impressions of their new interests stayed
 # near 6% of theirs on every day, their repin rate did not recover (0.025, 0.022 before the shift; 0.015 on it;
 # 0.012, 0.012, 0.015 after), and the retraining's challenger was refused on recall@100 (0.456 against 0.521, the
-# holdout's positives now partly on explored pins, where popularity's recall@100 was 0.72): docs/live-loop.md.
+# holdout's positives now partly on explored, popular pins; popularity's recall@100 there was 0.72): docs/live-loop.md.
 EXPLORE = 0
 
 
