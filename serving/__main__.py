@@ -73,12 +73,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        served = _load(args)
+    except (ValueError, FileNotFoundError) as exc:  # a bad option or directory: one line, not a traceback
+        parser.exit(2, f"python -m serving {args.kind}: error: {exc}\n")
     if args.kind == "actions":  # no KServe: a plain ASGI app (serving/actions.py)
         from serving.actions import serve_actions
 
-        serve_actions(args.events, args.dead_letter, args.http_port, args.bind_host)
+        serve_actions(served, args.dead_letter, args.http_port, args.bind_host)
         return
+    from serving import server
+
+    server.serve(served, args.http_port, args.bind_host)
+
+
+def _load(args):
+    """The actions service's event bus, or the predictor to serve; ValueError or FileNotFoundError for what the
+    options name wrongly."""
+    if args.kind == "actions":
+        from components.stream.bus import open_bus
+
+        return open_bus(args.events)
     from serving import server  # after parsing: --help and usage errors answer without loading torch and Feast
 
     if args.kind == "retrieval":
@@ -94,7 +111,7 @@ def main(argv: list[str] | None = None) -> None:
             spool_dir=args.spool_dir, versions=(args.model_version, args.index_version), client_time=args.client_time,
             index_dir=args.index_dir, explore=args.explore,
         )  # fmt: skip
-    server.serve(model, args.http_port, args.bind_host)
+    return model
 
 
 if __name__ == "__main__":

@@ -47,7 +47,7 @@ from prometheus_client import REGISTRY, Counter, Histogram, exposition
 from starlette.concurrency import run_in_threadpool
 
 from components.data.contracts import EVENT, HOMEFEED_SURFACE, DeadLetter, Reject, validate
-from components.stream.bus import BusUnavailable, EventBus, open_bus
+from components.stream.bus import BusUnavailable, EventBus
 from serving import observe
 
 MAX_EVENTS = 1000
@@ -284,12 +284,12 @@ async def _body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
     return b"".join(chunks)
 
 
-def serve_actions(events_uri: str, dead_letter_dir: Path, http_port: int, host: str = "127.0.0.1") -> None:
-    """Run the actions service on `host` until SIGTERM (uvicorn finishes the requests in flight). Blocks."""
+def serve_actions(bus: EventBus, dead_letter_dir: Path, http_port: int, host: str = "127.0.0.1") -> None:
+    """Run the actions service on `host` until SIGTERM (uvicorn finishes the requests in flight), then close `bus`
+    (components/stream/bus.py `open_bus`). Blocks."""
     import uvicorn
 
     observe.configure_logging()
-    bus = open_bus(events_uri)
     try:
         app = actions_app(bus, DeadLetter(dead_letter_dir))
         uvicorn.run(app, host=host, port=http_port, access_log=False, timeout_graceful_shutdown=10)

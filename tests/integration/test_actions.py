@@ -337,3 +337,19 @@ def _wait_ready(url: str, server, log: Path, timeout_s: float = 30.0) -> None:
             pass
         time.sleep(0.1)
     raise AssertionError(f"not ready after {timeout_s} s: {log.read_text()[-2000:]}")
+
+
+@pytest.mark.parametrize(
+    ("events", "said"),
+    [("kafka://broker:9092/events", "Kafka is not supported"),
+     ("redis://:s3cret@127.0.0.1:6379/0", "must not carry credentials")],
+)  # fmt: skip
+def test_a_bad_bus_option_is_a_one_line_error_not_a_traceback(tmp_path, events, said):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "serving", "actions", "--events", events, "--dead-letter",
+                           str(tmp_path / "dead")], capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.startswith("python -m serving actions: error: ") and said in done.stderr
+    assert "s3cret" not in done.stderr
