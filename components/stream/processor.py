@@ -95,9 +95,8 @@ class StreamProcessor:
         self.offline_log = offline_log
         self._resume(initial_state)
         # Users whose state already starts from what the online store holds (the checkpoint's or the replay's); any
-        # other user's online sequence is merged in before their first push (`_seed`).
+        # other user's online sequence is merged in before their first event is applied (`_seed`).
         self.known: set[int] = set(self.state.users)
-        self._newest_seeded = 0  # the newest action time the online sequences seeded held
         self._logged_to = self.offset  # the offline log holds the events before this offset
 
     def _dead_letter_file(self) -> Path | None:
@@ -201,9 +200,10 @@ class StreamProcessor:
         """Push the changed users' sequences, then checkpoint (in that order: see the module docstring)."""
         if self.changed:
             users = sorted(self.changed)
-            # stamped just after the newest event read (or seeded: a replay from the start of a log finds sequences
-            # newer than what it has read), like a batch store built at that cut-off
-            cut = max(self.metrics.newest_read_ts, self._newest_seeded) + 1
+            # stamped just after the newest event read, like a batch store built at that cut-off, or after the newest
+            # action held (a replay from the start of a log seeds sequences newer than what it has read)
+            held = self.state.users
+            cut = max([self.metrics.newest_read_ts, *(held[u][-1][0] for u in users if held.get(u))]) + 1
             table = sequence_table(self.state, users, cut, self.state.max_len)
             start = time.monotonic()
             push_sequences(self.store, table, batch=max(len(users), 1), views=self.views)
@@ -233,8 +233,6 @@ class StreamProcessor:
             part = users[start : start + SEED_BATCH]
             online = online_sequences(self.store, part)
             added += sum(self.state.seed(u, online.get(u, [])) for u in part)
-            # sequences are newest first; a push's cut-off must not leave out what was seeded (flush)
-            self._newest_seeded = max([self._newest_seeded, *(seq[0][0] for seq in online.values())])
             self.known.update(part)
         return added
 
